@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Consistency checks over the rendered Kubernetes manifests (`kubectl kustomize k8s/`).
+
+Schema validation (kubernetes-validate) says each object is well formed; this says the objects
+agree with each other and with the image:
+
+  - the Deployment runs 3 replicas, and its selector, the Service's and the PDB's match the pod
+    template's labels;
+  - the Service is a LoadBalancer on port 80 whose targetPort names a containerPort (5000);
+  - the probes hit the admin port, which exists and is not the public one;
+  - the ports agree with the listen addresses (env in the Deployment, ENV in the Dockerfile);
+  - terminationGracePeriodSeconds > preStop sleep + the host's drain timeout
+    (WASMLET_DRAIN_TIMEOUT, default 25s);
+  - the handler ConfigMap exists and is mounted as a whole folder (no subPath: those never see
+    updates) over the image's handler folder; the cache folder is a writable emptyDir;
+  - the securityContext is restrictive, requests and limits are set, the rollout never drops
+    below 3 ready replicas, and the PDB leaves room for a drain.
+
+    k8s_check.py RENDERED.yaml [--dockerfile Dockerfile]     run the checks
+    k8s_check.py --self-test RENDERED.yaml                   prove that each check can fail
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+
+NAME = "hello-world"
+REPLICAS = 3
+SERVICE_PORT = 80
+HTTP_PORT = 5000
+HANDLERS_DIR = "/app/handlers"
+DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the host's documented default for --drain-timeout
+DEFAULT_CACHE_DIR = "/var/cache/wasmlet"
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a humantime duration such as `25s`, `1m 30s`, `500ms`."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+
+
+@dataclass
+class Report:
+    failures: list[str] = field(default_factory=list)
+    passes: list[str] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        (self.passes if ok else self.failures).append(f"{name}: {detail}")
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [
+        d
+        for d in docs
+        if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels, or a Service's plain map) selects `labels`."""
+    is_label_selector = "matchLabels" in selector or "matchExpressions" in selector
+    match = selector.get("matchLabels", {}) if is_label_selector else selector
+    if not match and not selector.get("matchExpressions"):
+        return False  # an empty selector selects everything: never what we mean
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value, op = labels.get(expr["key"]), expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and expr["key"] not in labels:
+            return False
+        if op == "DoesNotExist" and expr["key"] in labels:
+            return False
+    return True
+
+
+def port_of(addr: str) -> int:
+    return int(addr.rsplit(":", 1)[1])
+
+
+def resolve_port(ref, ports: list[dict]) -> dict | None:
+    """The containerPort a Service targetPort or probe port (name or number) refers to."""
+    for p in ports:
+        if (isinstance(ref, str) and p.get("name") == ref) or ref == p["containerPort"]:
+            return p
+    return None
+
+
+def dockerfile_env(path: str) -> dict[str, str]:
+    """ENV key=value pairs of the Dockerfile's last stage (continuation lines joined)."""
+    text = open(path, encoding="utf-8").read().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if re.match(r"(?i)^FROM\s", line):
+            env = {}
+        elif re.match(r"(?i)^ENV\s", line):
+            env.update(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", line))
+    return env
+
+
+def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
+    r = Report()
+    deployments = find(docs, "Deployment", NAME)
+    services = find(docs, "Service", NAME)
+    pdbs = find(docs, "PodDisruptionBudget")
+    r.check("objects", len(deployments) == 1 and len(services) == 1 and len(pdbs) == 1,
+            f"{len(deployments)} Deployment, {len(services)} Service, {len(pdbs)} PDB named for {NAME}")
+    if not deployments or not services:
+        return r
+    dep, svc = deployments[0], services[0]
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    containers = [c for c in pod["containers"] if c["name"] == NAME]
+    r.check("container", len(containers) == 1, f"container named {NAME}")
+    if not containers:
+        return r
+    c = containers[0]
+    ports = c.get("ports", [])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    image_env = dockerfile_env(dockerfile) if dockerfile else {}
+
+    r.check("replicas", spec.get("replicas") == REPLICAS, f"replicas = {spec.get('replicas')}")
+    r.check("deployment-selector", selects(spec["selector"], labels),
+            f"{spec['selector']} selects the pod template's labels {labels}")
+    r.check("service-selector", selects(svc["spec"].get("selector", {}), labels),
+            f"Service selector {svc['spec'].get('selector')} selects {labels}")
+    for pdb in pdbs:
+        r.check("pdb-selector", selects(pdb["spec"].get("selector", {}), labels),
+                f"PDB selector {pdb['spec'].get('selector')} selects {labels}")
+        min_avail = pdb["spec"].get("minAvailable")
+        r.check("pdb-allows-drain",
+                isinstance(min_avail, int) and 0 < min_avail < spec.get("replicas", 0),
+                f"minAvailable {min_avail} < replicas {spec.get('replicas')}")
+
+    # Ports: the Service → the public containerPort; probes → the admin one.
+    r.check("service-type", svc["spec"].get("type") == "LoadBalancer", f"type {svc['spec'].get('type')}")
+    svc_ports = svc["spec"].get("ports", [])
+    web = [p for p in svc_ports if p.get("port") == SERVICE_PORT]
+    r.check("service-port", len(web) == 1, f"Service ports {[p.get('port') for p in svc_ports]} include {SERVICE_PORT}")
+    http = None
+    for p in web:
+        http = resolve_port(p.get("targetPort", p.get("port")), ports)
+        r.check("service-target-port", http is not None and http["containerPort"] == HTTP_PORT,
+                f"targetPort {p.get('targetPort')!r} → containerPort "
+                f"{http['containerPort'] if http else None} (want {HTTP_PORT})")
+    probe_ports = []
+    for kind in ("readinessProbe", "livenessProbe"):
+        probe = c.get(kind)
+        if not probe or "httpGet" not in probe:
+            r.check(f"{kind}", False, "missing (or not an httpGet probe)")
+            continue
+        target = resolve_port(probe["httpGet"]["port"], ports)
+        probe_ports.append(target)
+        r.check(f"{kind}-port", target is not None and target is not http,
+                f"{probe['httpGet']['path']} on port {probe['httpGet']['port']!r} → "
+                f"{target['containerPort'] if target else 'no such containerPort'} (the admin port)")
+    r.check("readiness-path", c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+            "readiness probes /readyz")
+    r.check("liveness-path", c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
+            "liveness probes /healthz")
+    for var, want in (("WASMLET_LISTEN", http), ("WASMLET_ADMIN_LISTEN", probe_ports[0] if probe_ports else None)):
+        for origin, source in (("Deployment env", env), ("Dockerfile ENV", image_env)):
+            if source.get(var) is not None:
+                ok = want is not None and port_of(source[var]) == want["containerPort"]
+                r.check("listen-port", ok, f"{origin} {var}={source[var]} matches containerPort "
+                        f"{want['containerPort'] if want else None}")
+
+    # Shutdown: the grace period covers the preStop delay and the whole drain.
+    drain_text = env.get("WASMLET_DRAIN_TIMEOUT") or image_env.get("WASMLET_DRAIN_TIMEOUT")
+    drain = parse_duration(drain_text) if drain_text else DEFAULT_DRAIN_TIMEOUT_S
+    pre_stop = c.get("lifecycle", {}).get("preStop", {})
+    sleep_s = pre_stop.get("sleep", {}).get("seconds", 0)
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    r.check("prestop-sleep", 0 < sleep_s, f"preStop sleep {sleep_s}s")
+    r.check("grace-period", grace > sleep_s + drain,
+            f"terminationGracePeriodSeconds {grace} > preStop {sleep_s}s + drain {drain:g}s")
+
+    # Handlers: a ConfigMap that exists, mounted whole over the image's handler folder.
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    hm = mounts.get(HANDLERS_DIR)
+    hv = volumes.get(hm["name"]) if hm else None
+    cm_name = hv.get("configMap", {}).get("name") if hv else None
+    cms = find(docs, "ConfigMap", cm_name) if cm_name else []
+    r.check("handlers-mount", hm is not None and cm_name is not None and "subPath" not in hm,
+            f"{HANDLERS_DIR} mounts ConfigMap {cm_name} as a folder (no subPath)")
+    r.check("handlers-configmap", len(cms) == 1, f"ConfigMap {cm_name} is in the rendered output")
+    if cms:
+        keys = set(cms[0].get("data", {})) | set(cms[0].get("binaryData", {}))
+        r.check("handlers-files", {"wasmlet.toml", "hello.wasm"} <= keys, f"ConfigMap keys {sorted(keys)}")
+    cache_dir = env.get("WASMLET_CACHE_DIR") or image_env.get("WASMLET_CACHE_DIR") or DEFAULT_CACHE_DIR
+    cm = mounts.get(cache_dir)
+    r.check("cache-volume", cm is not None and "emptyDir" in volumes.get(cm["name"], {}),
+            f"{cache_dir} is an emptyDir (writable under a read-only root)")
+
+    # Security and resources.
+    psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+    merged = {**psc, **csc}
+    r.check("non-root", merged.get("runAsNonRoot") is True and merged.get("runAsUser", 0) != 0,
+            f"runAsNonRoot {merged.get('runAsNonRoot')}, runAsUser {merged.get('runAsUser')}")
+    r.check("read-only-root", csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    r.check("no-privilege-escalation", csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+    r.check("capabilities", csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities drop ALL")
+    seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+    r.check("seccomp", seccomp == "RuntimeDefault", f"seccompProfile {seccomp}")
+    res = c.get("resources", {})
+    r.check("resources", all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
+            f"requests {res.get('requests')} limits {res.get('limits')}")
+
+    # Rollout: never below REPLICAS ready pods; spread over nodes.
+    ru = spec.get("strategy", {}).get("rollingUpdate", {})
+    r.check("rollout", ru.get("maxUnavailable") == 0 and ru.get("maxSurge") == 1,
+            f"maxUnavailable {ru.get('maxUnavailable')}, maxSurge {ru.get('maxSurge')}")
+    spread = [t for t in pod.get("topologySpreadConstraints", [])
+              if t.get("topologyKey") == "kubernetes.io/hostname" and selects(t.get("labelSelector", {}), labels)]
+    r.check("spread", len(spread) == 1, "topologySpreadConstraints over kubernetes.io/hostname select the pods")
+    ann = spec["template"]["metadata"].get("annotations", {})
+    admin = probe_ports[0]["containerPort"] if probe_ports and probe_ports[0] else None
+    r.check("prometheus", ann.get("prometheus.io/scrape") == "true"
+            and ann.get("prometheus.io/port") == str(admin) and ann.get("prometheus.io/path") == "/metrics",
+            f"scrape annotations point at :{ann.get('prometheus.io/port')}{ann.get('prometheus.io/path')}")
+    return r
+
+
+# Each mutation breaks one thing; the check named with it must then fail.
+def _dep(docs):
+    return find(docs, "Deployment", NAME)[0]
+
+
+def _ctr(docs):
+    return _dep(docs)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _svc(docs):
+    return find(docs, "Service", NAME)[0]
+
+
+MUTATIONS = [
+    ("template label differs from the selector", "deployment-selector",
+     lambda d: _dep(d)["spec"]["template"]["metadata"]["labels"].update(app="hello")),
+    ("Service selects another app", "service-selector",
+     lambda d: _svc(d)["spec"]["selector"].update(app="other")),
+    ("PDB selects another app", "pdb-selector",
+     lambda d: find(d, "PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"].update(app="x")),
+    ("2 replicas", "replicas", lambda d: _dep(d)["spec"].update(replicas=2)),
+    ("Service on port 8080", "service-port", lambda d: _svc(d)["spec"]["ports"][0].update(port=8080)),
+    ("Service targetPort names no containerPort", "service-target-port",
+     lambda d: _svc(d)["spec"]["ports"][0].update(targetPort="web")),
+    ("Service targetPort is a wrong number", "service-target-port",
+     lambda d: _svc(d)["spec"]["ports"][0].update(targetPort=8080)),
+    ("readiness probe on a missing port name", "readinessProbe-port",
+     lambda d: _ctr(d)["readinessProbe"]["httpGet"].update(port="metrics")),
+    ("liveness probe on the public port", "livenessProbe-port",
+     lambda d: _ctr(d)["livenessProbe"]["httpGet"].update(port="http")),
+    ("grace period shorter than drain + preStop", "grace-period",
+     lambda d: _dep(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=30)),
+    ("grace period left at the default 30s", "grace-period",
+     lambda d: _dep(d)["spec"]["template"]["spec"].pop("terminationGracePeriodSeconds")),
+    ("drain timeout raised to 1m", "grace-period",
+     lambda d: [e.update(value="1m") for e in _ctr(d)["env"] if e["name"] == "WASMLET_DRAIN_TIMEOUT"]),
+    ("admin listen port differs from containerPort", "listen-port",
+     lambda d: [e.update(value="0.0.0.0:9091") for e in _ctr(d)["env"] if e["name"] == "WASMLET_ADMIN_LISTEN"]),
+    ("handlers mounted with subPath", "handlers-mount",
+     lambda d: _ctr(d)["volumeMounts"][0].update(subPath="wasmlet.toml")),
+    ("ConfigMap name not rewritten to the generated one", "handlers-configmap",
+     lambda d: _dep(d)["spec"]["template"]["spec"]["volumes"][0]["configMap"].update(name="nope")),
+    ("writable root filesystem", "read-only-root",
+     lambda d: _ctr(d)["securityContext"].update(readOnlyRootFilesystem=False)),
+    ("runs as root", "non-root",
+     lambda d: [x.update(runAsUser=0) for x in (_ctr(d)["securityContext"],
+                                                 _dep(d)["spec"]["template"]["spec"]["securityContext"])]),
+    ("no memory limit", "resources", lambda d: _ctr(d)["resources"]["limits"].pop("memory")),
+    ("rollout may drop a replica", "rollout",
+     lambda d: _dep(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
+    ("PDB blocks every drain", "pdb-allows-drain",
+     lambda d: find(d, "PodDisruptionBudget")[0]["spec"].update(minAvailable=3)),
+]
+
+
+def self_test(docs: list[dict]) -> int:
+    baseline = run_checks(copy.deepcopy(docs))
+    if baseline.failures:
+        print("self-test: the unmutated manifests already fail:", *baseline.failures, sep="\n  ")
+        return 1
+    bad = 0
+    for what, check, mutate in MUTATIONS:
+        mutated = copy.deepcopy(docs)
+        mutate(mutated)
+        failed = {f.split(":", 1)[0] for f in run_checks(mutated).failures}
+        ok = check in failed
+        bad += not ok
+        print(f"{'PASS' if ok else 'FAIL'} negative: {what} → {check} fails"
+              + ("" if ok else f" (failed instead: {sorted(failed) or 'nothing'})"))
+    print(f"self-test: {len(MUTATIONS) - bad} passed, {bad} failed")
+    return 1 if bad else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rendered", help="output of `kubectl kustomize k8s/`")
+    ap.add_argument("--dockerfile", help="also check the Dockerfile's ENV listen ports")
+    ap.add_argument("--self-test", action="store_true", help="mutate the manifests; every check must catch its mutation")
+    args = ap.parse_args()
+    with open(args.rendered, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    if args.self_test:
+        return self_test(docs)
+    report = run_checks(docs, args.dockerfile)
+    for p in report.passes:
+        print(f"ok   {p}")
+    for f in report.failures:
+        print(f"FAIL {f}")
+    print(f"k8s-check: {len(report.passes)} passed, {len(report.failures)} failed")
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
