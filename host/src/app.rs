@@ -1,0 +1,132 @@
+//! `wasmlet serve`: wires the engine, the registry, the reloader and the
+//! two servers together, and runs them until SIGTERM/SIGINT.
+//!
+//! Start-up order: everything is loaded and validated before anything is
+//! bound, so bad input exits non-zero without ever listening.
+
+use crate::cache::CompileCache;
+use crate::config::ServeArgs;
+use crate::engine::{self, EpochTicker};
+use crate::limits::{Admission, Limits};
+use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use crate::registry::Registry;
+use crate::reload::{self, Reloader, Source};
+use crate::server::RequestIds;
+use crate::{admin, server, shutdown};
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// State shared by the public and admin servers.
+pub struct App {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+    pub admission: Admission,
+    pub limits: Limits,
+    /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    /// Series for requests that match no route.
+    pub no_route: RouteMetrics,
+    pub request_ids: RequestIds,
+}
+
+impl App {
+    /// An app with nothing loaded yet; call `reloader.reload` to load.
+    pub fn new(
+        source: Source,
+        limits: Limits,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<(Arc<App>, EpochTicker)> {
+        let engine = engine::build(&limits)?;
+        let ticker = EpochTicker::start(&engine);
+        let linker = engine::linker(&engine)?;
+        let cache = CompileCache::new(cache_dir, &engine);
+        let registry = Arc::new(Registry::new());
+        let metrics = Arc::new(Metrics::new());
+        let reloader = Arc::new(Reloader::new(
+            source,
+            engine,
+            linker,
+            cache,
+            limits.clone(),
+            registry.clone(),
+            metrics.clone(),
+            true,
+        ));
+        let app = App {
+            no_route: metrics.route(NO_ROUTE),
+            admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
+            registry,
+            metrics,
+            reloader,
+            limits,
+            draining: AtomicBool::new(false),
+            request_ids: RequestIds::new(),
+        };
+        Ok((Arc::new(app), ticker))
+    }
+}
+
+/// Runs `wasmlet serve` until a shutdown signal, then drains and returns.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    if args.listen == args.admin_listen && args.listen.port() != 0 {
+        bail!(
+            "--admin-listen {} must differ from --listen",
+            args.admin_listen
+        );
+    }
+    let source = match (&args.config, &args.component) {
+        (Some(config), _) => Source::Manifest(config.clone()),
+        (None, Some(component)) => Source::Component(component.clone()),
+        (None, None) => bail!("give a COMPONENT.wasm or --config wasmlet.toml"),
+    };
+    let (app, _ticker) = App::new(source, args.limits.clone(), args.cache_dir.as_deref())?;
+    app.reloader.reload("startup").await?;
+
+    let public = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to bind --listen {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("failed to bind --admin-listen {}", args.admin_listen))?;
+    tracing::info!(
+        public = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        "listening"
+    );
+
+    let _watch = if args.no_watch {
+        None
+    } else {
+        Some(reload::watch(app.reloader.clone())?)
+    };
+    let mut hangup =
+        signal(SignalKind::hangup()).context("failed to install the SIGHUP handler")?;
+    let reloader = app.reloader.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = reloader.reload("sighup").await;
+        }
+    });
+
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(admin, app.clone(), async {
+        let _ = admin_stopped.await;
+    }));
+
+    let draining_app = app.clone();
+    let shutdown = async move {
+        let name = shutdown::signal().await;
+        draining_app.draining.store(true, Ordering::Relaxed);
+        tracing::info!(signal = name, "shutting down: readiness is now 503");
+    };
+    server::serve(public, app.clone(), shutdown, args.drain_timeout).await;
+
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Reading, validating, compiling and pre-instantiating one component.
+//!
+//! A file becomes a [`LoadedComponent`] only if it is a WebAssembly
+//! component (not a core module), exports `wasi:http/incoming-handler`, and
+//! instantiates against this host's linker. Every error names the file and
+//! the reason in one line.
+
+use crate::cache::{CacheOutcome, CompileCache};
+use crate::sandbox::{Grants, HostState};
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// The export every handler must have (any 0.2.x version).
+pub const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+
+/// A compiled, validated, pre-instantiated component.
+pub struct LoadedComponent {
+    pub path: PathBuf,
+    /// Hex sha256 of the wasm file.
+    pub digest: String,
+    pub size: u64,
+    pub pre: ProxyPre<HostState>,
+    pub compile_time: Duration,
+    pub cache: CacheOutcome,
+    pub loaded_at: SystemTime,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A component file read whole from disk, with its digest.
+#[derive(Debug, Clone)]
+pub struct WasmFile {
+    pub path: PathBuf,
+    pub bytes: Arc<[u8]>,
+    pub digest: String,
+}
+
+impl WasmFile {
+    /// Reads `path`, refusing a file that changed while it was read (a
+    /// writer still copying into it): the next change event retries.
+    pub fn read(path: &Path) -> Result<WasmFile> {
+        let before = stat(path)?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("`{}`: cannot read", path.display()))?;
+        let after = stat(path)?;
+        if before != after || after.0 != bytes.len() as u64 {
+            bail!(
+                "`{}`: file changed while being read (still being written?)",
+                path.display()
+            );
+        }
+        let digest = hex(&Sha256::digest(&bytes));
+        Ok(WasmFile {
+            path: path.to_path_buf(),
+            bytes: bytes.into(),
+            digest,
+        })
+    }
+
+    /// Checks the header: a component, not a core module or something else.
+    pub fn check_header(&self) -> Result<()> {
+        let path = self.path.display();
+        let bytes = &self.bytes;
+        if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+            bail!("`{path}`: not a WebAssembly file (no `\\0asm` header)");
+        }
+        let version = [bytes[4], bytes[5], bytes[6], bytes[7]];
+        if version == CORE_MODULE_VERSION {
+            bail!(
+                "`{path}`: a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+            );
+        }
+        if version != COMPONENT_VERSION {
+            bail!("`{path}`: unsupported WebAssembly version/layer {version:02x?}");
+        }
+        Ok(())
+    }
+}
+
+fn stat(path: &Path) -> Result<(u64, Option<SystemTime>)> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("`{}`: cannot read", path.display()))?;
+    if !meta.is_file() {
+        bail!("`{}`: not a file", path.display());
+    }
+    Ok((meta.len(), meta.modified().ok()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles (or loads from the cache) and validates a component. Blocking:
+/// call it off the request path.
+pub fn compile(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    cache: &CompileCache,
+    file: &WasmFile,
+) -> Result<LoadedComponent> {
+    file.check_header()?;
+    let path = file.path.display();
+    let started = Instant::now();
+    let (component, outcome) = cache
+        .compile(engine, &file.bytes, &file.digest)
+        .with_context(|| format!("`{path}`: not a valid component"))?;
+    let compile_time = started.elapsed();
+    check_exports(engine, &component).with_context(|| format!("`{path}`"))?;
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("`{path}`: cannot be instantiated by this host"))?;
+    let pre = ProxyPre::new(instance_pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("`{path}`: does not export `{HANDLER_EXPORT}.x`"))?;
+    Ok(LoadedComponent {
+        path: file.path.clone(),
+        digest: file.digest.clone(),
+        size: file.bytes.len() as u64,
+        pre,
+        compile_time,
+        cache: outcome,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
+    let ty = component.component_type();
+    if ty
+        .exports(engine)
+        .any(|(name, _)| name.starts_with(HANDLER_EXPORT))
+    {
+        return Ok(());
+    }
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    bail!(
+        "does not export `{HANDLER_EXPORT}.x` (its exports: [{}]); build it against the wasi:http/proxy world",
+        exports.join(", ")
+    )
+}
+
+/// Instantiates the component once in a throwaway store, proving it can
+/// be instantiated here (not only linked).
+pub async fn trial_instantiate(component: &LoadedComponent) -> Result<()> {
+    let grants = Grants {
+        route: Arc::from("(validation)"),
+        env: Vec::new(),
+        outbound: Arc::from([]),
+        log_output: false,
+    };
+    let engine = component.pre.engine();
+    let mut store = Store::new(engine, HostState::new(&grants, u64::MAX, Arc::from("-")));
+    store.set_epoch_deadline(u64::MAX / 2);
+    component
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("`{}`: failed to instantiate", component.path.display()))?;
+    Ok(())
+}
+
+/// Names of the component's imports and exports, for `wasmlet check`.
+pub fn interface(engine: &Engine, component: &LoadedComponent) -> (Vec<String>, Vec<String>) {
+    let ty = component.pre.instance_pre().component().component_type();
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    (imports, exports)
+}

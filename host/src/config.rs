@@ -1,0 +1,114 @@
+//! The command line. The `///` docs below are the `--help` text; every flag
+//! that configures the server also reads an environment variable so the
+//! container image and Kubernetes manifests can set it.
+
+use crate::limits::Limits;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A serverless-style host for wasi:http WebAssembly components.
+///
+/// Each request runs in a fresh, isolated instance of the component its
+/// route names. Handlers can be swapped on a running server.
+#[derive(Debug, Parser)]
+#[command(name = "wasmlet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve one component for every path, or a manifest of routes.
+    Serve(ServeArgs),
+    /// Validate a component and print its digest, imports and exports.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["component", "config"]))]
+pub struct ServeArgs {
+    /// The component to serve on every path (`/...`).
+    pub component: Option<PathBuf>,
+
+    /// A manifest (`wasmlet.toml`) listing routes and their components.
+    #[arg(long, short = 'c', env = "WASMLET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the public HTTP server listens on.
+    #[arg(long, env = "WASMLET_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin server (health, readiness, metrics, handlers,
+    /// reload). Must differ from --listen.
+    #[arg(long, env = "WASMLET_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Directory for compiled components, keyed by the wasm's sha256 and
+    /// the engine's settings. Without it every start compiles again.
+    #[arg(long, env = "WASMLET_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Do not watch the manifest and components for changes (reload only on
+    /// SIGHUP or POST /reload).
+    #[arg(long, env = "WASMLET_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// How long to wait, after SIGTERM or SIGINT, for requests in flight
+    /// before interrupting them. Fits Kubernetes' default 30 s grace period.
+    #[arg(long, env = "WASMLET_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The component to validate.
+    pub component: PathBuf,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "WASMLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_needs_a_component_or_a_config() {
+        assert!(Cli::try_parse_from(["wasmlet", "serve"]).is_err());
+        let cli = Cli::try_parse_from(["wasmlet", "serve", "x.wasm"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(args.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(args.drain_timeout, Duration::from_secs(25));
+    }
+}

@@ -1,0 +1,372 @@
+//! Running one request in a fresh instance, and mapping faults to statuses.
+//!
+//! Each request gets a new `Store` (its own WASI context, memory limit and
+//! epoch deadline) and a new instance from the route's `ProxyPre`. The guest
+//! runs in its own task so it can keep streaming the response body after
+//! the head is sent. A fault ends that request alone:
+//!
+//! | fault                                  | status                  |
+//! |----------------------------------------|-------------------------|
+//! | trap, panic, stack overflow            | 500                     |
+//! | memory limit hit                       | 500                     |
+//! | wall-clock limit hit                   | 504                     |
+//! | returned without setting a response    | 500                     |
+//! | request body over the limit            | 413                     |
+//! | fault after the response head was sent | the body is cut         |
+//!
+//! Faults are logged once, naming the route, the component digest, the
+//! request id and the cause, and counted by kind.
+
+use crate::registry::Handler;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::sandbox::HostState;
+
+/// The body type of every response the public server sends.
+pub type ResponseBody = HyperOutgoingBody;
+
+/// Why a request's guest failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A trap: `unreachable` (Rust panics end here), stack overflow, ...
+    Trap(String),
+    /// The request's wall-clock limit passed.
+    Timeout,
+    /// The guest tried to grow memory past its limit.
+    Memory,
+    /// The guest returned without setting a response.
+    NoResponse,
+}
+
+impl Fault {
+    /// The metric label of this kind of fault.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Timeout => "timeout",
+            Fault::Memory => "memory",
+            Fault::NoResponse => "no_response",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn cause(&self) -> String {
+        match self {
+            Fault::Trap(cause) => cause.clone(),
+            Fault::Timeout => "exceeded its time limit".into(),
+            Fault::Memory => "exceeded its memory limit".into(),
+            Fault::NoResponse => "returned without setting a response".into(),
+        }
+    }
+
+    fn classify(error: &wasmtime::Error, memory_exceeded: bool) -> Fault {
+        if memory_exceeded {
+            return Fault::Memory;
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Timeout,
+            Some(trap) => Fault::Trap(format!("trap: {trap}")),
+            None => Fault::Trap(error.to_string()),
+        }
+    }
+}
+
+/// One request slot from admission control; counted in the in-flight gauge
+/// while held. It moves into the guest task, so a request streaming its
+/// response body still holds its slot.
+pub struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl InFlight {
+    pub fn new(permit: OwnedSemaphorePermit, gauge: &Gauge) -> InFlight {
+        gauge.inc();
+        InFlight {
+            _permit: permit,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Runs `request` on `handler` in a fresh instance.
+pub async fn invoke(
+    handler: Arc<Handler>,
+    request: Request<Incoming>,
+    request_id: Arc<str>,
+    slot: InFlight,
+) -> Response<ResponseBody> {
+    let limits = handler.limits;
+    if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
+        return body_too_large(limits.max_body_size);
+    }
+    let too_large = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| GuardedBody {
+        inner: body,
+        remaining: limits.max_body_size,
+        limit: limits.max_body_size,
+        too_large: too_large.clone(),
+        counter: handler.metrics.body_in.clone(),
+    });
+
+    let engine = handler.component.pre.engine();
+    let mut store = Store::new(
+        engine,
+        HostState::new(&handler.grants, limits.max_memory, request_id.clone()),
+    );
+    store.limiter(|state| &mut state.limiter);
+    let deadline = Instant::now() + limits.timeout;
+    let cpu_deadline = deadline.into_std();
+    // At every epoch tick a running guest yields to other requests; past
+    // its deadline it is interrupted (a CPU loop never reaches an await).
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= cpu_deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = match store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+    {
+        Ok(incoming) => incoming,
+        Err(e) => return host_response(StatusCode::BAD_REQUEST, &format!("bad request: {e}\n")),
+    };
+    let outparam = match store.data_mut().http().new_response_outparam(sender) {
+        Ok(outparam) => outparam,
+        Err(e) => return host_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    };
+
+    let guest = tokio::spawn(run_guest(
+        handler.clone(),
+        store,
+        incoming,
+        outparam,
+        deadline,
+        request_id.clone(),
+        slot,
+    ));
+
+    match tokio::time::timeout_at(deadline, receiver).await {
+        Ok(Ok(Ok(response))) if !too_large.load(Ordering::Relaxed) => response,
+        Ok(Ok(Ok(_))) => body_too_large(limits.max_body_size),
+        Ok(Ok(Err(code))) => {
+            tracing::warn!(route = %handler.label, digest = %handler.component.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
+            host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
+        }
+        // The guest ended (its store, and with it the sender, is gone)
+        // without a response: its task says why.
+        Ok(Err(_)) => {
+            let fault = match guest.await {
+                Ok(Err(fault)) => fault,
+                Ok(Ok(())) => {
+                    let fault = Fault::NoResponse;
+                    report(&handler, &request_id, &fault);
+                    fault
+                }
+                Err(join) => Fault::Trap(format!("guest task failed: {join}")),
+            };
+            if too_large.load(Ordering::Relaxed) {
+                body_too_large(limits.max_body_size)
+            } else {
+                host_response(fault.status(), &format!("{}\n", fault_text(&fault)))
+            }
+        }
+        // The guest task reaches the same deadline and reports the fault.
+        Err(_) => host_response(StatusCode::GATEWAY_TIMEOUT, "handler timed out\n"),
+    }
+}
+
+async fn run_guest(
+    handler: Arc<Handler>,
+    mut store: Store<HostState>,
+    incoming: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+    outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+    deadline: Instant,
+    request_id: Arc<str>,
+    _slot: InFlight,
+) -> Result<(), Fault> {
+    let run = async {
+        let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await
+    };
+    let fault = match tokio::time::timeout_at(deadline, run).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
+        Err(_) => Fault::Timeout,
+    };
+    report(&handler, &request_id, &fault);
+    Err(fault)
+}
+
+fn report(handler: &Handler, request_id: &str, fault: &Fault) {
+    handler.metrics.fault(fault.kind());
+    tracing::error!(
+        route = %handler.label,
+        digest = %handler.component.digest,
+        request_id,
+        kind = fault.kind(),
+        cause = %fault.cause(),
+        "handler fault"
+    );
+}
+
+fn fault_text(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::Trap(_) => "handler trapped",
+        Fault::Timeout => "handler timed out",
+        Fault::Memory => "handler exceeded its memory limit",
+        Fault::NoResponse => "handler did not respond",
+    }
+}
+
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_too_large(limit: u64) -> Response<ResponseBody> {
+    host_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {limit} bytes\n"),
+    )
+}
+
+/// A plain-text response produced by the host itself.
+pub fn host_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let body = http_body_util::Full::new(Bytes::copy_from_slice(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The request body as the guest reads it: counted, and cut off with an
+/// error past the route's limit (whatever `content-length` claimed).
+struct GuardedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    too_large: Arc<AtomicBool>,
+    counter: Counter,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.too_large.store(true, Ordering::Relaxed);
+                self.remaining = 0;
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(self.limit),
+                ))));
+            }
+            self.remaining -= len;
+            self.counter.inc_by(len);
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts the bytes it sends.
+pub struct MeteredBody {
+    inner: ResponseBody,
+    counter: Counter,
+}
+
+impl MeteredBody {
+    pub fn new(inner: ResponseBody, counter: Counter) -> MeteredBody {
+        MeteredBody { inner, counter }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,43 @@
+//! wasmlet: a serverless-style host for `wasi:http/proxy` WebAssembly components.
+//!
+//! Every request runs in a fresh, isolated instance of the component its route
+//! names. Components are compiled and pre-instantiated once, off the request
+//! path; a swap publishes a whole new routing table atomically.
+//!
+//! # Layout
+//!
+//! - [`config`]: the command line (clap), every flag with its env var.
+//! - [`limits`]: per-request limits and their defaults, admission control.
+//! - [`manifest`]: `wasmlet.toml`, the routes and their per-route settings.
+//! - [`router`]: route patterns and longest-match lookup (pure logic).
+//! - [`engine`]: the one wasmtime `Engine`, `Linker` and epoch ticker.
+//! - [`cache`]: the on-disk cache of compiled components.
+//! - [`component`]: reading, validating, compiling and pre-instantiating a component.
+//! - [`sandbox`]: what a guest is granted: environment, outbound hosts, stdio.
+//! - [`registry`]: the published routing table and the per-route load status.
+//! - [`reload`]: building a new table from disk, watching files, debouncing.
+//! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
+//! - [`server`]: the public HTTP listener, connection limits and graceful drain.
+//! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`shutdown`]: SIGTERM/SIGINT handling and the draining flag.
+//! - [`logging`]: tracing set-up, text or JSON.
+//! - [`app`]: wires the pieces together for `wasmlet serve`.
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod component;
+pub mod config;
+pub mod engine;
+pub mod invoke;
+pub mod limits;
+pub mod logging;
+pub mod manifest;
+pub mod metrics;
+pub mod registry;
+pub mod reload;
+pub mod router;
+pub mod sandbox;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,205 @@
+//! Per-request limits, their defaults, and admission control.
+//!
+//! Every number a policy depends on lives here with its unit in its type.
+//! Host-wide limits come from the command line; a route in the manifest may
+//! override the per-request ones (time, memory, body size).
+
+use clap::Args;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Host-wide limits, from flags or environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Wall-clock time a request may run (guest execution, including
+    /// streaming its response body). Past it: 504, or a cut body.
+    /// Shorter than the drain timeout so a drain lets requests finish.
+    #[arg(long, env = "WASMLET_REQUEST_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Linear memory one instance may grow to. Past it the guest's
+    /// allocation fails and the request ends with 500.
+    #[arg(long, env = "WASMLET_MAX_MEMORY", default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_memory: u64,
+
+    /// Largest request body accepted. Past it: 413, also for chunked bodies.
+    #[arg(long, env = "WASMLET_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_bytes)]
+    pub max_body_size: u64,
+
+    /// Largest request head (request line and headers) accepted. Past it: 431.
+    #[arg(long, env = "WASMLET_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = parse_bytes)]
+    pub max_header_size: u64,
+
+    /// How long a client may take to send a request head. Past it the
+    /// connection is closed, so a slow client cannot hold it forever.
+    #[arg(long, env = "WASMLET_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Requests executing at once. Past it a request waits up to
+    /// --queue-timeout for a slot, then gets 503 with Retry-After.
+    #[arg(long, env = "WASMLET_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: u32,
+
+    /// How long a request waits for a slot when --max-in-flight is reached.
+    #[arg(long, env = "WASMLET_QUEUE_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub queue_timeout: Duration,
+
+    /// Open client connections. Past it new connections wait in the
+    /// kernel's accept backlog.
+    #[arg(long, env = "WASMLET_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(20),
+            max_memory: 128 << 20,
+            max_body_size: 32 << 20,
+            max_header_size: 16 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            max_in_flight: 512,
+            queue_timeout: Duration::from_millis(100),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Per-route overrides from the manifest; unset fields use the host's flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLimits {
+    pub timeout: Option<Duration>,
+    pub max_memory: Option<u64>,
+    pub max_body_size: Option<u64>,
+}
+
+/// The limits one request of one route runs under, resolved at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub timeout: Duration,
+    pub max_memory: u64,
+    pub max_body_size: u64,
+}
+
+impl RequestLimits {
+    pub fn resolve(host: &Limits, route: &RouteLimits) -> RequestLimits {
+        RequestLimits {
+            timeout: route.timeout.unwrap_or(host.request_timeout),
+            max_memory: route.max_memory.unwrap_or(host.max_memory),
+            max_body_size: route.max_body_size.unwrap_or(host.max_body_size),
+        }
+    }
+}
+
+/// Caps the requests executing at once; a request that cannot get a slot
+/// within the queue timeout is rejected instead of piling up in memory.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl Admission {
+    pub fn new(max_in_flight: u32, wait: Duration) -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(max_in_flight as usize)),
+            wait,
+        }
+    }
+
+    /// A slot for one request, or `None` if none freed up in time.
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`,
+/// `G`, `KB`, `MB`, `GB`, all binary multiples).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte size like `128MiB`"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Serde helper: an optional byte size, as a number or a string like `"64MiB"`.
+pub fn bytes_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Number(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Serde helper: an optional duration as a string like `"5s"` or `"250ms"`.
+pub fn duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_byte_sizes() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("16KiB"), Ok(16 << 10));
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn route_overrides_win_over_host_limits() {
+        let host = Limits::default();
+        let route = RouteLimits {
+            timeout: Some(Duration::from_secs(1)),
+            ..RouteLimits::default()
+        };
+        let resolved = RequestLimits::resolve(&host, &route);
+        assert_eq!(resolved.timeout, Duration::from_secs(1));
+        assert_eq!(resolved.max_memory, host.max_memory);
+    }
+
+    #[tokio::test]
+    async fn admission_rejects_past_the_cap_after_the_wait() {
+        let admission = Admission::new(1, Duration::from_millis(20));
+        let first = admission.admit().await;
+        assert!(first.is_some());
+        assert!(admission.admit().await.is_none());
+        drop(first);
+        assert!(admission.admit().await.is_some());
+    }
+}

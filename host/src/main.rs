@@ -1,0 +1,62 @@
+//! The `wasmlet` binary: parse the command line, set up logging, run.
+
+use anyhow::Result;
+use clap::Parser;
+use std::process::ExitCode;
+use wasmlet::config::{CheckArgs, Cli, Command};
+use wasmlet::{app, component, engine, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Command::Serve(args) => &args.log,
+        Command::Check(args) => &args.log,
+    };
+    let guard = logging::init(log.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("failed to start the tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => app::run(args).await,
+            Command::Check(args) => check(args).await,
+        }
+    });
+    drop(runtime);
+    drop(guard);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wasmlet check`: validate like a reload would, then describe.
+async fn check(args: CheckArgs) -> Result<()> {
+    let limits = wasmlet::limits::Limits::default();
+    let engine = engine::build(&limits)?;
+    let linker = engine::linker(&engine)?;
+    let cache = wasmlet::cache::CompileCache::disabled(&engine);
+    let file = component::WasmFile::read(&args.component)?;
+    let loaded = component::compile(&engine, &linker, &cache, &file)?;
+    component::trial_instantiate(&loaded).await?;
+    let (imports, exports) = component::interface(&engine, &loaded);
+    println!(
+        "ok: `{}` is a wasi:http component this host can serve",
+        args.component.display()
+    );
+    println!("sha256: {}", loaded.digest);
+    println!("size: {} bytes", loaded.size);
+    println!("exports:");
+    for name in exports {
+        println!("  {name}");
+    }
+    println!("imports:");
+    for name in imports {
+        println!("  {name}");
+    }
+    Ok(())
+}

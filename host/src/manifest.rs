@@ -1,0 +1,245 @@
+//! The manifest, `wasmlet.toml`: the routes a host serves.
+//!
+//! ```toml
+//! [[route]]
+//! path = "/..."                   # "/exact" or "/prefix/..." (wildcard)
+//! component = "hello.wasm"        # relative to the manifest's folder
+//! timeout = "5s"                  # optional per-route limits
+//! max_memory = "64MiB"
+//! max_body_size = "1MiB"
+//! env = { GREETING = "hi" }       # granted environment variables
+//! allowed_outbound_hosts = ["http://127.0.0.1:8080"]
+//! ```
+//!
+//! Unknown keys are errors, and every error names the file and the line.
+
+use crate::limits::{self, RouteLimits};
+use crate::router::{Pattern, Router};
+use crate::sandbox::OutboundRule;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    #[serde(default)]
+    route: Vec<toml::Spanned<RouteFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    /// `path = "/api/..."`
+    path: String,
+    /// `component = "api.wasm"`
+    component: PathBuf,
+    /// `timeout = "5s"`
+    #[serde(default, deserialize_with = "limits::duration_opt")]
+    timeout: Option<Duration>,
+    /// `max_memory = "64MiB"`
+    #[serde(default, deserialize_with = "limits::bytes_opt")]
+    max_memory: Option<u64>,
+    /// `max_body_size = "1MiB"`
+    #[serde(default, deserialize_with = "limits::bytes_opt")]
+    max_body_size: Option<u64>,
+    /// `env = { NAME = "value" }`
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    /// `allowed_outbound_hosts = ["https://api.example.com"]`
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+}
+
+/// One validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub pattern: Pattern,
+    /// The component's path, resolved against the manifest's folder.
+    pub component: PathBuf,
+    pub limits: RouteLimits,
+    pub env: Vec<(String, String)>,
+    pub outbound: Vec<OutboundRule>,
+}
+
+impl RouteSpec {
+    /// The route `wasmlet serve COMPONENT.wasm` serves: every path.
+    pub fn catch_all(component: PathBuf) -> RouteSpec {
+        RouteSpec {
+            pattern: Pattern::Prefix(String::new()),
+            component,
+            limits: RouteLimits::default(),
+            env: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read manifest `{}`", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Manifest::parse(&text, base)
+            .with_context(|| format!("invalid manifest `{}`", path.display()))
+    }
+
+    /// Parses manifest text; component paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Manifest> {
+        let file: ManifestFile = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| line_of(text, &s))
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            anyhow::anyhow!("{at}{}", e.message().trim_end())
+        })?;
+        if file.route.is_empty() {
+            bail!("no routes: add at least one [[route]] with `path` and `component`");
+        }
+        let mut routes = Vec::with_capacity(file.route.len());
+        for spanned in file.route {
+            let line = line_of(text, &spanned.span());
+            let route = spanned.into_inner();
+            let spec =
+                validate_route(route, base).with_context(|| format!("route at line {line}"))?;
+            routes.push(spec);
+        }
+        Router::new(routes.iter().map(|r| (r.pattern.clone(), ()))).map_err(anyhow::Error::msg)?;
+        Ok(Manifest { routes })
+    }
+
+    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`.
+    pub fn single(component: PathBuf) -> Manifest {
+        Manifest {
+            routes: vec![RouteSpec::catch_all(component)],
+        }
+    }
+}
+
+fn validate_route(route: RouteFile, base: &Path) -> Result<RouteSpec> {
+    let pattern = Pattern::parse(&route.path).map_err(anyhow::Error::msg)?;
+    if route.component.as_os_str().is_empty() {
+        bail!("`component` is empty");
+    }
+    for name in route.env.keys() {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            bail!("`env`: invalid variable name `{name}`");
+        }
+    }
+    let outbound = route
+        .allowed_outbound_hosts
+        .iter()
+        .map(|rule| OutboundRule::parse(rule).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()
+        .context("`allowed_outbound_hosts`")?;
+    Ok(RouteSpec {
+        pattern,
+        component: base.join(&route.component),
+        limits: RouteLimits {
+            timeout: route.timeout,
+            max_memory: route.max_memory,
+            max_body_size: route.max_body_size,
+        },
+        env: route.env.into_iter().collect(),
+        outbound,
+    })
+}
+
+/// 1-based line number of a byte span's start.
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, Path::new("/srv"))
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_routes_and_settings() {
+        let m = parse(
+            r#"
+[[route]]
+path = "/..."
+component = "hello.wasm"
+
+[[route]]
+path = "/api/..."
+component = "sub/api.wasm"
+timeout = "2s"
+max_memory = "64MiB"
+max_body_size = 1024
+env = { GREETING = "hi" }
+allowed_outbound_hosts = ["http://127.0.0.1:8080"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.routes.len(), 2);
+        assert_eq!(m.routes[0].component, PathBuf::from("/srv/hello.wasm"));
+        let api = &m.routes[1];
+        assert_eq!(api.pattern, Pattern::Prefix("/api".into()));
+        assert_eq!(api.component, PathBuf::from("/srv/sub/api.wasm"));
+        assert_eq!(api.limits.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(api.limits.max_memory, Some(64 << 20));
+        assert_eq!(api.limits.max_body_size, Some(1024));
+        assert_eq!(api.env, vec![("GREETING".to_string(), "hi".to_string())]);
+        assert_eq!(api.outbound.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\ncompnent = \"b\"\n");
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("unknown field `compnent`"), "{e}");
+        let e = error("[routes]\n");
+        assert!(e.contains("unknown field `routes`"), "{e}");
+    }
+
+    #[test]
+    fn missing_fields_and_bad_values_are_errors() {
+        assert!(error("[[route]]\npath = \"/\"\n").contains("missing field `component`"));
+        let e = error("[[route]]\npath = \"nope\"\ncomponent = \"a.wasm\"\n");
+        assert!(
+            e.contains("route at line 1") && e.contains("must start with `/`"),
+            "{e}"
+        );
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\ntimeout = \"soon\"\n");
+        assert!(e.contains("line 4"), "{e}");
+        assert!(error("").contains("no routes"));
+        assert!(error("[[route]\n").contains("line 1"));
+    }
+
+    #[test]
+    fn duplicate_routes_are_errors() {
+        let e = error(
+            "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n",
+        );
+        assert!(e.contains("duplicate route `/a`"), "{e}");
+    }
+
+    #[test]
+    fn bad_outbound_rules_are_errors() {
+        let e = error(
+            "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nallowed_outbound_hosts = [\"ftp://x\"]\n",
+        );
+        assert!(e.contains("allowed_outbound_hosts"), "{e}");
+    }
+}

@@ -1,0 +1,304 @@
+//! Prometheus metrics, served as text on the admin port.
+//!
+//! Per-route series are resolved once when a route is loaded
+//! ([`RouteMetrics`]), so recording a request is a few atomic adds.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    /// `2xx`, `4xx`, ...
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub route: String,
+    /// `trap`, `timeout`, `memory`, `no_response`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabels {
+    pub route: String,
+    pub component: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub cache: String,
+}
+
+/// The kinds of handler fault, as metric label values.
+pub const FAULT_KINDS: [&str; 4] = ["trap", "timeout", "memory", "no_response"];
+
+/// Route label for requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteStatus, Counter>,
+    pub duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub faults: Family<FaultLabels, Counter>,
+    pub body_in: Family<RouteLabel, Counter>,
+    pub body_out: Family<RouteLabel, Counter>,
+    pub reloads: Family<OutcomeLabel, Counter>,
+    pub handler_info: Family<HandlerLabels, Gauge>,
+    pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
+    resident_memory: Gauge,
+    open_fds: Gauge,
+}
+
+fn request_duration_histogram() -> Histogram {
+    // 100 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+fn compile_duration_histogram() -> Histogram {
+    // 1 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+
+        // Standard process metrics keep their conventional, unprefixed names.
+        let resident_memory = Gauge::default();
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory size",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            open_fds.clone(),
+        );
+        let start_time = FloatGauge::default();
+        start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        registry.register_with_unit(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Unit::Seconds,
+            start_time,
+        );
+
+        let host = registry.sub_registry_with_prefix("wasmlet");
+        let requests = Family::<RouteStatus, Counter>::default();
+        host.register(
+            "requests",
+            "HTTP requests answered, by route and status class",
+            requests.clone(),
+        );
+        let duration: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_duration_histogram);
+        host.register_with_unit(
+            "request_duration",
+            "Time from request head to response head, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        host.register(
+            "requests_in_flight",
+            "Requests being executed now",
+            in_flight.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        host.register(
+            "requests_rejected",
+            "Requests refused before reaching a handler, by reason (overloaded, body_too_large)",
+            rejected.clone(),
+        );
+        let faults = Family::<FaultLabels, Counter>::default();
+        host.register(
+            "handler_faults",
+            "Requests whose handler trapped, timed out, ran out of memory or never responded",
+            faults.clone(),
+        );
+        let body_in = Family::<RouteLabel, Counter>::default();
+        host.register_with_unit(
+            "request_body",
+            "Request body bytes read by handlers",
+            Unit::Bytes,
+            body_in.clone(),
+        );
+        let body_out = Family::<RouteLabel, Counter>::default();
+        host.register_with_unit(
+            "response_body",
+            "Response body bytes sent",
+            Unit::Bytes,
+            body_out.clone(),
+        );
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        host.register(
+            "reloads",
+            "Reloads of the handler set, by outcome (published, unchanged, error)",
+            reloads.clone(),
+        );
+        let handler_info = Family::<HandlerLabels, Gauge>::default();
+        host.register(
+            "handler_info",
+            "The component each route serves now (value 1)",
+            handler_info.clone(),
+        );
+        let compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(compile_duration_histogram);
+        host.register_with_unit(
+            "component_compile",
+            "Time to compile a component, or to load it from the compile cache",
+            Unit::Seconds,
+            compile_seconds.clone(),
+        );
+
+        Metrics {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            rejected,
+            faults,
+            body_in,
+            body_out,
+            reloads,
+            handler_info,
+            compile_seconds,
+            resident_memory,
+            open_fds,
+        }
+    }
+
+    /// The exposition in Prometheus text format.
+    pub fn encode(&self) -> String {
+        self.resident_memory.set(resident_memory_bytes());
+        self.open_fds.set(open_fds());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Series for one route, resolved once at load time.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let status = |class: &str| {
+            self.requests
+                .get_or_create(&RouteStatus {
+                    route: route.to_string(),
+                    code: class.to_string(),
+                })
+                .clone()
+        };
+        let label = RouteLabel {
+            route: route.to_string(),
+        };
+        RouteMetrics {
+            status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
+            duration: self.duration.get_or_create(&label).clone(),
+            faults: FAULT_KINDS.map(|kind| {
+                self.faults
+                    .get_or_create(&FaultLabels {
+                        route: route.to_string(),
+                        kind: kind.to_string(),
+                    })
+                    .clone()
+            }),
+            body_in: self.body_in.get_or_create(&label).clone(),
+            body_out: self.body_out.get_or_create(&label).clone(),
+        }
+    }
+
+    pub fn reload(&self, outcome: &str) {
+        self.reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One route's series.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    status: [Counter; 5],
+    pub duration: Histogram,
+    faults: [Counter; 4],
+    pub body_in: Counter,
+    pub body_out: Counter,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.status[class].inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn fault(&self, kind: &str) {
+        if let Some(i) = FAULT_KINDS.iter().position(|k| *k == kind) {
+            self.faults[i].inc();
+        }
+    }
+}
+
+fn resident_memory_bytes() -> i64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn open_fds() -> i64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,391 @@
+//! Building a routing table from disk and publishing it, all or nothing.
+//!
+//! A reload reads the manifest and every component it names, compiles what
+//! is new (off the request path, on a blocking thread), validates it, and
+//! only if every route loaded publishes the new table. Any failure leaves
+//! the serving table untouched and is recorded for logs, metrics and
+//! `/handlers`. Reloads run one at a time, triggered by the file watcher
+//! (debounced), SIGHUP or `POST /reload`.
+//!
+//! The watcher watches directories, not files: editors and `cp` write in
+//! place, tools rename over files, and Kubernetes re-points a `..data`
+//! symlink in a ConfigMap volume. A file that changes while it is read is
+//! refused, and the debounce waits for writes to settle.
+
+use crate::cache::CompileCache;
+use crate::component::{self, LoadedComponent, WasmFile};
+use crate::limits::{Limits, RequestLimits};
+use crate::manifest::{Manifest, RouteSpec};
+use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
+use crate::registry::{Handler, Registry, RouteError, RoutingTable};
+use crate::router::Router;
+use crate::sandbox::{Grants, HostState};
+use anyhow::{Context, Result, anyhow, bail};
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// Quiet time after the last file event before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A reload starts at the latest this long after the first event of a burst.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+
+/// What the host serves: a manifest, or one component on every path.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Manifest(PathBuf),
+    Component(PathBuf),
+}
+
+impl Source {
+    fn manifest(&self) -> Result<Manifest> {
+        match self {
+            Source::Manifest(path) => Manifest::load(path),
+            Source::Component(path) => Ok(Manifest::single(path.clone())),
+        }
+    }
+
+    /// The directory holding the manifest (or the single component).
+    fn home(&self) -> PathBuf {
+        let file = match self {
+            Source::Manifest(p) | Source::Component(p) => p,
+        };
+        match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// The outcome of a successful reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// `published` or `unchanged`.
+    pub outcome: &'static str,
+    pub generation: u64,
+    pub routes: usize,
+    /// Components compiled (or loaded from the cache) by this reload.
+    pub compiled: usize,
+}
+
+pub struct Reloader {
+    source: Source,
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    limits: Limits,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    log_guest_output: bool,
+    /// Serialises reloads: each one sees the table the previous published.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        source: Source,
+        engine: Engine,
+        linker: Linker<HostState>,
+        cache: CompileCache,
+        limits: Limits,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        log_guest_output: bool,
+    ) -> Reloader {
+        Reloader {
+            source,
+            engine,
+            linker,
+            cache,
+            limits,
+            registry,
+            metrics,
+            log_guest_output,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reloads from disk; on failure the serving table stays as it was.
+    pub async fn reload(&self, trigger: &'static str) -> Result<ReloadReport> {
+        let _running = self.running.lock().await;
+        match self.try_reload().await {
+            Ok(report) => {
+                self.registry.record_success();
+                self.metrics.reload(report.outcome);
+                if report.outcome == "published" {
+                    tracing::info!(
+                        trigger,
+                        generation = report.generation,
+                        routes = report.routes,
+                        compiled = report.compiled,
+                        "handlers published"
+                    );
+                } else {
+                    tracing::debug!(
+                        trigger,
+                        generation = report.generation,
+                        "handlers unchanged"
+                    );
+                }
+                Ok(report)
+            }
+            Err((error, route_errors)) => {
+                let message = format!("{error:#}");
+                tracing::error!(trigger, error = %message, "reload failed; the previous handlers keep serving");
+                self.registry.record_failure(message, route_errors);
+                self.metrics.reload("error");
+                Err(error)
+            }
+        }
+    }
+
+    async fn try_reload(
+        &self,
+    ) -> Result<ReloadReport, (anyhow::Error, BTreeMap<String, RouteError>)> {
+        let no_routes = BTreeMap::new;
+        let manifest = self.source.manifest().map_err(|e| (e, no_routes()))?;
+        let current = self.registry.table();
+        let generation = current.as_ref().map_or(1, |t| t.generation + 1);
+
+        // Components already loaded, by digest: a swap back is free.
+        let known: HashMap<&str, &Arc<LoadedComponent>> = current
+            .iter()
+            .flat_map(|t| t.router.iter())
+            .map(|(_, h)| (h.component.digest.as_str(), &h.component))
+            .collect();
+
+        let mut handlers = Vec::with_capacity(manifest.routes.len());
+        let mut errors = BTreeMap::new();
+        let mut compiled = 0;
+        for spec in manifest.routes {
+            let label = spec.pattern.to_string();
+            match self.load_route(&spec, &known).await {
+                Ok((component, fresh)) => {
+                    compiled += usize::from(fresh);
+                    let previous = current.as_ref().and_then(|t| {
+                        t.router
+                            .iter()
+                            .find(|(p, _)| *p == spec.pattern)
+                            .map(|(_, h)| h.clone())
+                    });
+                    handlers.push(self.handler(spec, component, previous, generation));
+                }
+                Err(error) => {
+                    errors.insert(
+                        label,
+                        RouteError {
+                            component: spec.component.clone(),
+                            error: format!("{error:#}"),
+                        },
+                    );
+                }
+            }
+        }
+        if !errors.is_empty() {
+            let summary = errors
+                .values()
+                .map(|e| e.error.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err((anyhow!(summary), errors));
+        }
+
+        let unchanged = current.as_ref().is_some_and(|t| {
+            t.router.len() == handlers.len() && handlers.iter().all(|h| h.generation < generation)
+        });
+        if unchanged {
+            let generation = generation - 1;
+            return Ok(ReloadReport {
+                outcome: "unchanged",
+                generation,
+                routes: handlers.len(),
+                compiled,
+            });
+        }
+
+        let router = Router::new(handlers.into_iter().map(|h| (h.spec.pattern.clone(), h)))
+            .map_err(|e| (anyhow!(e), no_routes()))?;
+        let routes = router.len();
+        self.update_info_metric(&router);
+        self.registry.publish(RoutingTable { generation, router });
+        Ok(ReloadReport {
+            outcome: "published",
+            generation,
+            routes,
+            compiled,
+        })
+    }
+
+    /// The component for one route: reused when its digest is known,
+    /// compiled and validated otherwise. Returns whether it was compiled.
+    async fn load_route(
+        &self,
+        spec: &RouteSpec,
+        known: &HashMap<&str, &Arc<LoadedComponent>>,
+    ) -> Result<(Arc<LoadedComponent>, bool)> {
+        if let Some(max) = spec.limits.max_memory
+            && max > self.limits.max_memory
+        {
+            bail!(
+                "route `{}`: max_memory {max} exceeds the host's --max-memory {}",
+                spec.pattern,
+                self.limits.max_memory
+            );
+        }
+        let path = spec.component.clone();
+        let file = tokio::task::spawn_blocking(move || WasmFile::read(&path)).await??;
+        if let Some(component) = known.get(file.digest.as_str()) {
+            return Ok(((*component).clone(), false));
+        }
+        let (engine, linker, cache) =
+            (self.engine.clone(), self.linker.clone(), self.cache.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            component::compile(&engine, &linker, &cache, &file)
+        })
+        .await
+        .context("compile task failed")??;
+        component::trial_instantiate(&loaded).await?;
+        self.metrics
+            .compile_seconds
+            .get_or_create(&CacheLabel {
+                cache: loaded.cache.as_str().to_string(),
+            })
+            .observe(loaded.compile_time.as_secs_f64());
+        tracing::info!(
+            component = %loaded.path.display(),
+            digest = %loaded.digest,
+            size_bytes = loaded.size,
+            compile_ms = loaded.compile_time.as_secs_f64() * 1e3,
+            cache = loaded.cache.as_str(),
+            "component loaded"
+        );
+        Ok((Arc::new(loaded), true))
+    }
+
+    /// A handler for `spec`; keeps the previous one's identity (generation,
+    /// load time) when nothing about the route changed.
+    fn handler(
+        &self,
+        spec: RouteSpec,
+        component: Arc<LoadedComponent>,
+        previous: Option<Arc<Handler>>,
+        generation: u64,
+    ) -> Arc<Handler> {
+        if let Some(previous) = previous
+            && previous.spec == spec
+            && Arc::ptr_eq(&previous.component, &component)
+        {
+            return previous;
+        }
+        let label: Arc<str> = Arc::from(spec.pattern.to_string());
+        Arc::new(Handler {
+            limits: RequestLimits::resolve(&self.limits, &spec.limits),
+            grants: Grants {
+                route: label.clone(),
+                env: spec.env.clone(),
+                outbound: spec.outbound.clone().into(),
+                log_output: self.log_guest_output,
+            },
+            metrics: self.metrics.route(&label),
+            label,
+            spec,
+            component,
+            generation,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    fn update_info_metric(&self, router: &Router<Arc<Handler>>) {
+        self.metrics.handler_info.clear();
+        for (_, h) in router.iter() {
+            self.metrics
+                .handler_info
+                .get_or_create(&HandlerLabels {
+                    route: h.label.to_string(),
+                    component: h.component.path.display().to_string(),
+                    digest: format!("sha256:{}", h.component.digest),
+                })
+                .set(1);
+        }
+    }
+
+    /// Directories to watch: the manifest's and every component's.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.source.home()];
+        if let Ok(manifest) = self.source.manifest() {
+            for route in manifest.routes {
+                if let Some(dir) = route.component.parent() {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// Keeps the file watcher alive; dropping it stops watching.
+pub struct WatchHandle {
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// Watches the source's directories and reloads after each settled burst
+/// of changes.
+pub fn watch(reloader: Arc<Reloader>) -> Result<WatchHandle> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
+        {
+            let _ = tx.send(());
+        }
+    })
+    .context("failed to start the file watcher")?;
+    let mut watched = HashSet::new();
+    watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
+
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let burst_started = tokio::time::Instant::now();
+            loop {
+                let quiet = tokio::time::sleep(DEBOUNCE);
+                let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
+                tokio::select! {
+                    more = rx.recv() => if more.is_none() { return },
+                    _ = quiet => break,
+                    _ = cap => break,
+                }
+            }
+            let _ = reloader.reload("watch").await;
+            watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
+        }
+    });
+    Ok(WatchHandle { _task: task })
+}
+
+fn watch_new_dirs(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, dirs: Vec<PathBuf>) {
+    for dir in dirs {
+        if watched.contains(&dir) {
+            continue;
+        }
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                tracing::debug!(dir = %dir.display(), "watching");
+                watched.insert(dir);
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
+        }
+    }
+}

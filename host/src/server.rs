@@ -1,0 +1,216 @@
+//! The public HTTP server: accept loop, connection limits, graceful drain.
+//!
+//! The caller owns the listener and the shutdown future, so tests pass a
+//! port-0 listener. On shutdown the listener closes, idle keep-alive
+//! connections close, requests in flight get up to the drain timeout, and
+//! whatever still runs after it is dropped (interrupting its guest).
+
+use crate::app::App;
+use crate::invoke::{self, InFlight, MeteredBody};
+use crate::metrics::NO_ROUTE;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// hyper's smallest allowed read buffer, which bounds the request head.
+const MIN_HEAD_BUFFER: usize = 8192;
+/// Pause after a failed accept (for example out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Seconds a client is told to wait after a 503 for overload.
+const RETRY_AFTER_SECONDS: &str = "1";
+/// Longest `x-request-id` taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Serves `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let limits = &app.limits;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(
+            usize::try_from(limits.max_header_size)
+                .unwrap_or(usize::MAX)
+                .max(MIN_HEAD_BUFFER),
+        )
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |request| handle(app.clone(), request));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!(
+        drain_timeout_ms = drain_timeout.as_millis() as u64,
+        in_flight = app.metrics.in_flight.get(),
+        "draining"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain_timeout) => tracing::warn!(
+            in_flight = app.metrics.in_flight.get(),
+            "drain timeout passed; interrupting the requests still running"
+        ),
+    }
+}
+
+/// One request: route, admit, invoke, log, count.
+async fn handle(
+    app: Arc<App>,
+    request: Request<Incoming>,
+) -> Result<Response<MeteredBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = app.request_ids.take_or_make(&request);
+    let method = request.method().clone();
+    let path: Box<str> = request.uri().path().into();
+
+    let handler = app.registry.route(&path);
+    let metrics = handler
+        .as_ref()
+        .map_or(&app.no_route, |h| &h.metrics)
+        .clone();
+    let mut response = match &handler {
+        None => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
+        Some(handler) => match app.admission.admit().await {
+            Some(permit) => {
+                let slot = InFlight::new(permit, &app.metrics.in_flight);
+                invoke::invoke(handler.clone(), request, request_id.clone(), slot).await
+            }
+            None => {
+                app.metrics.reject("overloaded");
+                let mut response = invoke::host_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded, retry later\n",
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+                response
+            }
+        },
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        app.metrics.reject("body_too_large");
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.record(status, elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        path = %path,
+        route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.label),
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1e3,
+        digest = %handler.as_ref().map_or("", |h| h.component.digest.as_str()),
+        request_id = %request_id,
+        "request"
+    );
+    Ok(response.map(|body| MeteredBody::new(body, metrics.body_out.clone())))
+}
+
+/// Request ids: the client's `x-request-id` when it is sane, otherwise a
+/// new one unique to this process (a random prefix and a counter).
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds::new()
+    }
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS: a cheap random prefix.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        RequestIds {
+            prefix: format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn take_or_make<B>(&self, request: &Request<B>) -> Arc<str> {
+        if let Some(id) = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            && !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID_LEN
+            && id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Arc::from(id);
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{}-{n:08x}", self.prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let ids = RequestIds::new();
+        let with = |v: &str| Request::builder().header(REQUEST_ID, v).body(()).unwrap();
+        assert_eq!(&*ids.take_or_make(&with("abc-123")), "abc-123");
+        let made = ids.take_or_make(&with("has space"));
+        assert_ne!(&*made, "has space");
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        assert_ne!(*ids.take_or_make(&with(&long)), *long);
+        let a = ids.take_or_make(&Request::new(()));
+        let b = ids.take_or_make(&Request::new(()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,125 @@
+//! Issue 2, point 5: bad input at start-up is one clear line naming the
+//! file or address and the reason, a non-zero exit, and no listener.
+
+use crate::common::*;
+
+/// Runs `wasmlet serve ARGS` expecting failure; returns stderr.
+fn serve_fails(args: &[&str]) -> String {
+    let mut full = vec!["serve"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    let (status, stdout, stderr) = run(&full);
+    assert_eq!(status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stderr.contains("listening"), "it must not bind: {stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn missing_file() {
+    let dir = tempdir();
+    let path = dir.path().join("nope.wasm");
+    let e = serve_fails(&[path_str(&path)]);
+    assert!(e.contains("nope.wasm") && e.contains("No such file"), "{e}");
+}
+
+#[test]
+fn not_wasm() {
+    let dir = tempdir();
+    let path = dir.path().join("hello.txt.wasm");
+    write(&path, "Hello World!");
+    let e = serve_fails(&[path_str(&path)]);
+    assert!(
+        e.contains("hello.txt.wasm") && e.contains("not a WebAssembly file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn core_module() {
+    let dir = tempdir();
+    let path = dir.path().join("core.wasm");
+    write(&path, CORE_MODULE);
+    let e = serve_fails(&[path_str(&path)]);
+    assert!(
+        e.contains("core.wasm") && e.contains("core WebAssembly module, not a component"),
+        "{e}"
+    );
+}
+
+#[test]
+fn component_without_the_handler_export() {
+    let dir = tempdir();
+    let path = dir.path().join("empty.wasm");
+    write(&path, EMPTY_COMPONENT);
+    let e = serve_fails(&[path_str(&path)]);
+    assert!(
+        e.contains("empty.wasm") && e.contains("does not export `wasi:http/incoming-handler"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_component() {
+    let dir = tempdir();
+    let path = dir.path().join("half.wasm");
+    let bytes = std::fs::read(wasm::HELLO).unwrap();
+    write(&path, &bytes[..bytes.len() / 2]);
+    let e = serve_fails(&[path_str(&path)]);
+    assert!(
+        e.contains("half.wasm") && e.contains("not a valid component"),
+        "{e}"
+    );
+}
+
+#[test]
+fn port_already_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, _, stderr) = run(&[
+        "serve",
+        wasm::HELLO,
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let e = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect(&stderr);
+    assert!(e.contains(&addr) && e.contains("in use"), "{e}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
+fn broken_manifest() {
+    let dir = tempdir();
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/\"\ncomponent = \"hello.wasm\"\ncolour = \"blue\"\n",
+    );
+    let e = serve_fails(&["--config", path_str(&manifest)]);
+    assert!(
+        e.contains("wasmlet.toml") && e.contains("line 4") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn manifest_naming_a_missing_component() {
+    let dir = tempdir();
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/\"\ncomponent = \"gone.wasm\"\n",
+    );
+    let e = serve_fails(&["--config", path_str(&manifest)]);
+    assert!(e.contains("gone.wasm"), "{e}");
+}

@@ -1,0 +1,422 @@
+//! Test harness: start `wasmlet` as a child process, talk HTTP to it.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use test_programs_artifacts as wasm;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wasmlet");
+/// How long a test waits for the host to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `wasmlet serve`; killed on drop.
+pub struct Wasmlet {
+    child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Wasmlet {
+    /// `wasmlet serve ARGS... --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0`
+    pub fn serve(args: &[&str]) -> Wasmlet {
+        Wasmlet::serve_with_env(args, &[])
+    }
+
+    pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Wasmlet {
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("failed to start wasmlet");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("listening") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "wasmlet did not start listening; output:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Wasmlet {
+            child,
+            public: field(&line, "public").parse().expect("public address"),
+            admin: field(&line, "admin").parse().expect("admin address"),
+            logs,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`.
+    pub fn wait_for_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(line) = self.logs().into_iter().find(|l| pred(l)) {
+                return Some(line);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
+    }
+}
+
+impl Drop for Wasmlet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key=value` (text logs) or `"key":"value"` (JSON logs) from a log line.
+pub fn field(line: &str, key: &str) -> String {
+    let plain = format!("{key}=");
+    if let Some(start) = line.find(&plain) {
+        let rest = &line[start + plain.len()..];
+        return rest
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string();
+    }
+    let quoted = format!("\"{key}\":");
+    let start = line
+        .find(&quoted)
+        .unwrap_or_else(|| panic!("no `{key}` in `{line}`"));
+    let rest = line[start + quoted.len()..].trim_start();
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    rest.split(['"', ',', '}']).next().unwrap_or("").to_string()
+}
+
+/// Runs the binary to completion: (exit status, stdout, stderr).
+pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to run wasmlet");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request on a new connection.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, body: impl Into<Bytes>) -> Reply {
+    request_with(addr, method, path, &[], body).await
+}
+
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(Full::new(body.into())).unwrap();
+    send(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Sends any request body type on a new connection.
+pub async fn send<B>(addr: SocketAddr, request: http::Request<B>) -> Result<Reply, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, Bytes::new()).await
+}
+
+/// A request body streamed in `chunk`-sized frames, `total` bytes in all,
+/// without a content-length (chunked encoding).
+pub fn streamed_body(
+    total: usize,
+    chunk: usize,
+) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>>> {
+    let chunks = (0..total.div_ceil(chunk)).map(move |i| {
+        let len = chunk.min(total - i * chunk);
+        Ok(Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; len])))
+    });
+    StreamBody::new(futures_util::stream::iter(chunks))
+}
+
+/// A scratch directory removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+pub fn copy(from: &str, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {from} -> {}: {e}", to.display()));
+}
+
+/// An empty but valid core WebAssembly module.
+pub const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+/// An empty but valid component: it exports nothing.
+pub const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn pathbuf(p: &str) -> PathBuf {
+    PathBuf::from(p)
+}
+
+/// Clients sending `GET path` continuously over keep-alive connections,
+/// recording every failure, until stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadStats>>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    pub ok: u64,
+    pub failures: Vec<String>,
+    pub bodies: std::collections::BTreeMap<String, u64>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, path: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut stats = LoadStats::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let stream = match tokio::net::TcpStream::connect(addr).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                stats.failures.push(format!("connect: {e}"));
+                                continue;
+                            }
+                        };
+                        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(
+                            hyper_util::rt::TokioIo::new(stream),
+                        )
+                        .await
+                        else {
+                            stats.failures.push("handshake".into());
+                            continue;
+                        };
+                        tokio::spawn(conn);
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let request = http::Request::get(path)
+                                .header("host", "localhost")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            let response = match sender.send_request(request).await {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    stats.failures.push(format!("request: {e}"));
+                                    break;
+                                }
+                            };
+                            let status = response.status();
+                            match response.into_body().collect().await {
+                                Ok(body) if status == 200 => {
+                                    stats.ok += 1;
+                                    let body =
+                                        String::from_utf8_lossy(&body.to_bytes()).into_owned();
+                                    *stats.bodies.entry(body).or_default() += 1;
+                                }
+                                Ok(body) => stats.failures.push(format!(
+                                    "status {status}: {}",
+                                    String::from_utf8_lossy(&body.to_bytes())
+                                )),
+                                Err(e) => {
+                                    stats.failures.push(format!("body: {e}"));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    stats
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    pub async fn finish(self) -> LoadStats {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = LoadStats::default();
+        for task in self.tasks {
+            let stats = task.await.unwrap();
+            total.ok += stats.ok;
+            total.failures.extend(stats.failures);
+            for (body, n) in stats.bodies {
+                *total.bodies.entry(body).or_default() += n;
+            }
+        }
+        total
+    }
+}
+
+/// Polls `GET path` until the body is `want`; returns how long it took.
+pub async fn until_body(addr: SocketAddr, path: &str, want: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = get(addr, path).await;
+        if r.status == 200 && r.text() == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "`{path}` still answers {} `{}`, want `{want}`",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The admin `/handlers` document.
+pub async fn handlers(host: &Wasmlet) -> serde_json::Value {
+    let r = get(host.admin, "/handlers").await;
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// The value of one sample in the `/metrics` exposition (0 if absent).
+pub async fn metric(host: &Wasmlet, series: &str) -> f64 {
+    let text = get(host.admin, "/metrics").await.text();
+    sample(&text, series)
+}
+
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,12 @@
+//! Black-box tests: the real `wasmlet` binary on port 0, real components,
+//! real sockets. One test binary so everything links once.
+
+mod common;
+
+mod bad_input;
+mod foundation;
+mod inprocess;
+mod limits;
+mod observability;
+mod parity;
+mod swap;

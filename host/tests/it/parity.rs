@@ -1,0 +1,112 @@
+//! Parity with the reference: the same hello component under the real
+//! `wasmtime serve` and under wasmlet answers the same status, body and
+//! content-type for the same requests.
+
+use crate::common::*;
+use bytes::Bytes;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The wasmtime version the host links; the reference must match it.
+const WASMTIME_VERSION: &str = "48.0.8";
+
+/// `wasmtime serve` as a child process; killed on drop.
+struct Reference {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wasmtime_binary() -> String {
+    if let Ok(path) = std::env::var("WASMTIME") {
+        return path;
+    }
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let cargo_bin = format!("{home}/bin/wasmtime");
+    if std::path::Path::new(&cargo_bin).exists() {
+        cargo_bin
+    } else {
+        "wasmtime".into()
+    }
+}
+
+fn start_reference(component: &str) -> Reference {
+    let bin = wasmtime_binary();
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "`{bin}` not runnable ({e}); run scripts/install-wasmtime.sh (the test script does)"
+            )
+        });
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains(WASMTIME_VERSION),
+        "reference is `{version}`, want {WASMTIME_VERSION}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(&bin)
+        .args(["serve", "-Scli", "--addr", &addr.to_string(), component])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Serving HTTP") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("wasmtime serve did not start");
+    Reference { child, addr }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_answers_the_same_under_wasmtime_serve() {
+    let reference = start_reference(wasm::HELLO);
+    let host = Wasmlet::serve(&[wasm::HELLO]);
+    let cases = [
+        ("GET", "/"),
+        ("GET", "/?name=x"),
+        ("HEAD", "/"),
+        ("GET", "/nope"),
+        ("GET", "/deeper/path"),
+        ("POST", "/"),
+        ("PUT", "/"),
+        ("DELETE", "/"),
+        ("OPTIONS", "/"),
+    ];
+    for (method, path) in cases {
+        let want = request(reference.addr, method, path, Bytes::new()).await;
+        let got = request(host.public, method, path, Bytes::new()).await;
+        assert_eq!(got.status, want.status, "{method} {path}");
+        assert_eq!(got.body, want.body, "{method} {path}");
+        assert_eq!(
+            got.header("content-type"),
+            want.header("content-type"),
+            "{method} {path}"
+        );
+        assert_eq!(got.header("allow"), want.header("allow"), "{method} {path}");
+    }
+}
