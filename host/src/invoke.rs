@@ -37,8 +37,16 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::sandbox::HostState;
 
-/// The body type of every response the public server sends.
-pub type ResponseBody = HyperOutgoingBody;
+/// Per-request flags shared by the request side, the guest task and the
+/// response body.
+#[derive(Default)]
+struct Flags {
+    /// The request body went past the route's limit.
+    too_large: AtomicBool,
+    /// The guest faulted; set before its store (and so the response body
+    /// stream) is dropped, so a body that ends after it is cut, not finished.
+    faulted: AtomicBool,
+}
 
 /// Why a request's guest failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +135,12 @@ pub async fn invoke(
     if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
         return body_too_large(limits.max_body_size);
     }
-    let too_large = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(Flags::default());
     let request = request.map(|body| GuardedBody {
         inner: body,
         remaining: limits.max_body_size,
         limit: limits.max_body_size,
-        too_large: too_large.clone(),
+        flags: flags.clone(),
         counter: handler.metrics.body_in.clone(),
     });
 
@@ -176,11 +184,14 @@ pub async fn invoke(
         outparam,
         deadline,
         request_id.clone(),
+        flags.clone(),
         slot,
     ));
 
     match tokio::time::timeout_at(deadline, receiver).await {
-        Ok(Ok(Ok(response))) if !too_large.load(Ordering::Relaxed) => response,
+        Ok(Ok(Ok(response))) if !flags.too_large.load(Ordering::Acquire) => {
+            response.map(|body| ResponseBody::from_guest(body, flags))
+        }
         Ok(Ok(Ok(_))) => body_too_large(limits.max_body_size),
         Ok(Ok(Err(code))) => {
             tracing::warn!(route = %handler.label, digest = %handler.component.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
@@ -198,7 +209,7 @@ pub async fn invoke(
                 }
                 Err(join) => Fault::Trap(format!("guest task failed: {join}")),
             };
-            if too_large.load(Ordering::Relaxed) {
+            if flags.too_large.load(Ordering::Acquire) {
                 body_too_large(limits.max_body_size)
             } else {
                 host_response(fault.status(), &format!("{}\n", fault_text(&fault)))
@@ -209,6 +220,7 @@ pub async fn invoke(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_guest(
     handler: Arc<Handler>,
     mut store: Store<HostState>,
@@ -216,6 +228,7 @@ async fn run_guest(
     outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
     deadline: Instant,
     request_id: Arc<str>,
+    flags: Arc<Flags>,
     _slot: InFlight,
 ) -> Result<(), Fault> {
     let run = async {
@@ -230,8 +243,10 @@ async fn run_guest(
         Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
         Err(_) => Fault::Timeout,
     };
+    flags.faulted.store(true, Ordering::Release);
     report(&handler, &request_id, &fault);
     Err(fault)
+    // `store` drops here, closing the response body stream.
 }
 
 fn report(handler: &Handler, request_id: &str, fault: &Fault) {
@@ -239,8 +254,8 @@ fn report(handler: &Handler, request_id: &str, fault: &Fault) {
     tracing::error!(
         route = %handler.label,
         digest = %handler.component.digest,
-        request_id,
-        kind = fault.kind(),
+        request_id = %request_id,
+        kind = %fault.kind(),
         cause = %fault.cause(),
         "handler fault"
     );
@@ -277,7 +292,7 @@ pub fn host_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
     let body = http_body_util::Full::new(Bytes::copy_from_slice(text.as_bytes()))
         .map_err(|never| match never {})
         .boxed_unsync();
-    let mut response = Response::new(body);
+    let mut response = Response::new(ResponseBody::from_host(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -292,7 +307,7 @@ struct GuardedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
-    too_large: Arc<AtomicBool>,
+    flags: Arc<Flags>,
     counter: Counter,
 }
 
@@ -312,7 +327,7 @@ impl Body for GuardedBody {
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
-                self.too_large.store(true, Ordering::Relaxed);
+                self.flags.too_large.store(true, Ordering::Release);
                 self.remaining = 0;
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                     Some(self.limit),
@@ -333,19 +348,40 @@ impl Body for GuardedBody {
     }
 }
 
-/// A response body that counts the bytes it sends.
-pub struct MeteredBody {
-    inner: ResponseBody,
-    counter: Counter,
+/// The body of every response the public server sends: counts the bytes
+/// it sends, and for a guest's body, turns an end caused by a guest fault
+/// into an error so the client sees a cut body, not a complete one.
+pub struct ResponseBody {
+    inner: HyperOutgoingBody,
+    counter: Option<Counter>,
+    guest: Option<Arc<Flags>>,
 }
 
-impl MeteredBody {
-    pub fn new(inner: ResponseBody, counter: Counter) -> MeteredBody {
-        MeteredBody { inner, counter }
+impl ResponseBody {
+    fn from_guest(inner: HyperOutgoingBody, flags: Arc<Flags>) -> ResponseBody {
+        ResponseBody {
+            inner,
+            counter: None,
+            guest: Some(flags),
+        }
+    }
+
+    fn from_host(inner: HyperOutgoingBody) -> ResponseBody {
+        ResponseBody {
+            inner,
+            counter: None,
+            guest: None,
+        }
+    }
+
+    /// Counts the bytes sent into `counter`.
+    pub fn count_into(mut self, counter: Counter) -> ResponseBody {
+        self.counter = Some(counter);
+        self
     }
 }
 
-impl Body for MeteredBody {
+impl Body for ResponseBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -354,10 +390,20 @@ impl Body for MeteredBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(frame)) = &frame
-            && let Some(data) = frame.data_ref()
-        {
-            self.counter.inc_by(data.len() as u64);
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(counter), Some(data)) = (&self.counter, frame.data_ref()) {
+                    counter.inc_by(data.len() as u64);
+                }
+            }
+            None if self
+                .guest
+                .as_ref()
+                .is_some_and(|f| f.faulted.load(Ordering::Acquire)) =>
+            {
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
+            }
+            _ => {}
         }
         Poll::Ready(frame)
     }

@@ -137,7 +137,7 @@ impl Reloader {
             }
             Err((error, route_errors)) => {
                 let message = format!("{error:#}");
-                tracing::error!(trigger, error = %message, "reload failed; the previous handlers keep serving");
+                tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
                 self.registry.record_failure(message, route_errors);
                 self.metrics.reload("error");
                 Err(error)
@@ -262,7 +262,7 @@ impl Reloader {
             digest = %loaded.digest,
             size_bytes = loaded.size,
             compile_ms = loaded.compile_time.as_secs_f64() * 1e3,
-            cache = loaded.cache.as_str(),
+            cache = %loaded.cache.as_str(),
             "component loaded"
         );
         Ok((Arc::new(loaded), true))

@@ -301,7 +301,7 @@ impl LineWriter {
             target: "guest",
             route = %self.log.route,
             request_id = %self.log.request_id,
-            stream = self.name,
+            stream = %self.name,
             "{}",
             line.trim_end_matches('\r')
         );
@@ -332,7 +332,7 @@ impl LineWriter {
                 target: "guest",
                 route = %self.log.route,
                 request_id = %self.log.request_id,
-                stream = self.name,
+                stream = %self.name,
                 limit_bytes = GUEST_OUTPUT_LIMIT,
                 "guest output over the limit; the rest is dropped"
             );

@@ -6,7 +6,7 @@
 //! whatever still runs after it is dropped (interrupting its guest).
 
 use crate::app::App;
-use crate::invoke::{self, InFlight, MeteredBody};
+use crate::invoke::{self, InFlight, ResponseBody};
 use crate::metrics::NO_ROUTE;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -100,7 +100,7 @@ pub async fn serve(
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
-) -> Result<Response<MeteredBody>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = app.request_ids.take_or_make(&request);
     let method = request.method().clone();
@@ -152,7 +152,7 @@ async fn handle(
         request_id = %request_id,
         "request"
     );
-    Ok(response.map(|body| MeteredBody::new(body, metrics.body_out.clone())))
+    Ok(response.map(|body| body.count_into(metrics.body_out.clone())))
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, otherwise a
