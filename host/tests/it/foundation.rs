@@ -51,26 +51,26 @@ async fn every_request_is_logged_once() {
 
 const TEN_MIB: usize = 10 << 20;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_10_mib_request_body_streams_to_the_guest() {
-    let host = Wasmlet::serve(&[wasm::COUNT]);
+/// POSTs 10 MiB in 64 KiB chunks, without a content-length, to `component`.
+async fn post_10_mib(component: &str) -> Reply {
+    let host = Wasmlet::serve(&[component]);
     let request = http::Request::post("/")
         .header("host", "localhost")
         .body(streamed_body(TEN_MIB, 64 << 10))
         .unwrap();
-    let r = send(host.public, request).await.unwrap();
+    send(host.public, request).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_10_mib_request_body_streams_to_the_guest() {
+    let r = post_10_mib(wasm::COUNT).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), TEN_MIB.to_string());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_10_mib_body_echoes_back_intact() {
-    let host = Wasmlet::serve(&[wasm::ECHO]);
-    let request = http::Request::post("/")
-        .header("host", "localhost")
-        .body(streamed_body(TEN_MIB, 64 << 10))
-        .unwrap();
-    let r = send(host.public, request).await.unwrap();
+    let r = post_10_mib(wasm::ECHO).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), TEN_MIB);
     let expected: Vec<u8> = (0..TEN_MIB)

@@ -273,7 +273,7 @@ async fn mixed_traffic_a_fifth_misbehaving() {
                     if i >= TOTAL {
                         return healthy;
                     }
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         let r = get(addr, bad[(i / 5) % bad.len()]).await;
                         assert!(r.status == 500 || r.status == 504, "{}", r.status);
                     } else {
