@@ -324,7 +324,15 @@ impl Load {
                             continue;
                         };
                         tokio::spawn(conn);
+                        let mut on_conn = 0u64;
                         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            on_conn += 1;
+                            // A keep-alive connection takes a moment to be idle again
+                            // after a response; sending before that fails client-side.
+                            if let Err(e) = sender.ready().await {
+                                stats.failures.push(format!("connection not reusable: {e}"));
+                                break;
+                            }
                             let request = http::Request::get(path)
                                 .header("host", "localhost")
                                 .body(Full::new(Bytes::new()))
@@ -332,7 +340,9 @@ impl Load {
                             let response = match sender.send_request(request).await {
                                 Ok(r) => r,
                                 Err(e) => {
-                                    stats.failures.push(format!("request: {e}"));
+                                    stats.failures.push(format!(
+                                        "request {on_conn} on its connection: {e:?}"
+                                    ));
                                     break;
                                 }
                             };
