@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: wasmlet serving hello.wasm against `wasmtime serve`
+# (default flags, and with wasmlet's pooling allocator settings) and a native
+# hyper hello world, all on loopback, driven by wrk.
+#
+#   bench/run.sh                                    # full run (about 10 minutes)
+#   BENCH_DURATION=2 BENCH_REPEATS=1 bench/run.sh   # quick smoke run
+#
+# Reports requests/s and p50/p99 latency per connection count (medians over
+# the repeats, servers interleaved a b c d a b c d ...), cold start (spawn to
+# first 200) with an empty and a warm compiled cache, idle and peak RSS, and
+# the wasmlet ratios; the markdown goes to stdout and to bench/results/latest.md.
+#
+# Environment:
+#   BENCH_DURATION     seconds per measured wrk run            (default 10)
+#   BENCH_WARMUP       seconds of warm-up per server and count (default 2)
+#   BENCH_REPEATS      measured runs per server and count      (default 3)
+#   BENCH_CONNECTIONS  connection counts                       (default "1 16 64 256")
+#   BENCH_THREADS      wrk threads, at most one per connection (default 2)
+#   BENCH_COLD_RUNS    cold starts per case                    (default 5)
+#   BENCH_OUT          report file                             (default bench/results/latest.md)
+#   BENCH_NOTE         a line put at the top of the report
+#   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+REPEATS=${BENCH_REPEATS:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-"1 16 64 256"}
+THREADS=${BENCH_THREADS:-2}
+COLD_RUNS=${BENCH_COLD_RUNS:-5}
+OUT=${BENCH_OUT:-bench/results/latest.md}
+for val in "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
+  [[ $val =~ ^[1-9][0-9]*$ ]] || { echo "bench: expected a positive integer, got '$val'" >&2; exit 2; }
+done
+[[ $WARMUP =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WARMUP must be an integer, got '$WARMUP'" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "bench: wrk not found (apt-get install wrk)" >&2; exit 2; }
+
+log() { echo "bench: $*" >&2; }
+
+# --- build --------------------------------------------------------------------
+log "installing tools if missing (wasm32-wasip2 target, wasmtime CLI)"
+scripts/setup-tools.sh >&2
+log "building the release host, native-hello and hello.wasm"
+cargo build --release -p wasmlet -p native-hello >&2
+cargo build --release -p hello --target wasm32-wasip2 >&2
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+WASMLET=$TARGET/release/wasmlet
+NATIVE=$TARGET/release/native-hello
+WASM=$TARGET/wasm32-wasip2/release/hello.wasm
+WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
+
+# --- wasmtime serve with wasmlet's engine settings ----------------------------
+# Mirrors host/src/engine.rs and the defaults in host/src/limits.rs
+# (--max-in-flight 512, --max-memory 128MiB, --request-timeout 20s): pool
+# sized for 512 + 64 component instances with 8 core instances, memories and
+# tables each, memory kept resident 2 MiB, tables 64 KiB, decommits batched
+# by 64, PAGEMAP_SCAN where the kernel has it. Keep in step with engine.rs.
+INSTANCES=$((512 + 64))
+POOLING_FLAGS=(
+  -O pooling-allocator=y
+  -O pooling-total-component-instances=$INSTANCES
+  -O pooling-total-core-instances=$((INSTANCES * 8))
+  -O pooling-total-memories=$((INSTANCES * 2))
+  -O pooling-total-tables=$((INSTANCES * 8))
+  -O pooling-total-stacks=$INSTANCES
+  -O pooling-max-core-instances-per-component=8
+  -O pooling-max-memories-per-component=8
+  -O pooling-max-tables-per-component=8
+  -O pooling-max-memory-size=$((128 << 20))
+  -O pooling-memory-keep-resident=$((2 << 20))
+  -O pooling-table-keep-resident=$((64 << 10))
+  -O pooling-decommit-batch-size=64
+  -O pooling-pagemap-scan=auto
+  # wasmlet's per-request limits: epoch interruption with a 20 s deadline,
+  # and a 128 MiB store memory limit.
+  -W timeout=20s
+  -W max-memory-size=$((128 << 20))
+)
+
+# --- processes ----------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wasmlet-bench.XXXXXX")
+mkdir -p "$WORK/wrk"
+declare -A PID=() IDLE=()
+cleanup() {
+  local rc=$?
+  local pid
+  for pid in "${PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PID[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ ${BENCH_KEEP:-} == 1 ]]; then log "raw results kept in $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+readarray -t PORTS < <(python3 bench/coldstart.py ports 5)
+declare -A URL=(
+  [wasmlet]=http://127.0.0.1:${PORTS[0]}/
+  [wasmtime]=http://127.0.0.1:${PORTS[2]}/
+  [wasmtime-pool]=http://127.0.0.1:${PORTS[3]}/
+  [native]=http://127.0.0.1:${PORTS[4]}/
+)
+ORDER=(wasmlet wasmtime wasmtime-pool native)
+
+# Commands are recorded with the scratch directory shown as $WORK and paths
+# in the repository relative to it.
+show() { local s; s=$(printf '%q ' "$@"); s=${s% }; s=${s//$WORK/\$WORK}; echo "${s//$ROOT\//}"; }
+
+start() { # KEY LABEL CMD...
+  local key=$1 label=$2
+  shift 2
+  printf '%s\t%s\t%s\n' "$key" "$label" "$(show "$@")" >>"$WORK/commands.tsv"
+  "$@" >"$WORK/$key.log" 2>&1 &
+  PID[$key]=$!
+}
+
+proc_kib() { # PID FIELD -> KiB
+  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# --- metadata -----------------------------------------------------------------
+{
+  printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf 'note\t%s\n' "${BENCH_NOTE:-}"
+  printf 'cpu\t%s\n' "$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+  printf 'nproc\t%s\n' "$(nproc)"
+  printf 'kernel\t%s\n' "$(uname -srm)"
+  printf 'mem\t%s\n' "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+  printf 'loadavg\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+  dirty=$(git status --porcelain -- host guest 2>/dev/null | head -c1 || true)
+  printf 'wasmlet\t%s, commit %s%s\n' "$("$WASMLET" --version)" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "${dirty:+ + uncommitted changes}"
+  printf 'wasmtime\t%s\n' "$("$WASMTIME" --version)"
+  printf 'rustc\t%s\n' "$(rustc --version)"
+  printf 'hyper\t%s\n' "$(awk '/^name = "hyper"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)"
+  printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true)"
+  printf 'duration\t%s\nwarmup\t%s\nrepeats\t%s\nthreads\t%s\ncold_runs\t%s\n' "$DURATION" "$WARMUP" "$REPEATS" "$THREADS" "$COLD_RUNS"
+  inv=""
+  for v in BENCH_DURATION BENCH_WARMUP BENCH_REPEATS BENCH_CONNECTIONS BENCH_THREADS BENCH_COLD_RUNS; do
+    if [[ -n ${!v:-} ]]; then inv+="$v=$(printf '%q' "${!v}") "; fi
+  done
+  printf 'invocation\t%sbench/run.sh\n' "$inv"
+  printf 'wrk_cmd\twrk -t min(CONNS,%s) -c CONNS -d %ss --timeout 10s --latency URL\n' "$THREADS" "$DURATION"
+} >"$WORK/meta.tsv"
+
+# --- cold start (nothing else running) ----------------------------------------
+if others=$(pgrep -x wrk); then
+  log "warning: other wrk processes are running ($(echo $others)); the numbers will be disturbed"
+fi
+log "cold start: $COLD_RUNS runs per case"
+cold() { python3 bench/coldstart.py measure --runs "$COLD_RUNS" --log "$WORK/cold.log" --out "$WORK/cold.jsonl" "$@"; }
+WASMLET_COLD=(env RUST_LOG=warn "$WASMLET" serve "$WASM" --listen '127.0.0.1:{port}' --admin-listen '127.0.0.1:{admin}')
+WASMTIME_COLD=("$WASMTIME" serve -Scli --addr '127.0.0.1:{port}' "$WASM")
+cold --label "wasmlet | empty" --fresh-dir "$WORK/cache-empty" -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-empty"
+cold --label "wasmlet | warm" --prime 1 -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-warm"
+cold --label "wasmtime serve | none (-C cache=n)" -- \
+  "$WASMTIME" serve -Scli -C cache=n --addr '127.0.0.1:{port}' "$WASM"
+cold --label "wasmtime serve | empty (default cache config)" --fresh-dir "$WORK/xdg-empty" -- env "XDG_CACHE_HOME=$WORK/xdg-empty" "${WASMTIME_COLD[@]}"
+cold --label "wasmtime serve | warm" --prime 1 -- env "XDG_CACHE_HOME=$WORK/xdg-warm" "${WASMTIME_COLD[@]}"
+cold --label "wasmtime serve (pooling as wasmlet) | warm" --prime 1 -- \
+  env "XDG_CACHE_HOME=$WORK/xdg-pool" "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr '127.0.0.1:{port}' "$WASM"
+cold --label "native hyper | n/a" -- "$NATIVE" '127.0.0.1:{port}'
+# The reported commands show the scratch directory as $WORK, repository paths relative.
+sed -i "s|$WORK|\$WORK|g; s|$ROOT/||g" "$WORK/cold.jsonl"
+
+# --- servers ------------------------------------------------------------------
+log "starting the servers"
+start wasmlet "wasmlet" env RUST_LOG=warn "$WASMLET" serve "$WASM" \
+  --listen "127.0.0.1:${PORTS[0]}" --admin-listen "127.0.0.1:${PORTS[1]}" --cache-dir "$WORK/cache-warm"
+# $XDG_CACHE_HOME only keeps wasmtime's (default-on) cache out of the user's.
+start wasmtime "wasmtime serve (default)" env "XDG_CACHE_HOME=$WORK/xdg-warm" \
+  "$WASMTIME" serve -Scli --addr "127.0.0.1:${PORTS[2]}" "$WASM"
+start wasmtime-pool "wasmtime serve (pooling as wasmlet)" env "XDG_CACHE_HOME=$WORK/xdg-pool" \
+  "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr "127.0.0.1:${PORTS[3]}" "$WASM"
+start native "native hyper" "$NATIVE" "127.0.0.1:${PORTS[4]}"
+for key in "${ORDER[@]}"; do
+  python3 bench/coldstart.py wait "${URL[$key]}" --timeout 120 || { cat "$WORK/$key.log" >&2; exit 1; }
+done
+sleep 1
+for key in "${ORDER[@]}"; do IDLE[$key]=$(proc_kib "${PID[$key]}" VmRSS); done
+
+# --- load ---------------------------------------------------------------------
+alive() {
+  kill -0 "${PID[$1]}" 2>/dev/null || { log "$1 died; its log:"; cat "$WORK/$1.log" >&2; exit 1; }
+}
+for c in $CONNECTIONS; do
+  t=$((c < THREADS ? c : THREADS))
+  if ((WARMUP > 0)); then
+    log "$c connections: warm-up ${WARMUP}s each"
+    for key in "${ORDER[@]}"; do
+      wrk -t"$t" -c"$c" -d"${WARMUP}s" --timeout 10s "${URL[$key]}" >/dev/null
+      alive "$key"
+    done
+  fi
+  for ((r = 1; r <= REPEATS; r++)); do
+    for key in "${ORDER[@]}"; do
+      f=$WORK/wrk/$key-c$c-r$r.txt
+      wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency "${URL[$key]}" >"$f"
+      alive "$key"
+      log "$c connections, repeat $r, $key: $(awk '/^Requests\/sec/ { print $2 }' "$f") req/s"
+    done
+  done
+done
+
+for key in "${ORDER[@]}"; do
+  printf '%s\t%s\t%s\n' "$key" "${IDLE[$key]}" "$(proc_kib "${PID[$key]}" VmHWM)" >>"$WORK/rss.tsv"
+done
+printf 'loadavg_end\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta.tsv"
+
+# --- report -------------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+python3 bench/report.py "$WORK" >"$WORK/report.md"
+cp "$WORK/report.md" "$OUT"
+cat "$WORK/report.md"
+log "report written to $OUT"
