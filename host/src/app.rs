@@ -7,7 +7,7 @@
 use crate::cache::CompileCache;
 use crate::config::ServeArgs;
 use crate::engine::{self, EpochTicker};
-use crate::limits::{Admission, Limits};
+use crate::limits::{Admission, CpuShare, Limits};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::registry::Registry;
 use crate::reload::{self, Reloader, Source};
@@ -25,6 +25,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub admission: Admission,
+    /// Worker threads CPU-heavy guests may occupy at once.
+    pub cpu_share: CpuShare,
     pub limits: Limits,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
@@ -59,6 +61,7 @@ impl App {
         let app = App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
+            cpu_share: CpuShare::for_this_machine(),
             registry,
             metrics,
             reloader,

@@ -19,7 +19,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 /// How often the epoch advances; a running guest yields to other requests
 /// at every tick and is interrupted at the first tick past its deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Linear memory bytes per slot reset in place (memset of dirty pages)
 /// instead of being decommitted when an instance ends.

@@ -17,6 +17,7 @@
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
 
+use crate::limits::{CpuShare, HEAVY_AFTER};
 use crate::registry::Handler;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -25,8 +26,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -129,7 +130,8 @@ pub async fn invoke(
     handler: Arc<Handler>,
     request: Request<Incoming>,
     request_id: Arc<str>,
-    slot: InFlight,
+    in_flight: InFlight,
+    cpu_share: &CpuShare,
 ) -> Response<ResponseBody> {
     let limits = handler.limits;
     if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
@@ -151,16 +153,12 @@ pub async fn invoke(
     );
     store.limiter(|state| &mut state.limiter);
     let deadline = Instant::now() + limits.timeout;
-    let cpu_deadline = deadline.into_std();
-    // At every epoch tick a running guest yields to other requests; past
-    // its deadline it is interrupted (a CPU loop never reaches an await).
-    store.epoch_deadline_callback(move |_| {
-        if std::time::Instant::now() >= cpu_deadline {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
+    let slot = HeavySlot::default();
+    store.epoch_deadline_callback(epoch_policy(
+        deadline.into_std(),
+        cpu_share.clone(),
+        slot.clone(),
+    ));
     store.set_epoch_deadline(1);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -186,6 +184,7 @@ pub async fn invoke(
         request_id.clone(),
         flags.clone(),
         slot,
+        in_flight,
     ));
 
     match tokio::time::timeout_at(deadline, receiver).await {
@@ -229,16 +228,31 @@ async fn run_guest(
     deadline: Instant,
     request_id: Arc<str>,
     flags: Arc<Flags>,
-    _slot: InFlight,
+    slot: HeavySlot,
+    _in_flight: InFlight,
 ) -> Result<(), Fault> {
-    let run = async {
-        let proxy = handler.component.pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, outparam)
-            .await
+    let outcome = {
+        let run = async {
+            let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        };
+        // Only a guest that is running holds a CPU slot: give it back
+        // whenever the guest waits (for I/O, a timer, or a slot).
+        let mut run = std::pin::pin!(run);
+        let run = std::future::poll_fn(|cx| {
+            let poll = run.as_mut().poll(cx);
+            if poll.is_pending() {
+                slot.release();
+            }
+            poll
+        });
+        tokio::time::timeout_at(deadline, run).await
     };
-    let fault = match tokio::time::timeout_at(deadline, run).await {
+    slot.release();
+    let fault = match outcome {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
         Err(_) => Fault::Timeout,
@@ -247,6 +261,48 @@ async fn run_guest(
     report(&handler, &request_id, &fault);
     Err(fault)
     // `store` drops here, closing the response body stream.
+}
+
+/// The CPU slot a heavy guest holds while it runs (see [`CpuShare`]).
+#[derive(Clone, Default)]
+struct HeavySlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl HeavySlot {
+    fn release(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
+/// What the guest does at each epoch tick: past its deadline it is
+/// interrupted (a CPU loop never reaches an await); before that it yields to
+/// other tasks, and once it counts as heavy it also queues for a CPU slot.
+fn epoch_policy(
+    deadline: std::time::Instant,
+    cpu_share: CpuShare,
+    slot: HeavySlot,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline>
++ Send
++ Sync
++ 'static {
+    let heavy_from = std::time::Instant::now() + HEAVY_AFTER;
+    move |_| {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if now < heavy_from {
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        slot.release();
+        let (share, slot) = (cpu_share.clone(), slot.clone());
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                let permit = share.take().await;
+                *slot.0.lock().unwrap() = Some(permit);
+            }),
+        ))
+    }
 }
 
 fn report(handler: &Handler, request_id: &str, fault: &Fault) {

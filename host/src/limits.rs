@@ -121,6 +121,42 @@ impl Admission {
     }
 }
 
+/// A guest still running after this long is CPU-heavy: from then on it
+/// runs only while holding a [`CpuShare`] slot.
+pub const HEAVY_AFTER: Duration = Duration::from_millis(10);
+
+/// Keeps CPU-heavy guests (a loop, a long computation) from starving short
+/// requests: heavy guests share at most all but one worker thread. A heavy
+/// guest takes a slot to run, gives it back and queues again (FIFO) at each
+/// epoch tick, and gives it back whenever it waits for I/O.
+#[derive(Debug, Clone)]
+pub struct CpuShare {
+    slots: Arc<Semaphore>,
+}
+
+impl CpuShare {
+    /// Shares `workers - 1` threads (at least one) among heavy guests.
+    pub fn new(workers: usize) -> CpuShare {
+        CpuShare {
+            slots: Arc::new(Semaphore::new(workers.saturating_sub(1).max(1))),
+        }
+    }
+
+    /// For the runtime this process uses: one worker per CPU.
+    pub fn for_this_machine() -> CpuShare {
+        CpuShare::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Waits for a slot, queueing behind other heavy guests.
+    pub async fn take(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`,
 /// `G`, `KB`, `MB`, `GB`, all binary multiples).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -191,6 +227,16 @@ mod tests {
         let resolved = RequestLimits::resolve(&host, &route);
         assert_eq!(resolved.timeout, Duration::from_secs(1));
         assert_eq!(resolved.max_memory, host.max_memory);
+    }
+
+    #[tokio::test]
+    async fn cpu_share_leaves_one_worker_free() {
+        let share = CpuShare::new(4);
+        let held = [share.take().await, share.take().await, share.take().await];
+        let fourth = tokio::time::timeout(Duration::from_millis(20), share.take()).await;
+        assert!(fourth.is_err(), "three of four workers at most");
+        drop(held);
+        assert_eq!(CpuShare::new(1).slots.available_permits(), 1);
     }
 
     #[tokio::test]

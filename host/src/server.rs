@@ -116,7 +116,14 @@ async fn handle(
         Some(handler) => match app.admission.admit().await {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight);
-                invoke::invoke(handler.clone(), request, request_id.clone(), slot).await
+                invoke::invoke(
+                    handler.clone(),
+                    request,
+                    request_id.clone(),
+                    slot,
+                    &app.cpu_share,
+                )
+                .await
             }
             None => {
                 app.metrics.reject("overloaded");

@@ -312,11 +312,10 @@ async fn bad_version(bad: &[u8], expect_in_error: &str) {
         metric(&host, "wasmlet_reloads_total{outcome=\"error\"}").await,
         errors_before + 1.0
     );
-    assert!(
-        host.logs()
-            .iter()
-            .any(|l| l.contains("reload failed") && l.contains(expect_in_error))
-    );
+    let logged = host.wait_for_log(Duration::from_secs(5), |l| {
+        l.contains("reload failed") && l.contains(expect_in_error)
+    });
+    assert!(logged.is_some(), "the failed reload is logged");
 
     dir.put(&std::fs::read(wasm::V2).unwrap()).await;
     until_body(host.public, "/", "v2", SWAP_BOUND).await;
