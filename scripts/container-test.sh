@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# The container image, end to end, on a Docker engine started here if none answers:
+#
+#   1. build the real Dockerfile (base images fabricated locally: scripts/docker-base-images.sh);
+#   2. one container, read-only root, non-root: `GET /` answers `Hello World!`, the admin port
+#      answers, logs are JSON, SIGTERM drains and exits 0;
+#   3. 3 replicas behind one virtual IP spread the way kube-proxy does it (iptables nat:
+#      `statistic --mode random` DNAT per endpoint, MASQUERADE for hairpin traffic):
+#      (a) every request through the VIP succeeds and every replica serves some;
+#      (b) a replica killed under load → once its endpoint is removed, zero failures;
+#      (c) a new handler written into each replica's mounted folder, the way kubelet updates a
+#          ConfigMap volume (`..data` symlink swap) → every replica hot-swaps, zero failures;
+#      (d) a rolling replacement (surge a new replica, add it, remove an old one, SIGTERM it)
+#          → zero failures, every old replica exits 0.
+#
+# Traffic goes only to the containers on the network this script creates. A trap removes every
+# container, network, route and iptables rule it created, and stops dockerd if it started it.
+# Prints PASS/FAIL per check and `container: N passed, M failed`; exits non-zero on failure.
+#
+# Environment: IMAGE (default wasmlet:test), V2_WASM (the handler swapped in; default
+# target/wasm32-wasip2/release/v2.wasm), SKIP_BUILD=1 (reuse IMAGE), BUILD_NETWORK (host).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+image=${IMAGE:-wasmlet:test}
+python=${PYTHON:-python3}
+id=$$                       # names everything this run creates
+name=wlt$id                 # containers, network, iptables chains
+bridge=wlt$id               # the network's Linux bridge (15 characters at most)
+work=$(mktemp -d /tmp/wasmlet-ctest.XXXXXX)
+chmod 755 "$work"           # bind-mounted into containers that run as 65532
+started=$(date +%s)
+passed=0
+failed=0
+summary=()
+load_pid=
+
+pass() { echo "PASS $*"; passed=$((passed + 1)); summary+=("PASS $1"); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); summary+=("FAIL $1"); }
+info() { echo "     $*"; }
+now_ns() { date +%s%N; }
+
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null && wait "$load_pid" 2>/dev/null
+  if docker info >/dev/null 2>&1; then
+    local cs
+    cs=$(docker ps -aq --filter "label=wasmlet-test=$id")
+    [[ -n $cs ]] && docker rm -f $cs >/dev/null
+    docker network rm "$name" >/dev/null 2>&1
+  fi
+  if [[ -n ${vip:-} ]]; then
+    iptables -t nat -D OUTPUT -d "$vip/32" -p tcp --dport 80 -j "$name-SVC" 2>/dev/null
+    iptables -t nat -D PREROUTING -d "$vip/32" -p tcp --dport 80 -j "$name-SVC" 2>/dev/null
+    iptables -t nat -D POSTROUTING -o "$bridge" -m mark --mark 0x4000/0x4000 -j MASQUERADE 2>/dev/null
+    ip route del "$vip/32" dev "$bridge" 2>/dev/null
+  fi
+  local chains
+  chains=$(iptables -t nat -S 2>/dev/null | awk -v p="-N $name-" 'index($0, p) == 1 {print $2}')
+  for c in $chains; do iptables -t nat -F "$c"; done
+  for c in $chains; do iptables -t nat -X "$c"; done
+  "$root/scripts/docker-engine.sh" stop "$work/dockerd.pid" >/dev/null
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers ---------------------------------------------------------------------------------
+
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true; }
+
+wait_ready() { # wait_ready IP [SECONDS] → 0 once /readyz answers 200
+  local deadline=$((SECONDS + ${2:-30}))
+  while ((SECONDS < deadline)); do
+    [[ $(http_code "http://$1:9090/readyz") == 200 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# publish DIR WASM: what kubelet's AtomicWriter does to a ConfigMap volume. The payload goes into
+# a new timestamped folder, `..data_tmp` → that folder is renamed over `..data` (one atomic
+# rename), the visible names are symlinks through `..data`, and the old folder is removed.
+publish() {
+  local dir=$1 wasm=$2 new old f
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  new=$(mktemp -d "$dir/..$(date -u +%Y_%m_%d_%H_%M_%S).XXXXXXXXX")
+  cp k8s/handlers/wasmlet.toml "$new/wasmlet.toml"
+  cp "$wasm" "$new/hello.wasm"
+  chmod 0444 "$new"/*
+  chmod 0755 "$new"
+  old=$(readlink "$dir/..data" || true)
+  ln -s "$(basename "$new")" "$dir/..data_tmp"
+  mv -T "$dir/..data_tmp" "$dir/..data"
+  for f in wasmlet.toml hello.wasm; do
+    [[ -L $dir/$f ]] || ln -s "..data/$f" "$dir/$f"
+  done
+  [[ -z $old ]] || rm -rf "${dir:?}/$old"
+}
+
+run_replica() { # run_replica NAME HANDLER_DIR → the container's IP
+  docker run -d --name "$1" --label "wasmlet-test=$id" --network "$name" \
+    --read-only --tmpfs /var/cache/wasmlet:uid=65532,gid=65532,mode=0700 \
+    -v "$2:/app/handlers:ro" "$image" >/dev/null
+  # Hairpin mode on every bridge port (what kubelet's hairpin-veth mode does): br_netfilter
+  # bridges a DNATed frame straight to its new destination, which for a replica calling the
+  # VIP and drawing itself is the port it came in on.
+  local port
+  for port in /sys/class/net/"$bridge"/brif/*; do echo 1 >"$port/hairpin_mode"; done
+  ip_of "$1"
+}
+
+# The Service's iptables chains, rewritten in one iptables-restore transaction like kube-proxy:
+# endpoint i of n is picked with probability 1/(n-i), so each of n gets 1/n of the connections.
+declare -A sep_of=()
+sep_seq=0
+set_endpoints() { # set_endpoints IP... (the ready endpoints, in order)
+  local rules n=$# i=0 ip sep keep=" $* "
+  rules="*nat"$'\n'":$name-SVC - [0:0]"$'\n'
+  for ip in "$@"; do
+    if [[ -z ${sep_of[$ip]:-} ]]; then
+      sep_seq=$((sep_seq + 1))
+      sep_of[$ip]=$name-SEP$sep_seq
+      rules+=":${sep_of[$ip]} - [0:0]"$'\n'
+      rules+="-A ${sep_of[$ip]} -s $ip/32 -j MARK --set-xmark 0x4000/0x4000"$'\n'
+      rules+="-A ${sep_of[$ip]} -p tcp -j DNAT --to-destination $ip:5000"$'\n'
+    fi
+  done
+  for ip in "$@"; do
+    if ((i < n - 1)); then
+      rules+="-A $name-SVC -m statistic --mode random --probability $(awk -v k=$((n - i)) 'BEGIN {printf "%.10f", 1 / k}') -j ${sep_of[$ip]}"$'\n'
+    else
+      rules+="-A $name-SVC -j ${sep_of[$ip]}"$'\n'
+    fi
+    i=$((i + 1))
+  done
+  for ip in "${!sep_of[@]}"; do # endpoints that left: their chains go too
+    if [[ $keep != *" $ip "* ]]; then
+      rules+="-F ${sep_of[$ip]}"$'\n'"-X ${sep_of[$ip]}"$'\n'
+      unset "sep_of[$ip]"
+    fi
+  done
+  rules+="COMMIT"$'\n'
+  iptables-restore --noflush <<<"$rules"
+}
+
+dnat_count() { # connections DNATed to IP so far
+  iptables -t nat -L "${sep_of[$1]}" -n -v -x | awk '/DNAT/ {print $1}'
+}
+
+start_load() { # start_load FILE: requests through the VIP until $work/stop exists
+  rm -f "$work/stop"
+  "$python" scripts/vip_load.py run --url "http://$vip/" --out "$1" --until-file "$work/stop" \
+    --workers 4 --pause 0.01 &
+  load_pid=$!
+}
+stop_load() {
+  touch "$work/stop"
+  wait "$load_pid"
+  load_pid=
+}
+load_summary() { "$python" scripts/vip_load.py summary "$@"; }
+
+# --- 0. engine, base images, handlers ------------------------------------------------------------
+
+scripts/docker-engine.sh start "$work/dockerd.pid"
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  t0=$SECONDS
+  scripts/docker-base-images.sh
+  info "base images ready in $((SECONDS - t0))s"
+fi
+
+# --- 1. the image ------------------------------------------------------------------------------
+
+if [[ ${SKIP_BUILD:-0} == 1 ]]; then
+  info "SKIP_BUILD=1: reusing $image"
+else
+  t0=$SECONDS
+  if DOCKER_BUILDKIT=0 docker build --force-rm --network "${BUILD_NETWORK:-host}" -t "$image" . \
+    >"$work/build.log" 2>&1; then
+    pass "image build: docker build . in $((SECONDS - t0))s"
+  else
+    tail -n 40 "$work/build.log"
+    fail "image build: docker build . failed after $((SECONDS - t0))s"
+  fi
+fi
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  echo "container: $passed passed, $((failed + 1)) failed (no image $image)"
+  exit 1
+fi
+size=$(docker image inspect -f '{{.Size}}' "$image")
+info "image $image: $(numfmt --to=iec "$size") ($size bytes); base debian:bookworm-slim" \
+  "$(numfmt --to=iec "$(docker image inspect -f '{{.Size}}' debian:bookworm-slim)")"
+config=$(docker image inspect -f '{{.Config.User}} {{json .Config.ExposedPorts}} {{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$image")
+if [[ $config == "65532:65532 "*5000/tcp*9090/tcp*wasmlet*serve*--config*/app/handlers/wasmlet.toml* ]]; then
+  pass "image config: $config"
+else
+  fail "image config: $config"
+fi
+
+# Handlers for the replicas: the image's own hello.wasm, and the handler swapped in by (c).
+cid=$(docker create --label "wasmlet-test=$id" "$image")
+docker cp -q "$cid:/app/handlers/hello.wasm" "$work/hello.wasm" 2>/dev/null ||
+  docker cp "$cid:/app/handlers/hello.wasm" "$work/hello.wasm"
+docker rm "$cid" >/dev/null
+v2=${V2_WASM:-$root/target/wasm32-wasip2/release/v2.wasm}
+if [[ ! -f $v2 ]] && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"test-programs"'; then
+  cargo build --quiet --release --locked -p test-programs --target wasm32-wasip2 || true
+fi
+if [[ ! -f $v2 ]]; then
+  # No v2 fixture yet: the same component with its greeting patched (same length, so the
+  # component stays valid) is still a different handler with a different answer.
+  "$python" - "$work/hello.wasm" "$work/v2.wasm" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+assert data.count(b"Hello World!") >= 1, "no greeting to patch"
+open(sys.argv[2], "wb").write(data.replace(b"Hello World!", b"Hello Wasm2!"))
+PY
+  v2=$work/v2.wasm
+  info "no v2 fixture (target/wasm32-wasip2/release/v2.wasm): swapping in a patched hello.wasm"
+fi
+
+docker network create --driver bridge --label "wasmlet-test=$id" \
+  -o "com.docker.network.bridge.name=$bridge" "$name" >/dev/null
+subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$name")
+info "network $name ($subnet, bridge $bridge)"
+
+# --- 2. one container ------------------------------------------------------------------------
+
+t0=$(now_ns)
+docker run -d --name "$name-single" --label "wasmlet-test=$id" --network "$name" \
+  --read-only --tmpfs /var/cache/wasmlet:uid=65532,gid=65532,mode=0700 "$image" >/dev/null
+single=$(ip_of "$name-single")
+if wait_ready "$single" 30; then
+  pass "single: /readyz 200 $((($(now_ns) - t0) / 1000000))ms after docker run (incl. container start)"
+else
+  fail "single: /readyz not 200 within 30s; logs:"$'\n'"$(docker logs "$name-single" 2>&1 | tail -n 20)"
+fi
+body=$(curl -s -m 2 "http://$single:5000/" || true)
+if [[ $body == "Hello World!" ]]; then
+  pass "single: GET / → Hello World!"
+else
+  fail "single: GET / → '$body'"
+fi
+pid=$(docker inspect -f '{{.State.Pid}}' "$name-single")
+uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "?")
+# Even root cannot write to the root filesystem; the process itself runs as 65532.
+rofs=$(docker exec -u 0 "$name-single" touch /probe 2>&1 || true)
+if [[ $uid == 65532 && $rofs == *"Read-only file system"* ]]; then
+  pass "single: runs as uid $uid on a read-only root filesystem"
+else
+  fail "single: uid $uid; writing to / as root: ${rofs:-succeeded}"
+fi
+codes=""
+for p in healthz readyz metrics handlers; do codes+="/$p $(http_code "http://$single:9090/$p") "; done
+metrics=$(curl -s -m 2 "http://$single:9090/metrics" || true)
+handlers=$(curl -s -m 2 "http://$single:9090/handlers" || true)
+if [[ $codes == "/healthz 200 /readyz 200 /metrics 200 /handlers 200 " ]] &&
+  grep -q '^# TYPE' <<<"$metrics" && "$python" -c 'import json, sys; json.loads(sys.argv[1])' "$handlers" 2>/dev/null; then
+  pass "single: admin port: $codes(Prometheus text, JSON)"
+else
+  fail "single: admin port: $codes; /handlers: ${handlers:0:200}"
+fi
+if [[ $(http_code "http://$single:5000/metrics") != 200 ]] || [[ $(curl -s -m 2 "http://$single:5000/metrics") != *"# TYPE"* ]]; then
+  pass "single: the admin endpoints are not on the public port"
+else
+  fail "single: /metrics is served on the public port 5000"
+fi
+logs=$(docker logs "$name-single" 2>&1)
+if [[ -n $logs ]] && "$python" -c '
+import json, sys
+for line in sys.argv[1].splitlines():
+    json.loads(line)' "$logs" 2>/dev/null; then
+  pass "single: logs are JSON lines ($(wc -l <<<"$logs") so far)"
+else
+  fail "single: logs are not all JSON:"$'\n'"$(head -n 5 <<<"$logs")"
+fi
+cache=$(docker exec "$name-single" ls -A /var/cache/wasmlet 2>/dev/null | wc -l)
+info "single: /var/cache/wasmlet (tmpfs) holds $cache entries"
+# Forgetting the cache volume costs start-up time, not availability.
+docker run -d --name "$name-nocache" --label "wasmlet-test=$id" --network "$name" --read-only "$image" >/dev/null
+nocache=$(ip_of "$name-nocache")
+if wait_ready "$nocache" 30 && [[ $(curl -s -m 2 "http://$nocache:5000/") == "Hello World!" ]]; then
+  pass "single: without a writable cache folder it still serves Hello World!"
+else
+  fail "single: without a writable cache folder:"$'\n'"$(docker logs "$name-nocache" 2>&1 | tail -n 5)"
+fi
+docker rm -f "$name-nocache" >/dev/null
+t0=$SECONDS
+docker stop -t 40 "$name-single" >/dev/null
+code=$(docker inspect -f '{{.State.ExitCode}}' "$name-single")
+if [[ $code == 0 ]] && ((SECONDS - t0 < 30)); then
+  pass "single: SIGTERM → exit 0 after $((SECONDS - t0))s"
+else
+  fail "single: SIGTERM → exit $code after $((SECONDS - t0))s; logs:"$'\n'"$(docker logs "$name-single" 2>&1 | tail -n 5)"
+fi
+
+# --- 3. three replicas behind a virtual IP -------------------------------------------------------
+
+ips=()
+for i in 1 2 3; do
+  publish "$work/r$i" "$work/hello.wasm"
+  ips+=("$(run_replica "$name-r$i" "$work/r$i")")
+done
+for i in 0 1 2; do
+  wait_ready "${ips[$i]}" 30 || fail "replica $((i + 1)) not ready; logs:"$'\n'"$(docker logs "$name-r$((i + 1))" 2>&1 | tail -n 10)"
+done
+# A test-only address (RFC 2544 benchmarking range), routed onto the test bridge.
+while :; do
+  vip=198.18.$((RANDOM % 250)).$((RANDOM % 250 + 1))
+  [[ -z $(ip route show "$vip/32") ]] && break
+done
+ip route add "$vip/32" dev "$bridge"
+iptables -t nat -N "$name-SVC"
+iptables -t nat -I OUTPUT 1 -d "$vip/32" -p tcp --dport 80 -j "$name-SVC"
+iptables -t nat -I PREROUTING 1 -d "$vip/32" -p tcp --dport 80 -j "$name-SVC"
+iptables -t nat -I POSTROUTING 1 -o "$bridge" -m mark --mark 0x4000/0x4000 -j MASQUERADE
+set_endpoints "${ips[@]}"
+info "Service VIP $vip:80 → ${ips[*]} :5000"
+
+# (a) spread
+"$python" scripts/vip_load.py run --url "http://$vip/" --out "$work/a.csv" --duration 4 --workers 4 --pause 0.01
+spread=""
+all_served=1
+for ip in "${ips[@]}"; do
+  n=$(dnat_count "$ip")
+  spread+="$ip:$n "
+  ((n > 0)) || all_served=0
+done
+if s=$(load_summary "$work/a.csv" --expect-body "Hello World!") && ((all_served)); then
+  pass "vip (a): all requests through the VIP succeed, every replica served some: $s; connections per replica: $spread"
+else
+  fail "vip (a): $s; connections per replica: $spread"
+fi
+
+# A client inside a replica calling the VIP may be sent to itself: that works only with the
+# bridge ports in hairpin mode and the MASQUERADE rule for marked (self-addressed) connections,
+# as with kube-proxy; without either, every connection that draws itself fails.
+pid1=$(docker inspect -f '{{.State.Pid}}' "$name-r1")
+before=$(dnat_count "${ips[0]}")
+bad=0
+for _ in $(seq 30); do
+  [[ $(nsenter -t "$pid1" -n curl -s -m 2 "http://$vip/") == "Hello World!" ]] || bad=$((bad + 1))
+done
+self=$(($(dnat_count "${ips[0]}") - before))
+if ((bad == 0 && self > 0)); then
+  pass "vip hairpin: 30/30 requests from inside replica 1 through the VIP succeed ($self drew replica 1 itself)"
+else
+  fail "vip hairpin: $bad of 30 failed ($self drew replica 1 itself)"
+fi
+
+# (b) kill a replica under load; remove its endpoint the way the endpoints controller would
+start_load "$work/b.csv"
+sleep 1.5
+docker kill "$name-r3" >/dev/null
+sleep 1 # readiness probe period: the endpoint is still listed
+set_endpoints "${ips[0]}" "${ips[1]}"
+t_removed=$(now_ns)
+sleep 3
+stop_load
+before=$(load_summary "$work/b.csv" --until "$t_removed" || true)
+if after=$(load_summary "$work/b.csv" --since "$t_removed" --expect-body "Hello World!"); then
+  pass "vip (b): replica 3 killed under load; after its endpoint was removed: $after"
+else
+  fail "vip (b): after the endpoint was removed: $after"
+fi
+info "vip (b): requests started before the removal (the dead endpoint still listed): $before"
+# The ReplicaSet's replacement pod: back to 3 endpoints once it is ready.
+docker rm -f "$name-r3" >/dev/null
+publish "$work/r3" "$work/hello.wasm"
+ips[2]=$(run_replica "$name-r3" "$work/r3")
+wait_ready "${ips[2]}" 30 || fail "vip (b): replacement replica not ready"
+set_endpoints "${ips[@]}"
+
+# (c) a new handler written into every replica's ConfigMap-style folder
+body2=""
+publish "$work/probe" "$v2"
+probe_ip=$(run_replica "$name-probe" "$work/probe")
+if wait_ready "$probe_ip" 30; then
+  body2=$(curl -s -m 2 "http://$probe_ip:5000/" || true)
+fi
+docker rm -f "$name-probe" >/dev/null
+if [[ -z $body2 || $body2 == "Hello World!" ]]; then
+  fail "vip (c): the new handler ($(basename "$v2")) answers '$body2' on its own"
+else
+  starts=$(docker inspect -f '{{.State.StartedAt}}' "$name-r1" "$name-r2" "$name-r3")
+  start_load "$work/c.csv"
+  sleep 1
+  t_swap=$(now_ns)
+  for i in 1 2 3; do
+    publish "$work/r$i" "$v2"
+    sleep 0.3 # kubelets do not sync at the same instant
+  done
+  deadline=$((SECONDS + 30))
+  pending=("${ips[@]}")
+  while ((${#pending[@]} && SECONDS < deadline)); do
+    left=()
+    for ip in "${pending[@]}"; do
+      [[ $(curl -s -m 2 "http://$ip:5000/") == "$body2" ]] || left+=("$ip")
+    done
+    pending=("${left[@]}")
+    ((${#pending[@]})) && sleep 0.1
+  done
+  t_all=$(now_ns)
+  sleep 2
+  stop_load
+  swap_ms=$(((t_all - t_swap) / 1000000))
+  during=$(load_summary "$work/c.csv" || true)
+  restarted=no
+  [[ $starts == "$(docker inspect -f '{{.State.StartedAt}}' "$name-r1" "$name-r2" "$name-r3")" ]] || restarted=yes
+  if ((${#pending[@]} == 0)) && [[ $restarted == no ]] && load_summary "$work/c.csv" >/dev/null &&
+    tail_s=$(load_summary "$work/c.csv" --since "$t_all" --expect-body "$body2"); then
+    pass "vip (c): every replica answers '$body2' ${swap_ms}ms after the first swap, no restart; during: $during; after: $tail_s"
+  else
+    fail "vip (c): still old: ${pending[*]:-none}; restarted: $restarted; during: $during; after: ${tail_s:-}"
+  fi
+fi
+
+# (d) a rolling update (maxSurge 1, maxUnavailable 0): each new replica mounts a new "ConfigMap"
+# (back to hello.wasm); an old one leaves the endpoints, gets preStop time, then SIGTERM.
+start_load "$work/d.csv"
+sleep 1
+exits=""
+for i in 1 2 3; do
+  publish "$work/n$i" "$work/hello.wasm"
+  new_ip=$(run_replica "$name-n$i" "$work/n$i")
+  wait_ready "$new_ip" 30 || fail "vip (d): new replica $i not ready"
+  old_ip=${ips[0]}
+  ips=("${ips[@]:1}" "$new_ip")
+  set_endpoints "${ips[@]}"
+  sleep 1 # preStop: endpoint removal reaches every node before the drain starts
+  docker stop -t 40 "$name-r$i" >/dev/null
+  exits+="$(docker inspect -f '{{.State.ExitCode}}' "$name-r$i") "
+done
+sleep 1
+stop_load
+if d=$(load_summary "$work/d.csv") && [[ $exits == "0 0 0 " ]]; then
+  pass "vip (d): rolling replacement of all 3 replicas: $d; old replicas exited: $exits"
+else
+  fail "vip (d): $d; old replicas exited: $exits"
+fi
+
+echo
+echo "image: $image $(numfmt --to=iec "$size"); total time $(($(date +%s) - started))s"
+printf '%s\n' "${summary[@]}"
+echo "container: $passed passed, $failed failed"
+((failed == 0))
