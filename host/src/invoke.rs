@@ -175,17 +175,20 @@ pub async fn invoke(
         Err(e) => return host_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
     };
 
-    let guest = tokio::spawn(run_guest(
-        handler.clone(),
-        store,
-        incoming,
-        outparam,
-        deadline,
-        request_id.clone(),
-        flags.clone(),
-        slot,
-        in_flight,
-    ));
+    let guest = tokio::spawn(
+        GuestRun {
+            handler: handler.clone(),
+            store,
+            incoming,
+            outparam,
+            deadline,
+            request_id: request_id.clone(),
+            flags: flags.clone(),
+            slot,
+            _in_flight: in_flight,
+        }
+        .run(),
+    );
 
     match tokio::time::timeout_at(deadline, receiver).await {
         Ok(Ok(Ok(response))) if !flags.too_large.load(Ordering::Acquire) => {
@@ -219,48 +222,66 @@ pub async fn invoke(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_guest(
+/// One request's guest, run in its own task so it can keep streaming the
+/// response body after the head is sent.
+struct GuestRun {
     handler: Arc<Handler>,
-    mut store: Store<HostState>,
+    store: Store<HostState>,
     incoming: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
     outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
     deadline: Instant,
     request_id: Arc<str>,
     flags: Arc<Flags>,
     slot: HeavySlot,
+    /// Held until the guest is done, body included.
     _in_flight: InFlight,
-) -> Result<(), Fault> {
-    let outcome = {
-        let run = async {
-            let proxy = handler.component.pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
+}
+
+impl GuestRun {
+    /// Runs the guest to completion; a fault is reported here, once.
+    async fn run(self) -> Result<(), Fault> {
+        let GuestRun {
+            handler,
+            mut store,
+            incoming,
+            outparam,
+            deadline,
+            request_id,
+            flags,
+            slot,
+            _in_flight,
+        } = self;
+        let outcome = {
+            let run = async {
+                let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            // Only a guest that is running holds a CPU slot: give it back
+            // whenever the guest waits (for I/O, a timer, or a slot).
+            let mut run = std::pin::pin!(run);
+            let run = std::future::poll_fn(|cx| {
+                let poll = run.as_mut().poll(cx);
+                if poll.is_pending() {
+                    slot.release();
+                }
+                poll
+            });
+            tokio::time::timeout_at(deadline, run).await
         };
-        // Only a guest that is running holds a CPU slot: give it back
-        // whenever the guest waits (for I/O, a timer, or a slot).
-        let mut run = std::pin::pin!(run);
-        let run = std::future::poll_fn(|cx| {
-            let poll = run.as_mut().poll(cx);
-            if poll.is_pending() {
-                slot.release();
-            }
-            poll
-        });
-        tokio::time::timeout_at(deadline, run).await
-    };
-    slot.release();
-    let fault = match outcome {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
-        Err(_) => Fault::Timeout,
-    };
-    flags.faulted.store(true, Ordering::Release);
-    report(&handler, &request_id, &fault);
-    Err(fault)
-    // `store` drops here, closing the response body stream.
+        slot.release();
+        let fault = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
+            Err(_) => Fault::Timeout,
+        };
+        flags.faulted.store(true, Ordering::Release);
+        report(&handler, &request_id, &fault);
+        Err(fault)
+        // `store` drops here, closing the response body stream.
+    }
 }
 
 /// The CPU slot a heavy guest holds while it runs (see [`CpuShare`]).
