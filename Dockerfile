@@ -16,21 +16,28 @@ WORKDIR /src
 RUN rustup override set "$RUST_VERSION" \
  && rustup target add wasm32-wasip2
 
-# The workspace's manifests with every .rs file replaced by a stub, so that the dependency layer
-# below is rebuilt only when a Cargo.toml or Cargo.lock changes (what cargo-chef does).
+# The workspace's manifests with each crate's target roots (src/lib.rs, src/main.rs, src/bin/*,
+# build.rs, any `path = "….rs"`) replaced by stubs, so that the dependency layer below is rebuilt
+# only when a Cargo.toml or Cargo.lock changes, not when a source file is edited or added
+# (what cargo-chef does).
 FROM toolchain AS planner
 COPY . .
 RUN set -eu; mkdir -p /skeleton; \
     cp Cargo.toml Cargo.lock /skeleton/; \
     if [ -d .cargo ]; then cp -r .cargo /skeleton/; fi; \
     find . -path ./target -prune -o -type f -name Cargo.toml -print | while read -r manifest; do \
-      mkdir -p "/skeleton/$(dirname "$manifest")"; cp "$manifest" "/skeleton/$manifest"; \
+      dir=$(dirname "$manifest"); \
+      mkdir -p "/skeleton/$dir"; cp "$manifest" "/skeleton/$manifest"; \
+      { ls "$dir"/src/lib.rs "$dir"/src/main.rs "$dir"/build.rs "$dir"/src/bin/*.rs \
+           "$dir"/src/bin/*/main.rs 2>/dev/null || true; \
+        sed -n 's/^ *path *= *"\([^"]*\.rs\)".*/\1/p' "$manifest" | sed "s|^|$dir/|"; \
+      } | while read -r src; do \
+        mkdir -p "/skeleton/$(dirname "$src")"; \
+        printf '%s\n' '//! Stub (Dockerfile dependency layer).' '#![allow(dead_code)]' 'fn main() {}' \
+          > "/skeleton/$src"; \
+      done; \
     done; \
-    find . -path ./target -prune -o -type f -name '*.rs' -print | while read -r src; do \
-      mkdir -p "/skeleton/$(dirname "$src")"; \
-      printf '%s\n' '//! Stub (Dockerfile dependency layer).' '#![allow(dead_code)]' 'fn main() {}' \
-        > "/skeleton/$src"; \
-    done
+    find /skeleton -type f | sort
 
 FROM toolchain AS builder
 COPY --from=planner /skeleton/ ./
