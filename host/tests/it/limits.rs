@@ -246,6 +246,34 @@ async fn past_the_in_flight_cap_requests_get_503_quickly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_cap_new_connections_wait() {
+    let host = Wasmlet::serve(&[wasm::HELLO, "--max-connections", "1"]);
+    let ask = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(host.public).await.unwrap();
+    first.write_all(ask).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // The first connection stays open (keep-alive), so the second waits.
+    let mut second = tokio::net::TcpStream::connect(host.public).await.unwrap();
+    second.write_all(ask).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(early.is_err(), "served past the connection cap");
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mixed_traffic_a_fifth_misbehaving() {
     let (_dir, manifest) = routes(&[
         ("/...", wasm::HELLO, ""),
