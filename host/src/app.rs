@@ -44,20 +44,17 @@ impl App {
     ) -> Result<(Arc<App>, EpochTicker)> {
         let engine = engine::build(&limits)?;
         let ticker = EpochTicker::start(&engine);
-        let linker = engine::linker(&engine)?;
         let cache = CompileCache::new(cache_dir, &engine);
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::new());
         let reloader = Arc::new(Reloader::new(
             source,
             engine,
-            linker,
             cache,
             limits.clone(),
             registry.clone(),
             metrics.clone(),
-            true,
-        ));
+        )?);
         let app = App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),

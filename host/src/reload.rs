@@ -81,34 +81,30 @@ pub struct Reloader {
     limits: Limits,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    log_guest_output: bool,
     /// Serialises reloads: each one sees the table the previous published.
     running: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
-    #[allow(clippy::too_many_arguments)]
+    /// A reloader compiling with `engine` (and this host's linker for it).
     pub fn new(
         source: Source,
         engine: Engine,
-        linker: Linker<HostState>,
         cache: CompileCache,
         limits: Limits,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        log_guest_output: bool,
-    ) -> Reloader {
-        Reloader {
+    ) -> Result<Reloader> {
+        Ok(Reloader {
+            linker: crate::engine::linker(&engine)?,
             source,
             engine,
-            linker,
             cache,
             limits,
             registry,
             metrics,
-            log_guest_output,
             running: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Reloads from disk; on failure the serving table stays as it was.
@@ -290,7 +286,7 @@ impl Reloader {
                 route: label.clone(),
                 env: spec.env.clone(),
                 outbound: spec.outbound.clone().into(),
-                log_output: self.log_guest_output,
+                log_output: true,
             },
             metrics: self.metrics.route(&label),
             label,

@@ -107,10 +107,8 @@ async fn handle(
     let path: Box<str> = request.uri().path().into();
 
     let handler = app.registry.route(&path);
-    let metrics = handler
-        .as_ref()
-        .map_or(&app.no_route, |h| &h.metrics)
-        .clone();
+    // Borrowed from the handler this request holds: no per-request clones.
+    let metrics = handler.as_ref().map_or(&app.no_route, |h| &h.metrics);
     let mut response = match &handler {
         None => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
         Some(handler) => match app.admission.admit().await {
