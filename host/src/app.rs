@@ -58,7 +58,7 @@ impl App {
         let app = App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
-            cpu_share: CpuShare::for_this_machine(),
+            cpu_share: CpuShare::new(limits.worker_count()),
             registry,
             metrics,
             reloader,

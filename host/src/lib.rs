@@ -18,6 +18,7 @@
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
 //! - [`server`]: the public HTTP listener, connection limits and graceful drain.
+//! - [`workers`]: the per-CPU request threads connections are spread over.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the draining flag.
@@ -41,3 +42,4 @@ pub mod router;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;
+pub mod workers;

@@ -6,6 +6,7 @@
 
 use clap::Args;
 use serde::Deserialize;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -50,6 +51,21 @@ pub struct Limits {
     /// kernel's accept backlog.
     #[arg(long, env = "WASMLET_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: u32,
+
+    /// Request worker threads, each serving its share of the connections
+    /// on its own single-threaded runtime. Default: one per CPU the
+    /// process may use (cgroup CPU limits included).
+    #[arg(long, env = "WASMLET_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
+}
+
+impl Limits {
+    /// The number of request worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
 }
 
 impl Default for Limits {
@@ -63,6 +79,7 @@ impl Default for Limits {
             max_in_flight: 512,
             queue_timeout: Duration::from_millis(100),
             max_connections: 4096,
+            workers: None,
         }
     }
 }
@@ -126,9 +143,11 @@ impl Admission {
 pub const HEAVY_AFTER: Duration = Duration::from_millis(10);
 
 /// Keeps CPU-heavy guests (a loop, a long computation) from starving short
-/// requests: heavy guests share at most all but one worker thread. A heavy
-/// guest takes a slot to run, gives it back and queues again (FIFO) at each
-/// epoch tick, and gives it back whenever it waits for I/O.
+/// requests: at most all but one worker thread run a heavy guest at any
+/// moment. A heavy guest takes a slot to run, gives it back and queues
+/// again (FIFO) at each epoch tick, and gives it back whenever it waits for
+/// I/O. Short requests on a worker that is running a heavy guest still get
+/// a turn at every tick, since the guest yields to its worker's other tasks.
 #[derive(Debug, Clone)]
 pub struct CpuShare {
     slots: Arc<Semaphore>,
@@ -140,11 +159,6 @@ impl CpuShare {
         CpuShare {
             slots: Arc::new(Semaphore::new(workers.saturating_sub(1).max(1))),
         }
-    }
-
-    /// For the runtime this process uses: one worker per CPU.
-    pub fn for_this_machine() -> CpuShare {
-        CpuShare::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Waits for a slot, queueing behind other heavy guests.

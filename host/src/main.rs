@@ -13,7 +13,10 @@ fn main() -> ExitCode {
         Command::Check(args) => &args.log,
     };
     let guard = logging::init(log.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Requests run on the server's worker threads (see `workers`); this
+    // runtime only accepts connections and runs the admin port, reloads
+    // and signal handling, so one thread is enough.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("failed to start the tokio runtime");

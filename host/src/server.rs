@@ -8,6 +8,7 @@
 use crate::app::App;
 use crate::invoke::{self, InFlight, ResponseBody};
 use crate::metrics::NO_ROUTE;
+use crate::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -51,6 +52,13 @@ pub async fn serve(
         .keep_alive(true);
     let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
     let graceful = GracefulShutdown::new();
+    let workers = match Workers::start(limits.worker_count()) {
+        Ok(workers) => workers,
+        Err(e) => {
+            tracing::error!(error = %e, "failed to start the request workers");
+            return;
+        }
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -70,11 +78,29 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Moved to a worker as a plain socket, registered there with that
+        // worker's reactor.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to hand a connection to a worker");
+                continue;
+            }
+        };
         let app = app.clone();
-        let service = service_fn(move |request| handle(app.clone(), request));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        workers.spawn(move || async move {
             let _permit = permit;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to register a connection");
+                    return;
+                }
+            };
+            let service = service_fn(move |request| handle(app.clone(), request));
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -94,6 +120,8 @@ pub async fn serve(
             "drain timeout passed; interrupting the requests still running"
         ),
     }
+    // Stops the workers, dropping (and so interrupting) what still runs.
+    drop(workers);
 }
 
 /// One request: route, admit, invoke, log, count.
