@@ -1,0 +1,96 @@
+//! Micro-benchmark of the per-request guest path, without the network:
+//! a fresh store, instantiation, `handle`, reading the response body, and
+//! dropping the store (which resets the instance's pooled memory).
+//!
+//! ```text
+//! cargo run --release -p wasmlet --example guest_path -- target/wasm32-wasip2/release/hello.wasm 30000
+//! ```
+//!
+//! Prints the mean time per request and per phase, on one thread. It is
+//! the floor under what `bench/run.sh` measures over HTTP.
+
+use http_body_util::{BodyExt, Empty};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmlet::sandbox::{Grants, HostState};
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const PHASES: [&str; 5] = ["store", "request", "instantiate", "handle", "body+drop"];
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .expect("usage: guest_path COMPONENT.wasm [REQUESTS]");
+    let requests: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
+
+    let limits = wasmlet::limits::Limits::default();
+    let engine = wasmlet::engine::build(&limits)?;
+    let linker = wasmlet::engine::linker(&engine)?;
+    let cache = wasmlet::cache::CompileCache::disabled(&engine);
+    let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path))?;
+    let loaded = wasmlet::component::compile(&engine, &linker, &cache, &file)?;
+    let grants = Grants {
+        route: "/".into(),
+        env: Vec::new(),
+        outbound: Arc::new([]),
+        log_output: true,
+    };
+    let request_id: Arc<str> = Arc::from("guest-path");
+
+    let mut phases = [Duration::ZERO; PHASES.len()];
+    let started = Instant::now();
+    for _ in 0..requests {
+        let mut marks = [Instant::now(); PHASES.len() + 1];
+        let mut store = Store::new(
+            &engine,
+            HostState::new(&grants, limits.max_memory, request_id.clone()),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(u64::MAX / 2);
+        marks[1] = Instant::now();
+
+        let body = Empty::<bytes::Bytes>::new()
+            .map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+        let request = http::Request::builder()
+            .uri("http://localhost/")
+            .body(body)?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        marks[2] = Instant::now();
+
+        let proxy = loaded.pre.instantiate_async(&mut store).await?;
+        marks[3] = Instant::now();
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await?;
+        marks[4] = Instant::now();
+
+        let response = receiver.await??;
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(!body.is_empty(), "empty response body");
+        drop(store);
+        marks[5] = Instant::now();
+        for (phase, pair) in phases.iter_mut().zip(marks.windows(2)) {
+            *phase += pair[1] - pair[0];
+        }
+    }
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(requests);
+    print!("{:.2} us per request:", per_request(started.elapsed()));
+    for (name, total) in PHASES.iter().zip(phases) {
+        print!(" {name} {:.2}", per_request(total));
+    }
+    println!();
+    Ok(())
+}
