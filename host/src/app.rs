@@ -12,6 +12,7 @@ use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::registry::Registry;
 use crate::reload::{self, Reloader, Source};
 use crate::server::RequestIds;
+use crate::workers::Workers;
 use crate::{admin, server, shutdown};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let (app, _ticker) = App::new(source, args.limits.clone(), args.cache_dir.as_deref())?;
     app.reloader.reload("startup").await?;
+    let workers = Workers::start(app.limits.worker_count())
+        .context("failed to start the request worker threads")?;
 
     let public = TcpListener::bind(args.listen)
         .await
@@ -123,7 +126,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         draining_app.draining.store(true, Ordering::Relaxed);
         tracing::info!(signal = name, "shutting down: readiness is now 503");
     };
-    server::serve(public, app.clone(), shutdown, args.drain_timeout).await;
+    server::serve(public, app.clone(), workers, shutdown, args.drain_timeout).await;
 
     let _ = admin_stop.send(());
     let _ = admin_task.await;

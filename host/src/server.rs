@@ -1,9 +1,11 @@
 //! The public HTTP server: accept loop, connection limits, graceful drain.
 //!
-//! The caller owns the listener and the shutdown future, so tests pass a
-//! port-0 listener. On shutdown the listener closes, idle keep-alive
-//! connections close, requests in flight get up to the drain timeout, and
-//! whatever still runs after it is dropped (interrupting its guest).
+//! The caller owns the listener, the worker threads connections are
+//! spread over, and the shutdown future, so tests pass a port-0 listener
+//! and start-up fails before binding if the workers cannot start. On
+//! shutdown the listener closes, idle keep-alive connections close,
+//! requests in flight get up to the drain timeout, and whatever still runs
+//! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
 use crate::invoke::{self, InFlight, ResponseBody};
@@ -33,10 +35,12 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Serves `listener` until `shutdown` resolves, then drains.
+/// Serves `listener` on `workers` until `shutdown` resolves, then drains
+/// and stops the workers.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    workers: Workers,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
@@ -52,13 +56,6 @@ pub async fn serve(
         .keep_alive(true);
     let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
     let graceful = GracefulShutdown::new();
-    let workers = match Workers::start(limits.worker_count()) {
-        Ok(workers) => workers,
-        Err(e) => {
-            tracing::error!(error = %e, "failed to start the request workers");
-            return;
-        }
-    };
     tokio::pin!(shutdown);
 
     loop {
