@@ -19,7 +19,7 @@ shift
 shift
 conns=${CONNS:-64}
 duration=${DURATION:-8}
-command -v wrk >/dev/null || { echo "cpu-per-request: wrk not found (apt-get install wrk)" >&2; exit 2; }
+"$(dirname "$0")/../scripts/need-command.sh" wrk wrk
 
 "$@" >/dev/null 2>&1 &
 server=$!

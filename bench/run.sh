@@ -36,7 +36,7 @@ for val in "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
   [[ $val =~ ^[1-9][0-9]*$ ]] || { echo "bench: expected a positive integer, got '$val'" >&2; exit 2; }
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WARMUP must be an integer, got '$WARMUP'" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "bench: wrk not found (apt-get install wrk)" >&2; exit 2; }
+scripts/need-command.sh wrk wrk
 
 log() { echo "bench: $*" >&2; }
 

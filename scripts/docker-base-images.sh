@@ -28,11 +28,7 @@ make_runtime_base() {
     echo "base-images: reusing $runtime_tag"
     return
   fi
-  if ! command -v debootstrap >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq debootstrap >/dev/null
-  fi
+  "$here/need-command.sh" debootstrap debootstrap
   local root=$work/bookworm-rootfs
   rm -rf "$root"
   mkdir -p "$root"

@@ -8,6 +8,7 @@
 #
 # There is no systemd on the machines this runs on, so the daemon is started by hand.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 cmd=${1:-start}
 pidfile=${2:-${DOCKERD_PIDFILE:-/tmp/wasmlet-dockerd.pid}}
@@ -18,12 +19,7 @@ wait_s=${DOCKERD_WAIT_S:-60}
 answering() { [[ -S $sock ]] && docker -H "unix://$sock" info >/dev/null 2>&1; }
 
 start() {
-  if ! command -v dockerd >/dev/null 2>&1; then
-    echo "docker-engine: dockerd not found; installing docker.io" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq docker.io >/dev/null
-  fi
+  "$here/need-command.sh" dockerd docker.io
   if answering; then
     echo "docker-engine: reusing the engine already answering on $sock"
     return 0
