@@ -26,6 +26,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub admission: Admission,
+    /// Request worker threads to start (`--workers`, resolved once).
+    pub worker_threads: usize,
     /// Worker threads CPU-heavy guests may occupy at once.
     pub cpu_share: CpuShare,
     pub limits: Limits,
@@ -43,6 +45,7 @@ impl App {
         limits: Limits,
         cache_dir: Option<&std::path::Path>,
     ) -> Result<(Arc<App>, EpochTicker)> {
+        let worker_threads = limits.worker_count();
         let engine = engine::build(&limits)?;
         let ticker = EpochTicker::start(&engine);
         let cache = CompileCache::new(cache_dir, &engine);
@@ -59,7 +62,8 @@ impl App {
         let app = App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
-            cpu_share: CpuShare::new(limits.worker_count()),
+            worker_threads,
+            cpu_share: CpuShare::new(worker_threads),
             registry,
             metrics,
             reloader,
@@ -86,8 +90,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let (app, _ticker) = App::new(source, args.limits.clone(), args.cache_dir.as_deref())?;
     app.reloader.reload("startup").await?;
-    let workers = Workers::start(app.limits.worker_count())
-        .context("failed to start the request worker threads")?;
+    let workers =
+        Workers::start(app.worker_threads).context("failed to start the request worker threads")?;
 
     let public = TcpListener::bind(args.listen)
         .await
