@@ -6,11 +6,11 @@
 
 use crate::cache::CompileCache;
 use crate::config::ServeArgs;
-use crate::engine::{self, EpochTicker};
+use crate::engine::{EpochTicker, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::registry::Registry;
-use crate::reload::{self, Reloader, Source};
+use crate::reload::{FileWatcher, Reloader, Source};
 use crate::server::RequestIds;
 use crate::workers::Workers;
 use crate::{admin, server, shutdown};
@@ -26,8 +26,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub admission: Admission,
-    /// Request worker threads to start (`--workers`, resolved once).
-    pub worker_threads: usize,
     /// Worker threads CPU-heavy guests may occupy at once.
     pub cpu_share: CpuShare,
     pub limits: Limits,
@@ -40,29 +38,29 @@ pub struct App {
 
 impl App {
     /// An app with nothing loaded yet; call `reloader.reload` to load.
+    /// `worker_threads` is the number of request workers serving it.
     pub fn new(
         source: Source,
         limits: Limits,
         cache_dir: Option<&std::path::Path>,
-    ) -> Result<(Arc<App>, EpochTicker)> {
-        let worker_threads = limits.worker_count();
-        let engine = engine::build(&limits)?;
-        let ticker = EpochTicker::start(&engine);
-        let cache = CompileCache::new(cache_dir, &engine);
+        wasmtime: Wasmtime,
+        worker_threads: usize,
+    ) -> (Arc<App>, EpochTicker) {
+        let ticker = EpochTicker::start(&wasmtime.engine);
+        let cache = CompileCache::new(cache_dir, &wasmtime.engine);
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::new());
         let reloader = Arc::new(Reloader::new(
             source,
-            engine,
+            wasmtime,
             cache,
             limits.clone(),
             registry.clone(),
             metrics.clone(),
-        )?);
+        ));
         let app = App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
-            worker_threads,
             cpu_share: CpuShare::new(worker_threads),
             registry,
             metrics,
@@ -71,7 +69,7 @@ impl App {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
         };
-        Ok((Arc::new(app), ticker))
+        (Arc::new(app), ticker)
     }
 }
 
@@ -88,10 +86,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         (None, Some(component)) => Source::Component(component.clone()),
         (None, None) => bail!("give a COMPONENT.wasm or --config wasmlet.toml"),
     };
-    let (app, _ticker) = App::new(source, args.limits.clone(), args.cache_dir.as_deref())?;
-    app.reloader.reload("startup").await?;
+    // The watcher starts before the first load, so that a change made
+    // while loading still leads to a reload.
+    let worker_threads = args.limits.worker_count();
     let workers =
-        Workers::start(app.worker_threads).context("failed to start the request worker threads")?;
+        Workers::start(worker_threads).context("failed to start the request worker threads")?;
+    let watcher = if args.no_watch {
+        None
+    } else {
+        Some(FileWatcher::start(&source)?)
+    };
+    let (app, _ticker) = App::new(
+        source,
+        args.limits.clone(),
+        args.cache_dir.as_deref(),
+        Wasmtime::new(&args.limits)?,
+        worker_threads,
+    );
+    app.reloader.reload("startup").await?;
+    let _watch = watcher.map(|watcher| watcher.drive(app.reloader.clone()));
 
     let public = TcpListener::bind(args.listen)
         .await
@@ -105,11 +118,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "listening"
     );
 
-    let _watch = if args.no_watch {
-        None
-    } else {
-        Some(reload::watch(app.reloader.clone())?)
-    };
     let mut hangup =
         signal(SignalKind::hangup()).context("failed to install the SIGHUP handler")?;
     let reloader = app.reloader.clone();

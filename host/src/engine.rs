@@ -35,6 +35,23 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// a reload and requests finishing their response bodies.
 const INSTANCE_HEADROOM: u32 = 64;
 
+/// The engine and the linker for it: all that compiling and instantiating
+/// components needs.
+#[derive(Clone)]
+pub struct Wasmtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+}
+
+impl Wasmtime {
+    /// Builds both for the given host limits.
+    pub fn new(limits: &Limits) -> Result<Wasmtime> {
+        let engine = build(limits)?;
+        let linker = linker(&engine)?;
+        Ok(Wasmtime { engine, linker })
+    }
+}
+
 /// Builds the process's engine for the given host limits.
 pub fn build(limits: &Limits) -> Result<Engine> {
     let instances = limits.max_in_flight.saturating_add(INSTANCE_HEADROOM);

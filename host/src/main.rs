@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
 use wasmlet::config::{CheckArgs, Cli, Command};
-use wasmlet::{app, component, engine, logging};
+use wasmlet::engine::Wasmtime;
+use wasmlet::limits::Limits;
+use wasmlet::{app, component, logging};
 
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
 /// request path (a fresh store and instance per request allocate and free
@@ -46,9 +48,7 @@ fn main() -> ExitCode {
 
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
-    let limits = wasmlet::limits::Limits::default();
-    let engine = engine::build(&limits)?;
-    let linker = engine::linker(&engine)?;
+    let Wasmtime { engine, linker } = Wasmtime::new(&Limits::default())?;
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
     let file = component::WasmFile::read(&args.component)?;
     let loaded = component::compile(&engine, &linker, &cache, &file)?;

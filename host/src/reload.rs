@@ -14,6 +14,7 @@
 
 use crate::cache::CompileCache;
 use crate::component::{self, LoadedComponent, WasmFile};
+use crate::engine::Wasmtime;
 use crate::limits::{Limits, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
@@ -21,12 +22,13 @@ use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::router::Router;
 use crate::sandbox::{Grants, HostState};
 use anyhow::{Context, Result, anyhow, bail};
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -60,6 +62,26 @@ impl Source {
             _ => PathBuf::from("."),
         }
     }
+
+    /// Directories to watch: the manifest's and every component's.
+    pub fn watch_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.home()];
+        if let Ok(manifest) = self.manifest() {
+            for route in manifest.routes {
+                if let Some(dir) = route.component.parent() {
+                    let dir = if dir.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        dir
+                    };
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
 }
 
 /// The outcome of a successful reload.
@@ -86,25 +108,25 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader compiling with `engine` (and this host's linker for it).
+    /// A reloader compiling with `wasmtime`'s engine and linker.
     pub fn new(
         source: Source,
-        engine: Engine,
+        wasmtime: Wasmtime,
         cache: CompileCache,
         limits: Limits,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-    ) -> Result<Reloader> {
-        Ok(Reloader {
-            linker: crate::engine::linker(&engine)?,
+    ) -> Reloader {
+        Reloader {
             source,
-            engine,
+            engine: wasmtime.engine,
+            linker: wasmtime.linker,
             cache,
             limits,
             registry,
             metrics,
             running: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// Reloads from disk; on failure the serving table stays as it was.
@@ -235,17 +257,15 @@ impl Reloader {
             );
         }
         let path = spec.component.clone();
-        let file = tokio::task::spawn_blocking(move || WasmFile::read(&path)).await??;
+        let file = self.blocking(move || WasmFile::read(&path)).await??;
         if let Some(component) = known.get(file.digest.as_str()) {
             return Ok(((*component).clone(), false));
         }
         let (engine, linker, cache) =
             (self.engine.clone(), self.linker.clone(), self.cache.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            component::compile(&engine, &linker, &cache, &file)
-        })
-        .await
-        .context("compile task failed")??;
+        let loaded = self
+            .blocking(move || component::compile(&engine, &linker, &cache, &file))
+            .await??;
         component::trial_instantiate(&loaded).await?;
         self.metrics
             .compile_seconds
@@ -313,62 +333,92 @@ impl Reloader {
 
     /// Directories to watch: the manifest's and every component's.
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.source.home()];
-        if let Ok(manifest) = self.source.manifest() {
-            for route in manifest.routes {
-                if let Some(dir) = route.component.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    dirs.push(dir.to_path_buf());
-                }
-            }
+        self.source.watch_dirs()
+    }
+
+    /// Runs blocking work (file reads, compiles) on a blocking thread so
+    /// the runtime keeps serving, except before the first table is
+    /// published: nothing is served yet, and the hop to a blocking thread
+    /// and back would put two thread wake-ups on the cold-start path.
+    async fn blocking<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.registry.is_loaded() {
+            tokio::task::spawn_blocking(work)
+                .await
+                .context("blocking load task failed")
+        } else {
+            Ok(work())
         }
-        dirs.sort();
-        dirs.dedup();
-        dirs
+    }
+}
+
+/// The file watcher, started before the first load so that no change
+/// made after that load began is missed; [`FileWatcher::drive`] then has
+/// the reloader act on what it sees.
+pub struct FileWatcher {
+    watcher: RecommendedWatcher,
+    watched: HashSet<PathBuf>,
+    events: UnboundedReceiver<()>,
+}
+
+impl FileWatcher {
+    /// Watches the source's directories (the manifest's and every
+    /// component's it names).
+    pub fn start(source: &Source) -> Result<FileWatcher> {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
+                {
+                    let _ = tx.send(());
+                }
+            })
+            .context("failed to start the file watcher")?;
+        let mut watched = HashSet::new();
+        watch_new_dirs(&mut watcher, &mut watched, source.watch_dirs());
+        Ok(FileWatcher {
+            watcher,
+            watched,
+            events,
+        })
+    }
+
+    /// Reloads after each settled burst of changes (and once right away
+    /// if something changed since [`FileWatcher::start`]), until the
+    /// returned handle is dropped.
+    pub fn drive(self, reloader: Arc<Reloader>) -> WatchHandle {
+        let FileWatcher {
+            mut watcher,
+            mut watched,
+            events: mut rx,
+        } = self;
+        let task = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let burst_started = tokio::time::Instant::now();
+                loop {
+                    let quiet = tokio::time::sleep(DEBOUNCE);
+                    let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
+                    tokio::select! {
+                        more = rx.recv() => if more.is_none() { return },
+                        _ = quiet => break,
+                        _ = cap => break,
+                    }
+                }
+                let _ = reloader.reload("watch").await;
+                watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
+            }
+        });
+        WatchHandle { _task: task }
     }
 }
 
 /// Keeps the file watcher alive; dropping it stops watching.
 pub struct WatchHandle {
     _task: tokio::task::JoinHandle<()>,
-}
-
-/// Watches the source's directories and reloads after each settled burst
-/// of changes.
-pub fn watch(reloader: Arc<Reloader>) -> Result<WatchHandle> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
-        {
-            let _ = tx.send(());
-        }
-    })
-    .context("failed to start the file watcher")?;
-    let mut watched = HashSet::new();
-    watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
-
-    let task = tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            let burst_started = tokio::time::Instant::now();
-            loop {
-                let quiet = tokio::time::sleep(DEBOUNCE);
-                let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
-                tokio::select! {
-                    more = rx.recv() => if more.is_none() { return },
-                    _ = quiet => break,
-                    _ = cap => break,
-                }
-            }
-            let _ = reloader.reload("watch").await;
-            watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
-        }
-    });
-    Ok(WatchHandle { _task: task })
 }
 
 fn watch_new_dirs(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, dirs: Vec<PathBuf>) {

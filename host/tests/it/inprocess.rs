@@ -6,6 +6,7 @@ use sha2::Digest;
 use std::sync::Arc;
 use wasmlet::app::App;
 use wasmlet::cache::{CacheOutcome, CompileCache};
+use wasmlet::engine::Wasmtime;
 use wasmlet::limits::Limits;
 use wasmlet::reload::Source;
 
@@ -15,8 +16,9 @@ async fn readyz_is_503_until_the_first_load_completes() {
         Source::Component(pathbuf(wasm::HELLO)),
         Limits::default(),
         None,
-    )
-    .unwrap();
+        Wasmtime::new(&Limits::default()).unwrap(),
+        1,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     tokio::spawn(wasmlet::admin::serve(
