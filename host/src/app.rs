@@ -6,7 +6,7 @@
 
 use crate::cache::CompileCache;
 use crate::config::ServeArgs;
-use crate::engine::{EpochTicker, Wasmtime};
+use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::registry::Registry;
@@ -28,6 +28,8 @@ pub struct App {
     pub admission: Admission,
     /// Worker threads CPU-heavy guests may occupy at once.
     pub cpu_share: CpuShare,
+    /// Keeps the epoch ticker going while requests run.
+    pub ticker: TickerHandle,
     pub limits: Limits,
     /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
@@ -62,6 +64,7 @@ impl App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
             cpu_share: CpuShare::new(worker_threads),
+            ticker: ticker.handle(),
             registry,
             metrics,
             reloader,

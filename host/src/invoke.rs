@@ -17,6 +17,7 @@
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
 
+use crate::engine::{GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER};
 use crate::registry::Handler;
 use bytes::Bytes;
@@ -102,18 +103,20 @@ impl Fault {
 }
 
 /// One request slot from admission control; counted in the in-flight gauge
-/// while held. It moves into the guest task, so a request streaming its
-/// response body still holds its slot.
+/// and keeping the epoch ticker going while held. It moves into the guest
+/// task, so a request streaming its response body still holds its slot.
 pub struct InFlight {
     _permit: OwnedSemaphorePermit,
+    _ticking: GuestRunning,
     gauge: Gauge,
 }
 
 impl InFlight {
-    pub fn new(permit: OwnedSemaphorePermit, gauge: &Gauge) -> InFlight {
+    pub fn new(permit: OwnedSemaphorePermit, gauge: &Gauge, ticker: &TickerHandle) -> InFlight {
         gauge.inc();
         InFlight {
             _permit: permit,
+            _ticking: ticker.guest_running(),
             gauge: gauge.clone(),
         }
     }

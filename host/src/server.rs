@@ -138,7 +138,7 @@ async fn handle(
         None => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
         Some(handler) => match app.admission.admit().await {
             Some(permit) => {
-                let slot = InFlight::new(permit, &app.metrics.in_flight);
+                let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
                 invoke::invoke(
                     handler.clone(),
                     request,

@@ -120,6 +120,22 @@ async fn a_looping_handler_does_not_starve_others() {
     }
 }
 
+/// The epoch ticker parks while no guest runs; each guest after an idle
+/// spell must wake it, or a loop would never reach its time limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_after_an_idle_spell_still_hits_its_time_limit() {
+    let (_dir, manifest) = routes(&[("/spin", wasm::SPIN, "timeout = \"300ms\"")]);
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    for _ in 0..2 {
+        // Well past the 100 idle ticks (of 1 ms) after which it parks.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = tokio::time::timeout(Duration::from_secs(10), get(host.public, "/spin"))
+            .await
+            .expect("the loop is interrupted");
+        assert_eq!(r.status, 504, "{}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fault_mid_body_cuts_the_body() {
     let (_dir, manifest) = routes(&[
