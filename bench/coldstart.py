@@ -6,13 +6,15 @@
   coldstart.py wait URL [--timeout S]
       Polls URL until it answers 200; exits non-zero on timeout.
   coldstart.py measure --label L --runs N [--prime K] [--fresh-dir DIR]
-                       [--log FILE] --out FILE -- CMD...
+                       [--env KEY=VALUE]... [--log FILE] --out FILE -- CMD...
       Cold start: the time from spawning CMD to the first 200 on GET /,
       measured with time.perf_counter() around subprocess.Popen and a fast
       http.client polling loop. CMD may contain {port} and {admin}, replaced
       by free ports picked for each run. --fresh-dir empties DIR before each
       run (an empty compiled cache); --prime runs CMD K times first, not
-      counted (a warm cache). Appends one JSON line to --out.
+      counted (a warm cache). --env sets a variable for CMD itself (no
+      `env` wrapper, whose own exec would count). Appends one JSON line to
+      --out.
 """
 
 import argparse
@@ -66,11 +68,11 @@ def stop(proc):
             proc.wait()
 
 
-def one_cold_start(argv, log, timeout_s=60.0, linger_s=0.0):
+def one_cold_start(argv, log, env=None, timeout_s=60.0, linger_s=0.0):
     port, admin = free_ports(2)
     cmd = [a.replace("{port}", str(port)).replace("{admin}", str(admin)) for a in argv]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
     try:
         while True:
             status = get_status(port)
@@ -93,20 +95,23 @@ def cmd_measure(args):
     argv = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     if not argv:
         raise SystemExit("measure: no command given")
+    extra = dict(kv.split("=", 1) for kv in args.env)
+    env = dict(os.environ, **extra)
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL
     for _ in range(args.prime):
         if args.fresh_dir:
             raise SystemExit("measure: --prime and --fresh-dir exclude each other")
-        one_cold_start(argv, log, linger_s=1.0)
+        one_cold_start(argv, log, env, linger_s=1.0)
     samples = []
     for _ in range(args.runs):
         if args.fresh_dir:
             shutil.rmtree(args.fresh_dir, ignore_errors=True)
             os.makedirs(args.fresh_dir)
-        samples.append(one_cold_start(argv, log))
+        samples.append(one_cold_start(argv, log, env))
         time.sleep(0.2)  # let the previous process's exit settle
     with open(args.out, "a") as out:
-        out.write(json.dumps({"label": args.label, "ms": samples, "cmd": argv}) + "\n")
+        cmd = [f"{k}={v}" for k, v in extra.items()] + argv
+        out.write(json.dumps({"label": args.label, "ms": samples, "cmd": cmd}) + "\n")
     print(f"  {args.label}: " + ", ".join(f"{s:.1f}" for s in samples) + " ms", file=sys.stderr)
 
 
@@ -134,6 +139,7 @@ def main():
     s.add_argument("--runs", type=int, default=5)
     s.add_argument("--prime", type=int, default=0)
     s.add_argument("--fresh-dir")
+    s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--log")
     s.add_argument("--out", required=True)
     s.add_argument("cmd", nargs=argparse.REMAINDER)

@@ -17,7 +17,7 @@
 #   BENCH_REPEATS      measured runs per server and count      (default 3)
 #   BENCH_CONNECTIONS  connection counts                       (default "1 16 64 256")
 #   BENCH_THREADS      wrk threads, at most one per connection (default 2)
-#   BENCH_COLD_RUNS    cold starts per case                    (default 5)
+#   BENCH_COLD_RUNS    cold starts per case                    (default 15)
 #   BENCH_OUT          report file                             (default bench/results/latest.md)
 #   BENCH_NOTE         a line put at the top of the report
 #   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
@@ -30,7 +30,7 @@ WARMUP=${BENCH_WARMUP:-2}
 REPEATS=${BENCH_REPEATS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-"1 16 64 256"}
 THREADS=${BENCH_THREADS:-2}
-COLD_RUNS=${BENCH_COLD_RUNS:-5}
+COLD_RUNS=${BENCH_COLD_RUNS:-15}
 OUT=${BENCH_OUT:-bench/results/latest.md}
 for val in "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
   [[ $val =~ ^[1-9][0-9]*$ ]] || { echo "bench: expected a positive integer, got '$val'" >&2; exit 2; }
@@ -151,16 +151,16 @@ if others=$(pgrep -x wrk); then
 fi
 log "cold start: $COLD_RUNS runs per case"
 cold() { python3 bench/coldstart.py measure --runs "$COLD_RUNS" --log "$WORK/cold.log" --out "$WORK/cold.jsonl" "$@"; }
-WASMLET_COLD=(env RUST_LOG=warn "$WASMLET" serve "$WASM" --listen '127.0.0.1:{port}' --admin-listen '127.0.0.1:{admin}')
+WASMLET_COLD=("$WASMLET" serve "$WASM" --listen '127.0.0.1:{port}' --admin-listen '127.0.0.1:{admin}')
 WASMTIME_COLD=("$WASMTIME" serve -Scli --addr '127.0.0.1:{port}' "$WASM")
-cold --label "wasmlet | empty" --fresh-dir "$WORK/cache-empty" -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-empty"
-cold --label "wasmlet | warm" --prime 1 -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-warm"
+cold --label "wasmlet | empty" --env RUST_LOG=warn --fresh-dir "$WORK/cache-empty" -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-empty"
+cold --label "wasmlet | warm" --env RUST_LOG=warn --prime 1 -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-warm"
 cold --label "wasmtime serve | none (-C cache=n)" -- \
   "$WASMTIME" serve -Scli -C cache=n --addr '127.0.0.1:{port}' "$WASM"
-cold --label "wasmtime serve | empty (default cache config)" --fresh-dir "$WORK/xdg-empty" -- env "XDG_CACHE_HOME=$WORK/xdg-empty" "${WASMTIME_COLD[@]}"
-cold --label "wasmtime serve | warm" --prime 1 -- env "XDG_CACHE_HOME=$WORK/xdg-warm" "${WASMTIME_COLD[@]}"
-cold --label "wasmtime serve (pooling as wasmlet) | warm" --prime 1 -- \
-  env "XDG_CACHE_HOME=$WORK/xdg-pool" "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr '127.0.0.1:{port}' "$WASM"
+cold --label "wasmtime serve | empty (default cache config)" --fresh-dir "$WORK/xdg-empty" --env "XDG_CACHE_HOME=$WORK/xdg-empty" -- "${WASMTIME_COLD[@]}"
+cold --label "wasmtime serve | warm" --prime 1 --env "XDG_CACHE_HOME=$WORK/xdg-warm" -- "${WASMTIME_COLD[@]}"
+cold --label "wasmtime serve (pooling as wasmlet) | warm" --prime 1 --env "XDG_CACHE_HOME=$WORK/xdg-pool" -- \
+  "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr '127.0.0.1:{port}' "$WASM"
 cold --label "native hyper | n/a" -- "$NATIVE" '127.0.0.1:{port}'
 # The reported commands show the scratch directory as $WORK, repository paths relative.
 sed -i "s|$WORK|\$WORK|g; s|$ROOT/||g" "$WORK/cold.jsonl"
