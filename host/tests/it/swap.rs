@@ -500,3 +500,26 @@ async fn the_compile_cache_is_reused_and_survives_corruption() {
     let host = serve();
     assert_eq!(cache_outcome(&host), "hit");
 }
+
+/// The watcher starts before the first load: a handler replaced while the
+/// host is still compiling the first one is picked up, not missed. (When
+/// the rename lands before the first read, v2 is simply loaded first.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_during_the_first_load_is_not_missed() {
+    let dir = tempdir();
+    let target = dir.path().join("handler.wasm");
+    copy(wasm::V1, &target);
+    let staged = dir.path().join("staged.tmp");
+    copy(wasm::V2, &staged);
+    // Compiling v1 without a cache takes about 150 ms; rename inside it.
+    let swap = std::thread::spawn({
+        let target = target.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(40));
+            std::fs::rename(&staged, &target).unwrap();
+        }
+    });
+    let host = Wasmlet::serve(&[path_str(&target)]);
+    swap.join().unwrap();
+    until_body(host.public, "/", "v2", SWAP_BOUND).await;
+}
