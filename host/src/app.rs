@@ -55,6 +55,7 @@ impl App {
         let reloader = Arc::new(Reloader::new(
             source,
             wasmtime,
+            ticker.handle(),
             cache,
             limits.clone(),
             registry.clone(),

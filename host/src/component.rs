@@ -6,6 +6,7 @@
 //! the reason in one line.
 
 use crate::cache::{CacheOutcome, CompileCache};
+use crate::engine::TickerHandle;
 use crate::sandbox::{Grants, HostState};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -157,8 +158,15 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
 }
 
 /// Instantiates the component once in a throwaway store, proving it can
-/// be instantiated here (not only linked).
-pub async fn trial_instantiate(component: &LoadedComponent) -> Result<()> {
+/// be instantiated here (not only linked). Instantiating runs the core
+/// modules' start functions, so it gets the request time limit: a start
+/// function that loops or waits forever fails the load instead of holding
+/// up every later reload.
+pub async fn trial_instantiate(
+    component: &LoadedComponent,
+    time_limit: Duration,
+    ticker: &TickerHandle,
+) -> Result<()> {
     let grants = Grants {
         route: Arc::from("(validation)"),
         env: Vec::new(),
@@ -167,14 +175,19 @@ pub async fn trial_instantiate(component: &LoadedComponent) -> Result<()> {
     };
     let engine = component.pre.engine();
     let mut store = Store::new(engine, HostState::new(&grants, u64::MAX, Arc::from("-")));
-    store.set_epoch_deadline(u64::MAX / 2);
-    component
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("`{}`: failed to instantiate", component.path.display()))?;
-    Ok(())
+    // Yield at every epoch tick, so a loop gives the timeout a chance.
+    let _ticking = ticker.guest_running();
+    store.epoch_deadline_async_yield_and_update(1);
+    let path = component.path.display();
+    match tokio::time::timeout(time_limit, component.pre.instantiate_async(&mut store)).await {
+        Ok(result) => result
+            .map(drop)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("`{path}`: failed to instantiate")),
+        Err(_) => bail!(
+            "`{path}`: instantiating did not finish within {time_limit:?} (a start function that never returns?)"
+        ),
+    }
 }
 
 /// Names of the component's imports and exports, for `wasmlet check`.

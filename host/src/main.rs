@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
 use wasmlet::config::{CheckArgs, Cli, Command};
-use wasmlet::engine::Wasmtime;
+use wasmlet::engine::{EpochTicker, Wasmtime};
 use wasmlet::limits::Limits;
 use wasmlet::{app, component, logging};
 
@@ -48,11 +48,13 @@ fn main() -> ExitCode {
 
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
-    let Wasmtime { engine, linker } = Wasmtime::new(&Limits::default())?;
+    let limits = Limits::default();
+    let Wasmtime { engine, linker } = Wasmtime::new(&limits)?;
+    let ticker = EpochTicker::start(&engine);
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
     let file = component::WasmFile::read(&args.component)?;
     let loaded = component::compile(&engine, &linker, &cache, &file)?;
-    component::trial_instantiate(&loaded).await?;
+    component::trial_instantiate(&loaded, limits.request_timeout, &ticker.handle()).await?;
     let (imports, exports) = component::interface(&engine, &loaded);
     println!(
         "ok: `{}` is a wasi:http component this host can serve",

@@ -14,7 +14,7 @@
 
 use crate::cache::CompileCache;
 use crate::component::{self, LoadedComponent, WasmFile};
-use crate::engine::Wasmtime;
+use crate::engine::{TickerHandle, Wasmtime};
 use crate::limits::{Limits, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
@@ -99,6 +99,8 @@ pub struct Reloader {
     source: Source,
     engine: Engine,
     linker: Linker<HostState>,
+    /// Keeps the epoch ticking while a trial instantiation runs.
+    ticker: TickerHandle,
     cache: CompileCache,
     limits: Limits,
     registry: Arc<Registry>,
@@ -112,6 +114,7 @@ impl Reloader {
     pub fn new(
         source: Source,
         wasmtime: Wasmtime,
+        ticker: TickerHandle,
         cache: CompileCache,
         limits: Limits,
         registry: Arc<Registry>,
@@ -121,6 +124,7 @@ impl Reloader {
             source,
             engine: wasmtime.engine,
             linker: wasmtime.linker,
+            ticker,
             cache,
             limits,
             registry,
@@ -266,7 +270,7 @@ impl Reloader {
         let loaded = self
             .blocking(move || component::compile(&engine, &linker, &cache, &file))
             .await??;
-        component::trial_instantiate(&loaded).await?;
+        component::trial_instantiate(&loaded, self.limits.request_timeout, &self.ticker).await?;
         self.metrics
             .compile_seconds
             .get_or_create(&CacheLabel {

@@ -282,8 +282,13 @@ async fn a_burst_of_writes_is_debounced() {
 /// A bad new version under load: nothing fails, the old version answers,
 /// `/handlers` and the metrics show the error, then a good write recovers.
 async fn bad_version(bad: &[u8], expect_in_error: &str) {
+    bad_version_with(bad, expect_in_error, &[]).await;
+}
+
+async fn bad_version_with(bad: &[u8], expect_in_error: &str, args: &[&str]) {
     let mut dir = HandlerDir::new(Write::Rename, "v1");
-    let host = Wasmlet::serve(&["--config", &dir.manifest()]);
+    let manifest = dir.manifest();
+    let host = Wasmlet::serve(&[&["--config", manifest.as_str()], args].concat());
     let errors_before = metric(&host, "wasmlet_reloads_total{outcome=\"error\"}").await;
     let load = Load::start(host.public, "/", CLIENTS);
 
@@ -343,6 +348,43 @@ async fn bad_version_core_module() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_version_wrong_exports() {
     bad_version(EMPTY_COMPONENT, "does not export").await;
+}
+
+/// A wasi:http component whose core module's start function never
+/// returns: instantiating it loops.
+const LOOPING_START: &str = r#"
+(component
+  (import "wasi:http/types@0.2.0" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $req))
+  (alias export $types "response-outparam" (type $out))
+  (core module $m
+    (func $spin (loop $forever (br $forever)))
+    (func (export "handle") (param i32 i32))
+    (start $spin))
+  (core instance $i (instantiate $m))
+  (func $handle (param "request" (own $req)) (param "response-out" (own $out))
+    (canon lift (core func $i "handle")))
+  (instance $handler
+    (export "incoming-request" (type $req))
+    (export "response-outparam" (type $out))
+    (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.0" (instance $handler)))
+"#;
+
+/// Validating a new version instantiates it once; a start function that
+/// never returns must fail that reload within the request time limit, not
+/// hang it (and every reload after it).
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_version_start_function_never_returns() {
+    let looping = wat::parse_str(LOOPING_START).unwrap();
+    bad_version_with(
+        &looping,
+        "did not finish within",
+        &["--request-timeout", "1s"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
