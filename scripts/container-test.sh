@@ -7,7 +7,8 @@
 #   3. 3 replicas behind one virtual IP spread the way kube-proxy does it (iptables nat:
 #      `statistic --mode random` DNAT per endpoint, MASQUERADE for hairpin traffic):
 #      (a) every request through the VIP succeeds and every replica serves some;
-#      (b) a replica killed under load → once its endpoint is removed, zero failures;
+#      (b) a replica killed under load → once its endpoint (and its half-open conntrack entries)
+#          is removed, zero failures;
 #      (c) a new handler written into each replica's mounted folder, the way kubelet updates a
 #          ConfigMap volume (`..data` symlink swap) → every replica hot-swaps, zero failures;
 #      (d) a rolling replacement (surge a new replica, add it, remove an old one, SIGTERM it)
@@ -150,6 +151,18 @@ set_endpoints() { # set_endpoints IP... (the ready endpoints, in order)
   iptables-restore --noflush <<<"$rules"
 }
 
+# forget_dead_endpoint IP: delete the half-open conntrack entries DNATed to a dead endpoint, as
+# proposed for kube-proxy in kubernetes/kubernetes#101607. A connect to the dead replica times out
+# and frees its source port; this one client IP opens hundreds of connections a second, so the
+# kernel soon hands out that port again, and the new SYN matches the old SYN_SENT entry (kept for
+# 120 s) and follows its DNAT to the dead replica instead of the Service's new rules. Only
+# SYN_SENT entries go: established connections to a removed endpoint must be left to drain.
+forget_dead_endpoint() {
+  local out
+  out=$(conntrack -D -p tcp --reply-src "$1" --state SYN_SENT 2>&1 >/dev/null || true)
+  info "conntrack: ${out#*: } (half-open to $1)"
+}
+
 dnat_count() { # connections DNATed to IP so far
   iptables -t nat -L "${sep_of[$1]}" -n -v -x | awk '/DNAT/ {print $1}'
 }
@@ -170,6 +183,7 @@ load_summary() { "$python" scripts/vip_load.py summary "$@"; }
 # --- 0. engine, base images, handlers ------------------------------------------------------------
 
 scripts/docker-engine.sh start "$work/dockerd.pid"
+scripts/need-command.sh conntrack conntrack
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   t0=$SECONDS
   scripts/docker-base-images.sh
@@ -362,6 +376,7 @@ docker kill "$name-r3" >/dev/null
 sleep 1 # readiness probe period: the endpoint is still listed
 set_endpoints "${ips[0]}" "${ips[1]}"
 t_removed=$(now_ns)
+forget_dead_endpoint "${ips[2]}"
 sleep 3
 stop_load
 before=$(load_summary "$work/b.csv" --until "$t_removed" || true)
@@ -369,6 +384,11 @@ if after=$(load_summary "$work/b.csv" --since "$t_removed" --expect-body "Hello 
   pass "vip (b): replica 3 killed under load; after its endpoint was removed: $after"
 else
   fail "vip (b): after the endpoint was removed: $after"
+  # Where the failed connections went: their conntrack entries, by the client's source port.
+  ports=$(sed -n 's/.*failed_local_ports=//p' <<<"$after")
+  for p in ${ports//,/ }; do
+    info "port $p: $(conntrack -L -p tcp --sport "$p" 2>/dev/null | grep "dst=$vip " || echo 'no conntrack entry')"
+  done
 fi
 info "vip (b): requests started before the removal (the dead endpoint still listed): $before"
 # The ReplicaSet's replacement pod: back to 3 endpoints once it is ready.

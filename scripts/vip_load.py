@@ -5,11 +5,11 @@ Every request opens a new TCP connection, as a fresh client behind a Service wou
 kube-proxy-style DNAT (decided per connection) spreads the requests over the replicas.
 
     vip_load.py run --url http://198.18.0.1/ --out FILE (--duration S | --until-file F)
-        Record one CSV line per request: start_ns,end_ns,status,body (status 0: no response;
-        body then holds the error). Stops after S seconds or once F exists.
+        Record one CSV line per request: start_ns,end_ns,status,body,local_port
+        (status 0: no response; body then holds the error). Stops after S seconds or once F exists.
 
     vip_load.py summary FILE [--since NS] [--until NS] [--expect-body TEXT]
-        Print `total=… ok=… failed=… bodies={…}` over the requests that *started* in
+        Print `total=… ok=… failed=… bodies={…}` (and the failures' local ports) over the requests that *started* in
         [since, until); exit 1 if any failed, or (with --expect-body) answered anything else.
 """
 
@@ -20,6 +20,7 @@ import csv
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -27,16 +28,28 @@ import urllib.parse
 from collections import Counter
 
 
-def one_request(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+def one_request(host: str, port: int, path: str, timeout: float) -> tuple[int, str, int]:
+    """GET on a new connection → (status, body or error, the client's local port)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    # Connected by hand so the local port is known even when the connect fails: it names the
+    # connection's conntrack entry (which endpoint the DNAT picked) when a failure is looked into.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
     try:
+        try:
+            sock.connect((host, port))
+        finally:
+            local_port = sock.getsockname()[1]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sock = sock
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace").strip()
+        return resp.status, resp.read().decode("utf-8", "replace").strip(), local_port
     except (OSError, http.client.HTTPException) as e:
-        return 0, f"{type(e).__name__}: {e}"
+        return 0, f"{type(e).__name__}: {e}", local_port
     finally:
         conn.close()
+        sock.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     def worker() -> None:
         while keep_going():
             start = time.time_ns()
-            status, body = one_request(host, port, path, args.timeout)
+            status, body, local_port = one_request(host, port, path, args.timeout)
             with lock:
-                writer.writerow([start, time.time_ns(), status, body[:200]])
+                writer.writerow([start, time.time_ns(), status, body[:200], local_port])
             if args.pause:
                 time.sleep(args.pause)
 
@@ -75,8 +88,9 @@ def summary(args: argparse.Namespace) -> int:
     total = ok = 0
     bodies: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    failed_ports = []
     with open(args.file, newline="") as f:
-        for start, _end, status, body in csv.reader(f):
+        for start, _end, status, body, local_port in csv.reader(f):
             start = int(start)
             if start < args.since or (args.until and start >= args.until):
                 continue
@@ -86,10 +100,12 @@ def summary(args: argparse.Namespace) -> int:
                 bodies[body] += 1
             else:
                 errors[f"{status} {body}"[:80]] += 1
+                failed_ports.append(local_port)
     failed = total - ok
     line = f"total={total} ok={ok} failed={failed} bodies={json.dumps(dict(bodies))}"
     if errors:
         line += f" errors={json.dumps(dict(errors.most_common(3)))}"
+        line += f" failed_local_ports={','.join(failed_ports[:20])}"
     print(line)
     bad = failed > 0 or total == 0
     if args.expect_body is not None:
