@@ -6,7 +6,8 @@
 #   curl http://127.0.0.1:5000/        # Hello World!
 #
 # Built against the public images: rust:1.95-bookworm (the official Rust image) to compile,
-# debian:bookworm-slim to run. Everything is built `--locked` from the committed Cargo.lock.
+# debian:bookworm-slim to run. Everything is built `--locked` from the committed Cargo.lock; the
+# host with the `dist` profile (fat LTO, see Cargo.toml), which is what `bench/run.sh` measures.
 
 FROM rust:1.95-bookworm AS toolchain
 WORKDIR /src
@@ -41,16 +42,16 @@ RUN set -eu; mkdir -p /skeleton; \
 
 FROM toolchain AS builder
 COPY --from=planner /skeleton/ ./
-RUN cargo build --release --locked -p wasmlet \
+RUN cargo build --profile dist --locked -p wasmlet \
  && cargo build --release --locked -p hello --target wasm32-wasip2
 COPY . .
 # The stubs were compiled after the real sources were last modified: touch the real ones so cargo
 # rebuilds the workspace's own crates (dependencies stay cached).
 RUN find . -path ./target -prune -o -type f -name '*.rs' -exec touch {} + \
- && cargo build --release --locked -p wasmlet \
+ && cargo build --profile dist --locked -p wasmlet \
  && cargo build --release --locked -p hello --target wasm32-wasip2 \
  && mkdir -p /out/usr/local/bin /out/app/handlers \
- && objcopy --strip-debug target/release/wasmlet /out/usr/local/bin/wasmlet \
+ && objcopy --strip-debug target/dist/wasmlet /out/usr/local/bin/wasmlet \
  && cp target/wasm32-wasip2/release/hello.wasm k8s/handlers/wasmlet.toml /out/app/handlers/
 
 FROM debian:bookworm-slim

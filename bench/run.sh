@@ -43,12 +43,14 @@ log() { echo "bench: $*" >&2; }
 # --- build --------------------------------------------------------------------
 log "installing tools if missing (wasm32-wasip2 target, wasmtime CLI)"
 scripts/setup-tools.sh >&2
-log "building the release host, native-hello and hello.wasm"
-cargo build --release -p wasmlet -p native-hello >&2
+# The host as the image ships it (the `dist` profile: fat LTO), and the native
+# reference built the same way.
+log "building the host and native-hello (dist profile: LTO, minutes), and hello.wasm"
+cargo build --profile dist -p wasmlet -p native-hello >&2
 cargo build --release -p hello --target wasm32-wasip2 >&2
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WASMLET=$TARGET/release/wasmlet
-NATIVE=$TARGET/release/native-hello
+WASMLET=$TARGET/dist/wasmlet
+NATIVE=$TARGET/dist/native-hello
 WASM=$TARGET/wasm32-wasip2/release/hello.wasm
 WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 
