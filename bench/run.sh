@@ -58,16 +58,18 @@ WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 # Mirrors host/src/engine.rs and the defaults in host/src/limits.rs
 # (--max-in-flight 512, --max-memory 128MiB, --request-timeout 20s): pool
 # sized for 512 + 64 component instances with 8 core instances, memories and
-# tables each, 512 + 4 fiber stacks, memory kept resident 2 MiB, tables 64 KiB, decommits batched
-# by 64, PAGEMAP_SCAN where the kernel has it. Keep in step with engine.rs.
+# tables each, and 512 + 4 fiber stacks; memory kept resident 2 MiB, tables
+# 64 KiB, decommits batched by 64, PAGEMAP_SCAN where the kernel has it. Keep
+# in step with engine.rs (INSTANCE_HEADROOM, STACK_HEADROOM).
 INSTANCES=$((512 + 64))
+STACKS=$((512 + 4))
 POOLING_FLAGS=(
   -O pooling-allocator=y
   -O pooling-total-component-instances=$INSTANCES
   -O pooling-total-core-instances=$((INSTANCES * 8))
   -O pooling-total-memories=$((INSTANCES * 2))
   -O pooling-total-tables=$((INSTANCES * 8))
-  -O pooling-total-stacks=$((512 + 4))
+  -O pooling-total-stacks=$STACKS
   -O pooling-max-core-instances-per-component=8
   -O pooling-max-memories-per-component=8
   -O pooling-max-tables-per-component=8

@@ -5,12 +5,13 @@ Every request opens a new TCP connection, as a fresh client behind a Service wou
 kube-proxy-style DNAT (decided per connection) spreads the requests over the replicas.
 
     vip_load.py run --url http://198.18.0.1/ --out FILE (--duration S | --until-file F)
-        Record one CSV line per request: start_ns,end_ns,status,body,local_port
-        (status 0: no response; body then holds the error). Stops after S seconds or once F exists.
+        Record one CSV line per request: start_ns,end_ns,status,body,local_port (status 0: no
+        response; body then holds the error). Stops after S seconds or once F exists.
 
     vip_load.py summary FILE [--since NS] [--until NS] [--expect-body TEXT]
-        Print `total=… ok=… failed=… bodies={…}` (and the failures' local ports) over the requests that *started* in
-        [since, until); exit 1 if any failed, or (with --expect-body) answered anything else.
+        Print `total=… ok=… failed=… bodies={…}` (and the failures' local ports) over the
+        requests that *started* in [since, until); exit 1 if any failed, or (with
+        --expect-body) answered anything else.
 """
 
 from __future__ import annotations
