@@ -109,6 +109,13 @@ impl Response {
                 .append(name, value.as_bytes())
                 .expect("valid header");
         }
+        if with_body {
+            // Like Flask, declare the length: the client needs no chunked
+            // framing, and the host checks the body against it.
+            headers
+                .append("content-length", self.body.len().to_string().as_bytes())
+                .expect("valid header");
+        }
         let response = OutgoingResponse::new(headers);
         response.set_status_code(self.status).expect("valid status");
         let body = response.body().expect("body taken once");

@@ -12,6 +12,9 @@ async fn hello_answers_like_the_flask_app() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "Hello World!");
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    // Declared, as Flask does, so the body is not sent chunked.
+    assert_eq!(r.header("content-length"), Some("12"));
+    assert_eq!(r.header("transfer-encoding"), None);
 
     let r = request(host.public, "HEAD", "/", Bytes::new()).await;
     assert_eq!(r.status, 200);
