@@ -55,33 +55,31 @@ WASM=$TARGET/wasm32-wasip2/release/hello.wasm
 WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 
 # --- wasmtime serve with wasmlet's engine settings ----------------------------
-# Mirrors host/src/engine.rs and the defaults in host/src/limits.rs
-# (--max-in-flight 512, --max-memory 128MiB, --request-timeout 20s): pool
-# sized for 512 + 64 component instances with 8 core instances, memories and
-# tables each, and 512 + 4 fiber stacks; memory kept resident 2 MiB, tables
-# 64 KiB, decommits batched by 64, PAGEMAP_SCAN where the kernel has it. Keep
-# in step with engine.rs (INSTANCE_HEADROOM, STACK_HEADROOM).
-INSTANCES=$((512 + 64))
-STACKS=$((512 + 4))
+# wasmlet's pool and per-request limits at its default flags (--max-in-flight
+# 512, --max-memory 128MiB, --request-timeout 20s), exactly as
+# wasmtime_serve_flags in host/src/engine.rs renders them; a unit test there
+# fails when this list and the engine differ. The pool: 512 + 64 component
+# instances with up to 8 core instances, memories and tables each, 512 + 4
+# fiber stacks, memory kept resident 2 MiB and tables 64 KiB, decommits
+# batched by 64, PAGEMAP_SCAN where the kernel has it. Then epoch
+# interruption at 20 s and a 128 MiB memory limit per store.
 POOLING_FLAGS=(
   -O pooling-allocator=y
-  -O pooling-total-component-instances=$INSTANCES
-  -O pooling-total-core-instances=$((INSTANCES * 8))
-  -O pooling-total-memories=$((INSTANCES * 2))
-  -O pooling-total-tables=$((INSTANCES * 8))
-  -O pooling-total-stacks=$STACKS
-  -O pooling-max-core-instances-per-component=8
+  -O pooling-total-component-instances=576
+  -O pooling-total-core-instances=4608
+  -O pooling-total-memories=1152
+  -O pooling-total-tables=4608
+  -O pooling-total-stacks=516
   -O pooling-max-memories-per-component=8
   -O pooling-max-tables-per-component=8
-  -O pooling-max-memory-size=$((128 << 20))
-  -O pooling-memory-keep-resident=$((2 << 20))
-  -O pooling-table-keep-resident=$((64 << 10))
+  -O pooling-max-core-instances-per-component=8
+  -O pooling-max-memory-size=134217728
+  -O pooling-memory-keep-resident=2097152
+  -O pooling-table-keep-resident=65536
   -O pooling-decommit-batch-size=64
   -O pooling-pagemap-scan=auto
-  # wasmlet's per-request limits: epoch interruption with a 20 s deadline,
-  # and a 128 MiB store memory limit.
-  -W timeout=20s
-  -W max-memory-size=$((128 << 20))
+  -W timeout=20000ms
+  -W max-memory-size=134217728
 )
 
 # --- processes ----------------------------------------------------------------

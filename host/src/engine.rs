@@ -62,30 +62,127 @@ impl Wasmtime {
 
 /// Builds the process's engine for the given host limits.
 pub fn build(limits: &Limits) -> Result<Engine> {
-    let instances = limits.max_in_flight.saturating_add(INSTANCE_HEADROOM);
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-        .total_stacks(limits.max_in_flight.saturating_add(STACK_HEADROOM))
-        .max_memories_per_component(CORE_INSTANCES_PER_COMPONENT)
-        .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
-        .max_memory_size(usize::try_from(limits.max_memory).unwrap_or(usize::MAX))
-        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
-        .table_keep_resident(TABLE_KEEP_RESIDENT)
-        .decommit_batch_size(DECOMMIT_BATCH)
-        .pagemap_scan(Enabled::Auto);
-
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(
+            Pool::for_limits(limits).config(),
+        ));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("failed to configure the wasmtime engine")
+}
+
+/// The pooling allocator's sizes for given host limits. The engine is
+/// configured from it, and the benchmark's pooled `wasmtime serve` gets the
+/// same settings from [`wasmtime_serve_flags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    component_instances: u32,
+    stacks: u32,
+    max_memory: usize,
+}
+
+impl Pool {
+    pub fn for_limits(limits: &Limits) -> Pool {
+        Pool {
+            component_instances: limits.max_in_flight.saturating_add(INSTANCE_HEADROOM),
+            stacks: limits.max_in_flight.saturating_add(STACK_HEADROOM),
+            max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn core_instances(&self) -> u32 {
+        self.component_instances
+            .saturating_mul(CORE_INSTANCES_PER_COMPONENT)
+    }
+
+    fn memories(&self) -> u32 {
+        self.component_instances.saturating_mul(2)
+    }
+
+    fn config(&self) -> PoolingAllocationConfig {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(self.component_instances)
+            .total_core_instances(self.core_instances())
+            .total_memories(self.memories())
+            .total_tables(self.core_instances())
+            .total_stacks(self.stacks)
+            .max_memories_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memory_size(self.max_memory)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            .decommit_batch_size(DECOMMIT_BATCH)
+            .pagemap_scan(Enabled::Auto);
+        pool
+    }
+
+    /// The same pool as `wasmtime serve -O` options, in the order
+    /// [`Pool::config`] sets them.
+    fn wasmtime_options(&self) -> Vec<(&'static str, String)> {
+        let options = [
+            ("pooling-allocator", "y".to_string()),
+            (
+                "pooling-total-component-instances",
+                self.component_instances.to_string(),
+            ),
+            (
+                "pooling-total-core-instances",
+                self.core_instances().to_string(),
+            ),
+            ("pooling-total-memories", self.memories().to_string()),
+            ("pooling-total-tables", self.core_instances().to_string()),
+            ("pooling-total-stacks", self.stacks.to_string()),
+            (
+                "pooling-max-memories-per-component",
+                CORE_INSTANCES_PER_COMPONENT.to_string(),
+            ),
+            (
+                "pooling-max-tables-per-component",
+                CORE_INSTANCES_PER_COMPONENT.to_string(),
+            ),
+            (
+                "pooling-max-core-instances-per-component",
+                CORE_INSTANCES_PER_COMPONENT.to_string(),
+            ),
+            ("pooling-max-memory-size", self.max_memory.to_string()),
+            (
+                "pooling-memory-keep-resident",
+                MEMORY_KEEP_RESIDENT.to_string(),
+            ),
+            (
+                "pooling-table-keep-resident",
+                TABLE_KEEP_RESIDENT.to_string(),
+            ),
+            ("pooling-decommit-batch-size", DECOMMIT_BATCH.to_string()),
+            ("pooling-pagemap-scan", "auto".to_string()),
+        ];
+        options.into()
+    }
+}
+
+/// What wasmlet runs a request under, for `limits`, as `wasmtime serve`
+/// flags: the pool as `-O` options, then the request timeout (epoch
+/// interruption) and the memory limit as `-W` options. `bench/run.sh` gives
+/// its pooled `wasmtime serve` exactly these; a test below holds it to that.
+pub fn wasmtime_serve_flags(limits: &Limits) -> Vec<String> {
+    let pool = Pool::for_limits(limits).wasmtime_options();
+    let store = [
+        (
+            "timeout",
+            format!("{}ms", limits.request_timeout.as_millis()),
+        ),
+        ("max-memory-size", limits.max_memory.to_string()),
+    ];
+    let flag =
+        |kind: &str, (name, value): (&str, String)| [kind.to_string(), format!("{name}={value}")];
+    pool.into_iter()
+        .flat_map(|option| flag("-O", option))
+        .chain(store.into_iter().flat_map(|option| flag("-W", option)))
+        .collect()
 }
 
 /// The linker every component is pre-instantiated with: WASI p2 (granting
@@ -244,6 +341,52 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn the_benchmark_gives_wasmtime_serve_wasmlets_settings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/run.sh");
+        let script = std::fs::read_to_string(path).expect("bench/run.sh");
+        let block = script
+            .split_once("\nPOOLING_FLAGS=(\n")
+            .and_then(|(_, rest)| rest.split_once("\n)"))
+            .expect("a POOLING_FLAGS=( ... ) array in bench/run.sh")
+            .0;
+        let flags: Vec<&str> = block
+            .lines()
+            .flat_map(|line| line.split('#').next().unwrap_or("").split_whitespace())
+            .collect();
+        assert_eq!(
+            flags,
+            wasmtime_serve_flags(&Limits::default()),
+            "bench/run.sh's POOLING_FLAGS differ from the engine's settings"
+        );
+    }
+
+    #[test]
+    fn wasmtime_serve_flags_follow_the_limits() {
+        let limits = Limits {
+            max_in_flight: 8,
+            max_memory: 1 << 20,
+            request_timeout: Duration::from_millis(1500),
+            ..Limits::default()
+        };
+        let flags = wasmtime_serve_flags(&limits);
+        for want in [
+            "pooling-total-component-instances=72",
+            "pooling-total-stacks=12",
+            "pooling-max-memory-size=1048576",
+            "timeout=1500ms",
+            "max-memory-size=1048576",
+        ] {
+            assert!(flags.iter().any(|f| f == want), "{want} not in {flags:?}");
+        }
+        // Every value follows its -O or -W.
+        assert!(
+            flags
+                .chunks(2)
+                .all(|pair| pair[0] == "-O" || pair[0] == "-W")
+        );
     }
 
     #[test]
