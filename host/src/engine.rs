@@ -5,7 +5,8 @@
 //! slots keep their memory resident and are reset in place. Epoch
 //! interruption bounds a guest's CPU time; one ticker thread per engine
 //! advances the epoch (never a thread per request), and parks while no
-//! guest runs.
+//! guest runs. The same settings render as `wasmtime serve` flags, for the
+//! benchmark's like-for-like comparison.
 
 use crate::limits::Limits;
 use crate::sandbox::HostState;
@@ -77,15 +78,15 @@ pub fn build(limits: &Limits) -> Result<Engine> {
 /// The pooling allocator's sizes for given host limits. The engine is
 /// configured from it, and the benchmark's pooled `wasmtime serve` gets the
 /// same settings from [`wasmtime_serve_flags`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pool {
+#[derive(Debug, Clone, Copy)]
+struct Pool {
     component_instances: u32,
     stacks: u32,
     max_memory: usize,
 }
 
 impl Pool {
-    pub fn for_limits(limits: &Limits) -> Pool {
+    fn for_limits(limits: &Limits) -> Pool {
         Pool {
             component_instances: limits.max_in_flight.saturating_add(INSTANCE_HEADROOM),
             stacks: limits.max_in_flight.saturating_add(STACK_HEADROOM),
