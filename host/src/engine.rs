@@ -78,7 +78,7 @@ pub fn build(limits: &Limits) -> Result<Engine> {
 /// The pooling allocator's sizes for given host limits. The engine is
 /// configured from it, and the benchmark's pooled `wasmtime serve` gets the
 /// same settings from [`wasmtime_serve_flags`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Pool {
     component_instances: u32,
     stacks: u32,
@@ -124,44 +124,28 @@ impl Pool {
     /// The same pool as `wasmtime serve -O` options, in the order
     /// [`Pool::config`] sets them.
     fn wasmtime_options(&self) -> Vec<(&'static str, String)> {
-        let options = [
-            ("pooling-allocator", "y".to_string()),
+        let per_component = u64::from(CORE_INSTANCES_PER_COMPONENT);
+        let sizes: [(&str, u64); 12] = [
             (
                 "pooling-total-component-instances",
-                self.component_instances.to_string(),
+                self.component_instances.into(),
             ),
-            (
-                "pooling-total-core-instances",
-                self.core_instances().to_string(),
-            ),
-            ("pooling-total-memories", self.memories().to_string()),
-            ("pooling-total-tables", self.core_instances().to_string()),
-            ("pooling-total-stacks", self.stacks.to_string()),
-            (
-                "pooling-max-memories-per-component",
-                CORE_INSTANCES_PER_COMPONENT.to_string(),
-            ),
-            (
-                "pooling-max-tables-per-component",
-                CORE_INSTANCES_PER_COMPONENT.to_string(),
-            ),
-            (
-                "pooling-max-core-instances-per-component",
-                CORE_INSTANCES_PER_COMPONENT.to_string(),
-            ),
-            ("pooling-max-memory-size", self.max_memory.to_string()),
-            (
-                "pooling-memory-keep-resident",
-                MEMORY_KEEP_RESIDENT.to_string(),
-            ),
-            (
-                "pooling-table-keep-resident",
-                TABLE_KEEP_RESIDENT.to_string(),
-            ),
-            ("pooling-decommit-batch-size", DECOMMIT_BATCH.to_string()),
-            ("pooling-pagemap-scan", "auto".to_string()),
+            ("pooling-total-core-instances", self.core_instances().into()),
+            ("pooling-total-memories", self.memories().into()),
+            ("pooling-total-tables", self.core_instances().into()),
+            ("pooling-total-stacks", self.stacks.into()),
+            ("pooling-max-memories-per-component", per_component),
+            ("pooling-max-tables-per-component", per_component),
+            ("pooling-max-core-instances-per-component", per_component),
+            ("pooling-max-memory-size", self.max_memory as u64),
+            ("pooling-memory-keep-resident", MEMORY_KEEP_RESIDENT as u64),
+            ("pooling-table-keep-resident", TABLE_KEEP_RESIDENT as u64),
+            ("pooling-decommit-batch-size", DECOMMIT_BATCH as u64),
         ];
-        options.into()
+        std::iter::once(("pooling-allocator", "y".to_string()))
+            .chain(sizes.map(|(name, value)| (name, value.to_string())))
+            .chain([("pooling-pagemap-scan", "auto".to_string())])
+            .collect()
     }
 }
 
