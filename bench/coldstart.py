@@ -5,16 +5,21 @@
       Prints N free loopback TCP ports, one per line.
   coldstart.py wait URL [--timeout S]
       Polls URL until it answers 200; exits non-zero on timeout.
-  coldstart.py measure --label L --runs N [--prime K] [--fresh-dir DIR]
-                       [--env KEY=VALUE]... [--log FILE] --out FILE -- CMD...
+  coldstart.py case --cases FILE --label L [--prime K] [--fresh-dir DIR]
+                    [--env KEY=VALUE]... -- CMD...
+      Appends one cold-start case to FILE (JSON lines). CMD may contain
+      {port} and {admin}, replaced by free ports picked for each start.
+      --fresh-dir empties DIR before each start (an empty compiled cache);
+      --prime starts CMD K times before the measured rounds, not counted (a
+      warm cache). --env sets a variable for CMD itself (no `env` wrapper,
+      whose own exec would count).
+  coldstart.py measure --cases FILE --runs N [--log FILE] --out FILE
       Cold start: the time from spawning CMD to the first 200 on GET /,
       measured with time.perf_counter() around subprocess.Popen and a fast
-      http.client polling loop. CMD may contain {port} and {admin}, replaced
-      by free ports picked for each run. --fresh-dir empties DIR before each
-      run (an empty compiled cache); --prime runs CMD K times first, not
-      counted (a warm cache). --env sets a variable for CMD itself (no
-      `env` wrapper, whose own exec would count). Appends one JSON line to
-      --out.
+      http.client polling loop. Primes every case, then runs N rounds, each
+      starting every case once, in an order rotated by one each round, so
+      that the machine's drift falls on all cases alike. Appends one JSON
+      line per case to --out.
 """
 
 import argparse
@@ -91,28 +96,43 @@ def one_cold_start(argv, log, env=None, timeout_s=60.0, linger_s=0.0):
     return elapsed * 1000.0
 
 
-def cmd_measure(args):
+def cmd_case(args):
     argv = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     if not argv:
-        raise SystemExit("measure: no command given")
-    extra = dict(kv.split("=", 1) for kv in args.env)
-    env = dict(os.environ, **extra)
+        raise SystemExit("case: no command given")
+    if args.prime and args.fresh_dir:
+        raise SystemExit("case: --prime and --fresh-dir exclude each other")
+    env = dict(kv.split("=", 1) for kv in args.env)
+    case = {"label": args.label, "cmd": argv, "env": env, "prime": args.prime, "fresh_dir": args.fresh_dir}
+    with open(args.cases, "a") as out:
+        out.write(json.dumps(case) + "\n")
+
+
+def cmd_measure(args):
+    with open(args.cases) as f:
+        cases = [json.loads(line) for line in f if line.strip()]
+    if not cases:
+        raise SystemExit(f"measure: no cases in {args.cases}")
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL
-    for _ in range(args.prime):
-        if args.fresh_dir:
-            raise SystemExit("measure: --prime and --fresh-dir exclude each other")
-        one_cold_start(argv, log, env, linger_s=1.0)
-    samples = []
-    for _ in range(args.runs):
-        if args.fresh_dir:
-            shutil.rmtree(args.fresh_dir, ignore_errors=True)
-            os.makedirs(args.fresh_dir)
-        samples.append(one_cold_start(argv, log, env))
-        time.sleep(0.2)  # let the previous process's exit settle
+    envs = [dict(os.environ, **case["env"]) for case in cases]
+    for case, env in zip(cases, envs):
+        for _ in range(case["prime"]):
+            one_cold_start(case["cmd"], log, env, linger_s=1.0)
+    samples = [[] for _ in cases]
+    for round_ in range(args.runs):
+        order = [(round_ + k) % len(cases) for k in range(len(cases))]
+        for i in order:
+            fresh = cases[i]["fresh_dir"]
+            if fresh:
+                shutil.rmtree(fresh, ignore_errors=True)
+                os.makedirs(fresh)
+            samples[i].append(one_cold_start(cases[i]["cmd"], log, envs[i]))
+            time.sleep(0.2)  # let the previous process's exit settle
     with open(args.out, "a") as out:
-        cmd = [f"{k}={v}" for k, v in extra.items()] + argv
-        out.write(json.dumps({"label": args.label, "ms": samples, "cmd": cmd}) + "\n")
-    print(f"  {args.label}: " + ", ".join(f"{s:.1f}" for s in samples) + " ms", file=sys.stderr)
+        for case, ms in zip(cases, samples):
+            cmd = [f"{k}={v}" for k, v in case["env"].items()] + case["cmd"]
+            out.write(json.dumps({"label": case["label"], "ms": ms, "cmd": cmd}) + "\n")
+            print(f"  {case['label']}: " + ", ".join(f"{s:.1f}" for s in ms) + " ms", file=sys.stderr)
 
 
 def cmd_wait(args):
@@ -134,20 +154,25 @@ def main():
     s = sub.add_parser("wait")
     s.add_argument("url")
     s.add_argument("--timeout", type=float, default=60.0)
-    s = sub.add_parser("measure")
+    s = sub.add_parser("case")
+    s.add_argument("--cases", required=True)
     s.add_argument("--label", required=True)
-    s.add_argument("--runs", type=int, default=5)
     s.add_argument("--prime", type=int, default=0)
     s.add_argument("--fresh-dir")
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("cmd", nargs=argparse.REMAINDER)
+    s = sub.add_parser("measure")
+    s.add_argument("--cases", required=True)
+    s.add_argument("--runs", type=int, default=5)
     s.add_argument("--log")
     s.add_argument("--out", required=True)
-    s.add_argument("cmd", nargs=argparse.REMAINDER)
     args = p.parse_args()
     if args.what == "ports":
         print("\n".join(map(str, free_ports(args.n))))
     elif args.what == "wait":
         cmd_wait(args)
+    elif args.what == "case":
+        cmd_case(args)
     else:
         cmd_measure(args)
 

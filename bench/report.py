@@ -118,7 +118,8 @@ def main():
         f"- **Settings**: {meta.get('duration', '?')} s per run after a {meta.get('warmup', '?')} s warm-up "
         f"per server and connection count; {meta.get('repeats', '?')} repeat(s), servers interleaved "
         f"(a b c d a b c d …); wrk threads = min(connections, {meta.get('threads', '?')}); "
-        f"cold start: median of {meta.get('cold_runs', '?')} runs; all on loopback, all servers on the same cores."
+        f"cold start: median of {meta.get('cold_runs', '?')} rounds, each starting every case once "
+        f"(interleaved, the order rotated each round); all on loopback, all servers on the same cores."
     )
     p()
 

@@ -8,8 +8,9 @@
 #
 # Reports requests/s and p50/p99 latency per connection count (medians over
 # the repeats, servers interleaved a b c d a b c d ...), cold start (spawn to
-# first 200) with an empty and a warm compiled cache, idle and peak RSS, and
-# the wasmlet ratios; the markdown goes to stdout and to bench/results/latest.md.
+# first 200, cases interleaved likewise) with an empty and a warm compiled
+# cache, idle and peak RSS, and the wasmlet ratios; the markdown goes to stdout
+# and to bench/results/latest.md.
 #
 # Environment:
 #   BENCH_DURATION     seconds per measured wrk run            (default 10)
@@ -17,7 +18,7 @@
 #   BENCH_REPEATS      measured runs per server and count      (default 3)
 #   BENCH_CONNECTIONS  connection counts                       (default "1 16 64 256")
 #   BENCH_THREADS      wrk threads, at most one per connection (default 2)
-#   BENCH_COLD_RUNS    cold starts per case                    (default 15)
+#   BENCH_COLD_RUNS    cold-start rounds (one start per case)  (default 15)
 #   BENCH_OUT          report file                             (default bench/results/latest.md)
 #   BENCH_NOTE         a line put at the top of the report
 #   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
@@ -151,8 +152,8 @@ proc_kib() { # PID FIELD -> KiB
 if others=$(pgrep -x wrk); then
   log "warning: other wrk processes are running ($(echo $others)); the numbers will be disturbed"
 fi
-log "cold start: $COLD_RUNS runs per case"
-cold() { python3 bench/coldstart.py measure --runs "$COLD_RUNS" --log "$WORK/cold.log" --out "$WORK/cold.jsonl" "$@"; }
+log "cold start: $COLD_RUNS rounds, each starting every case once"
+cold() { python3 bench/coldstart.py case --cases "$WORK/cold-cases.jsonl" "$@"; }
 WASMLET_COLD=("$WASMLET" serve "$WASM" --listen '127.0.0.1:{port}' --admin-listen '127.0.0.1:{admin}')
 WASMTIME_COLD=("$WASMTIME" serve -Scli --addr '127.0.0.1:{port}' "$WASM")
 cold --label "wasmlet | empty" --env RUST_LOG=warn --fresh-dir "$WORK/cache-empty" -- "${WASMLET_COLD[@]}" --cache-dir "$WORK/cache-empty"
@@ -164,6 +165,8 @@ cold --label "wasmtime serve | warm" --prime 1 --env "XDG_CACHE_HOME=$WORK/xdg-w
 cold --label "wasmtime serve (pooling as wasmlet) | warm" --prime 1 --env "XDG_CACHE_HOME=$WORK/xdg-pool" -- \
   "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr '127.0.0.1:{port}' "$WASM"
 cold --label "native hyper | n/a" -- "$NATIVE" '127.0.0.1:{port}'
+python3 bench/coldstart.py measure --cases "$WORK/cold-cases.jsonl" --runs "$COLD_RUNS" \
+  --log "$WORK/cold.log" --out "$WORK/cold.jsonl"
 # The reported commands show the scratch directory as $WORK, repository paths relative.
 sed -i "s|$WORK|\$WORK|g; s|$ROOT/||g" "$WORK/cold.jsonl"
 
