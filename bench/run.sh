@@ -61,8 +61,8 @@ WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 # wasmtime_serve_flags in host/src/engine.rs renders them; a unit test there
 # fails when this list and the engine differ. The pool: 512 + 64 component
 # instances with up to 8 core instances, memories and tables each, 512 + 4
-# fiber stacks, memory kept resident 2 MiB and tables 64 KiB, decommits
-# batched by 64, PAGEMAP_SCAN where the kernel has it. Then epoch
+# fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest
+# decommitted at once, PAGEMAP_SCAN where the kernel has it. Then epoch
 # interruption at 20 s and a 128 MiB memory limit per store.
 POOLING_FLAGS=(
   -O pooling-allocator=y
@@ -77,7 +77,7 @@ POOLING_FLAGS=(
   -O pooling-max-memory-size=134217728
   -O pooling-memory-keep-resident=2097152
   -O pooling-table-keep-resident=65536
-  -O pooling-decommit-batch-size=64
+  -O pooling-decommit-batch-size=1
   -O pooling-pagemap-scan=auto
   -W timeout=20000ms
   -W max-memory-size=134217728

@@ -28,8 +28,13 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 /// Table bytes per slot kept resident likewise.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-/// Slots decommitted together, to batch the TLB shootdowns.
-const DECOMMIT_BATCH: usize = 64;
+/// Slots whose memory past [`MEMORY_KEEP_RESIDENT`] is decommitted
+/// together. One: a slot waiting in a batch keeps all its pages resident and
+/// is not reused, so with batches of 64 a few requests that each grew to
+/// 128 MiB, one after another, held it all and got a 512 MiB container
+/// OOM-killed. A handler that stays within the resident size (hello does)
+/// decommits nothing, so this costs it nothing.
+const DECOMMIT_BATCH: usize = 1;
 /// Core instances, memories and tables one component instance may use; a
 /// Rust guest has a few core modules (its code plus adapter shims).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;

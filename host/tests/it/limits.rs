@@ -91,6 +91,30 @@ async fn each_fault_fails_its_request_alone() {
     );
 }
 
+/// A `/proc/PID/status` memory field of process `pid` (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_a_request_grew_goes_back_when_it_ends() {
+    let host = Wasmlet::serve(&[wasm::MEMORY_HOG]);
+    // Each request touches 128 MiB before its limit stops it. Were freed
+    // slots left resident (waiting for a batch to decommit), the process
+    // would grow by that much per request: in a 512 MiB container the
+    // fourth request got it OOM-killed.
+    for round in 1..=4 {
+        assert_eq!(get(host.public, "/").await.status, 500);
+        let rss = status_kib(host.pid(), "VmRSS");
+        assert!(rss < 96 << 10, "after request {round}: RSS {rss} KiB");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_looping_handler_does_not_starve_others() {
     let (_dir, manifest) = routes(&[
