@@ -13,6 +13,7 @@ agree with each other and with the image:
     (WASMLET_DRAIN_TIMEOUT, default 25s);
   - the handler ConfigMap exists and is mounted as a whole folder (no subPath: those never see
     updates) over the image's handler folder; the cache folder is a writable emptyDir;
+  - the handlers' memory budget (WASMLET_MAX_TOTAL_MEMORY) is set and under the memory limit;
   - the securityContext is restrictive, requests and limits are set, the rollout never drops
     below 3 ready replicas, and the PDB leaves room for a drain.
 
@@ -47,6 +48,14 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
         raise ValueError(f"not a duration: {text!r}")
     return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a wasmlet size (`384MiB`, `1G`, `1024`) or a Kubernetes quantity (`512Mi`)."""
+    m = re.fullmatch(r"(\d+)\s*([KMG]?)(i?B?)", text.strip(), re.I)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
 
 
 @dataclass
@@ -221,6 +230,12 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     res = c.get("resources", {})
     r.check("resources", all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
             f"requests {res.get('requests')} limits {res.get('limits')}")
+    limit_text = res.get("limits", {}).get("memory")
+    budget_text = env.get("WASMLET_MAX_TOTAL_MEMORY")
+    limit = parse_size(limit_text) if limit_text else None
+    budget = parse_size(budget_text) if budget_text else None
+    r.check("memory-budget", limit is not None and budget is not None and budget < limit,
+            f"WASMLET_MAX_TOTAL_MEMORY {budget_text} is under the memory limit {limit_text}")
 
     # Rollout: never below REPLICAS ready pods; spread over nodes.
     ru = spec.get("strategy", {}).get("rollingUpdate", {})
@@ -285,6 +300,10 @@ MUTATIONS = [
      lambda d: [x.update(runAsUser=0) for x in (_ctr(d)["securityContext"],
                                                  _dep(d)["spec"]["template"]["spec"]["securityContext"])]),
     ("no memory limit", "resources", lambda d: _ctr(d)["resources"]["limits"].pop("memory")),
+    ("handlers' memory budget above the memory limit", "memory-budget",
+     lambda d: [e.update(value="600MiB") for e in _ctr(d)["env"] if e["name"] == "WASMLET_MAX_TOTAL_MEMORY"]),
+    ("no memory budget for handlers", "memory-budget",
+     lambda d: _ctr(d).update(env=[e for e in _ctr(d)["env"] if e["name"] != "WASMLET_MAX_TOTAL_MEMORY"])),
     ("rollout may drop a replica", "rollout",
      lambda d: _dep(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     ("PDB blocks every drain", "pdb-allows-drain",

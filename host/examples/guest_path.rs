@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         let mut marks = [Instant::now(); PHASES.len() + 1];
         let mut store = Store::new(
             &engine,
-            HostState::new(&grants, limits.max_memory, request_id.clone()),
+            HostState::new(&grants, limits.max_memory, None, request_id.clone()),
         );
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(u64::MAX / 2);

@@ -7,7 +7,7 @@
 use crate::cache::CompileCache;
 use crate::config::ServeArgs;
 use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
-use crate::limits::{Admission, CpuShare, Limits};
+use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::registry::Registry;
 use crate::reload::{FileWatcher, Reloader, Source};
@@ -28,6 +28,8 @@ pub struct App {
     pub admission: Admission,
     /// Worker threads CPU-heavy guests may occupy at once.
     pub cpu_share: CpuShare,
+    /// Linear memory all running instances may hold together, if capped.
+    pub memory_budget: Option<MemoryBudget>,
     /// Keeps the epoch ticker going while requests run.
     pub ticker: TickerHandle,
     pub limits: Limits,
@@ -65,6 +67,7 @@ impl App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
             cpu_share: CpuShare::new(worker_threads),
+            memory_budget: limits.max_total_memory.map(MemoryBudget::new),
             ticker: ticker.handle(),
             registry,
             metrics,

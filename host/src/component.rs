@@ -174,7 +174,10 @@ pub async fn trial_instantiate(
         log_output: false,
     };
     let engine = component.pre.engine();
-    let mut store = Store::new(engine, HostState::new(&grants, u64::MAX, Arc::from("-")));
+    let mut store = Store::new(
+        engine,
+        HostState::new(&grants, u64::MAX, None, Arc::from("-")),
+    );
     // Yield at every epoch tick, so a loop gives the timeout a chance.
     let _ticking = ticker.guest_running();
     store.epoch_deadline_async_yield_and_update(1);

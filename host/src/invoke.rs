@@ -5,21 +5,23 @@
 //! runs in its own task so it can keep streaming the response body after
 //! the head is sent. A fault ends that request alone:
 //!
-//! | fault                                  | status                  |
-//! |----------------------------------------|-------------------------|
-//! | trap, panic, stack overflow            | 500                     |
-//! | memory limit hit                       | 500                     |
-//! | wall-clock limit hit                   | 504                     |
-//! | returned without setting a response    | 500                     |
-//! | request body over the limit            | 413                     |
-//! | fault after the response head was sent | the body is cut         |
+//! | fault                                             | status                 |
+//! |---------------------------------------------------|------------------------|
+//! | trap, panic, stack overflow                       | 500                    |
+//! | memory limit hit                                  | 500                    |
+//! | host's memory budget (--max-total-memory) used up | 503 with `Retry-After` |
+//! | wall-clock limit hit                              | 504                    |
+//! | returned without setting a response               | 500                    |
+//! | request body over the limit                       | 413                    |
+//! | fault after the response head was sent            | the body is cut        |
 //!
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
 
 use crate::engine::{GuestRunning, TickerHandle};
-use crate::limits::{CpuShare, HEAVY_AFTER};
+use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
 use crate::registry::Handler;
+use crate::sandbox::MemoryLimit;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -39,6 +41,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::sandbox::HostState;
 
+/// Seconds a client is told to wait after a 503 for overload: no request
+/// slot, or no memory budget left.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 /// Per-request flags shared by the request side, the guest task and the
 /// response body.
 #[derive(Default)]
@@ -57,8 +63,8 @@ pub enum Fault {
     Trap(String),
     /// The request's wall-clock limit passed.
     Timeout,
-    /// The guest tried to grow memory past its limit.
-    Memory,
+    /// The guest's memory could not start or grow within a limit.
+    Memory(MemoryLimit),
     /// The guest returned without setting a response.
     NoResponse,
 }
@@ -69,7 +75,8 @@ impl Fault {
         match self {
             Fault::Trap(_) => "trap",
             Fault::Timeout => "timeout",
-            Fault::Memory => "memory",
+            Fault::Memory(MemoryLimit::Instance) => "memory",
+            Fault::Memory(MemoryLimit::Host) => "memory_budget",
             Fault::NoResponse => "no_response",
         }
     }
@@ -77,6 +84,8 @@ impl Fault {
     pub fn status(&self) -> StatusCode {
         match self {
             Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            // Not the handler's doing: other requests hold the memory.
+            Fault::Memory(MemoryLimit::Host) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,14 +94,17 @@ impl Fault {
         match self {
             Fault::Trap(cause) => cause.clone(),
             Fault::Timeout => "exceeded its time limit".into(),
-            Fault::Memory => "exceeded its memory limit".into(),
+            Fault::Memory(MemoryLimit::Instance) => "exceeded its memory limit".into(),
+            Fault::Memory(MemoryLimit::Host) => {
+                "found the host's memory budget for guests (--max-total-memory) used up".into()
+            }
             Fault::NoResponse => "returned without setting a response".into(),
         }
     }
 
-    fn classify(error: &wasmtime::Error, memory_exceeded: bool) -> Fault {
-        if memory_exceeded {
-            return Fault::Memory;
+    fn classify(error: &wasmtime::Error, memory_exceeded: Option<MemoryLimit>) -> Fault {
+        if let Some(limit) = memory_exceeded {
+            return Fault::Memory(limit);
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout,
@@ -135,6 +147,7 @@ pub async fn invoke(
     request_id: Arc<str>,
     in_flight: InFlight,
     cpu_share: &CpuShare,
+    memory_budget: Option<&MemoryBudget>,
 ) -> Response<ResponseBody> {
     let limits = handler.limits;
     if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
@@ -152,7 +165,12 @@ pub async fn invoke(
     let engine = handler.component.pre.engine();
     let mut store = Store::new(
         engine,
-        HostState::new(&handler.grants, limits.max_memory, request_id.clone()),
+        HostState::new(
+            &handler.grants,
+            limits.max_memory,
+            memory_budget.cloned(),
+            request_id.clone(),
+        ),
     );
     store.limiter(|state| &mut state.limiter);
     let deadline = Instant::now() + limits.timeout;
@@ -219,7 +237,15 @@ pub async fn invoke(
             if flags.too_large.load(Ordering::Acquire) {
                 body_too_large(limits.max_body_size)
             } else {
-                host_response(fault.status(), &format!("{}\n", fault_text(&fault)))
+                let mut response =
+                    host_response(fault.status(), &format!("{}\n", fault_text(&fault)));
+                if fault.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                    );
+                }
+                response
             }
         }
     }
@@ -345,7 +371,8 @@ fn fault_text(fault: &Fault) -> &'static str {
     match fault {
         Fault::Trap(_) => "handler trapped",
         Fault::Timeout => "handler timed out",
-        Fault::Memory => "handler exceeded its memory limit",
+        Fault::Memory(MemoryLimit::Instance) => "handler exceeded its memory limit",
+        Fault::Memory(MemoryLimit::Host) => "no memory left for handlers, try again",
         Fault::NoResponse => "handler did not respond",
     }
 }

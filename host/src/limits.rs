@@ -1,4 +1,5 @@
-//! Per-request limits, their defaults, and admission control.
+//! Per-request limits, their defaults, admission control, and the memory
+//! budget all requests share.
 //!
 //! Every number a policy depends on lives here with its unit in its type.
 //! Host-wide limits come from the command line; a route in the manifest may
@@ -8,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -24,6 +26,14 @@ pub struct Limits {
     /// allocation fails and the request ends with 500.
     #[arg(long, env = "WASMLET_MAX_MEMORY", default_value = "128MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
+
+    /// Linear memory all running instances may hold together. An instance
+    /// that cannot start or grow within it ends its request with 503, so a
+    /// burst of memory-hungry requests fails those requests instead of
+    /// getting the whole process killed by a container's memory limit.
+    /// Default: no such budget.
+    #[arg(long, env = "WASMLET_MAX_TOTAL_MEMORY", value_parser = parse_nonzero_bytes)]
+    pub max_total_memory: Option<u64>,
 
     /// Largest request body accepted. Past it: 413, also for chunked bodies.
     #[arg(long, env = "WASMLET_MAX_BODY_SIZE", default_value = "32MiB", value_parser = parse_bytes)]
@@ -73,6 +83,7 @@ impl Default for Limits {
         Limits {
             request_timeout: Duration::from_secs(20),
             max_memory: 128 << 20,
+            max_total_memory: None,
             max_body_size: 32 << 20,
             max_header_size: 16 << 10,
             header_read_timeout: Duration::from_secs(10),
@@ -171,6 +182,40 @@ impl CpuShare {
     }
 }
 
+/// The linear memory all running instances hold together, against
+/// --max-total-memory. A store's limiter charges what its memories take
+/// (their initial size included) and gives it all back when the store is
+/// dropped, which is when the pool resets the memory.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget {
+            limit,
+            used: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes `bytes` from the budget; takes nothing and returns false if
+    /// that would pass the limit.
+    pub fn try_charge(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back what [`MemoryBudget::try_charge`] took.
+    pub fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`,
 /// `G`, `KB`, `MB`, `GB`, all binary multiples).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -192,6 +237,14 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A byte size of at least one byte.
+fn parse_nonzero_bytes(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("must be more than 0".into()),
+        bytes => Ok(bytes),
+    }
 }
 
 /// Serde helper: an optional byte size, as a number or a string like `"64MiB"`.
@@ -229,6 +282,20 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("99999999999999999999GiB").is_err());
+        assert!(parse_nonzero_bytes("0MiB").is_err());
+        assert_eq!(parse_nonzero_bytes("1KiB"), Ok(1024));
+    }
+
+    #[test]
+    fn the_memory_budget_never_passes_its_limit() {
+        let budget = MemoryBudget::new(100);
+        assert!(budget.try_charge(60));
+        assert!(!budget.try_charge(41), "61 + 41 would pass 100");
+        assert!(budget.try_charge(40), "a refused charge takes nothing");
+        assert!(!budget.try_charge(1));
+        budget.release(60);
+        assert!(budget.try_charge(60));
+        assert!(!budget.try_charge(u64::MAX), "no overflow past the limit");
     }
 
     #[test]

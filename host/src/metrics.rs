@@ -53,7 +53,7 @@ pub struct CacheLabel {
 }
 
 /// The kinds of handler fault, as metric label values.
-pub const FAULT_KINDS: [&str; 4] = ["trap", "timeout", "memory", "no_response"];
+pub const FAULT_KINDS: [&str; 5] = ["trap", "timeout", "memory", "memory_budget", "no_response"];
 
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
@@ -270,7 +270,7 @@ impl Metrics {
 pub struct RouteMetrics {
     status: [Counter; 5],
     pub duration: Histogram,
-    faults: [Counter; 4],
+    faults: [Counter; FAULT_KINDS.len()],
     pub body_in: Counter,
     pub body_out: Counter,
 }

@@ -7,6 +7,7 @@
 //! stdout and stderr go to the host log, tagged with the route and the
 //! request id, and bounded in size.
 
+use crate::limits::MemoryBudget;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::pin::Pin;
@@ -33,8 +34,14 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A store's data for one request of `route`.
-    pub fn new(grants: &Grants, max_memory: u64, request_id: Arc<str>) -> HostState {
+    /// A store's data for one request of `route`, whose memories may grow
+    /// to `max_memory` each, within `budget` all together.
+    pub fn new(
+        grants: &Grants,
+        max_memory: u64,
+        budget: Option<MemoryBudget>,
+        request_id: Arc<str>,
+    ) -> HostState {
         let mut wasi = WasiCtx::builder();
         wasi.envs(&grants.env);
         if grants.log_output {
@@ -52,7 +59,9 @@ impl HostState {
             },
             limiter: MemoryLimiter {
                 max: usize::try_from(max_memory).unwrap_or(usize::MAX),
-                exceeded: false,
+                budget,
+                charged: 0,
+                exceeded: None,
             },
         }
     }
@@ -87,11 +96,26 @@ pub struct Grants {
     pub log_output: bool,
 }
 
-/// Denies memory growth past the route's limit and remembers that it did,
-/// so the resulting trap is reported as a memory fault.
+/// Which memory limit a guest ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// Its route's `max_memory` (or --max-memory).
+    Instance,
+    /// --max-total-memory, taken by all running instances together.
+    Host,
+}
+
+/// Denies memory growth past the route's limit or the host's budget and
+/// remembers which it was, so the resulting trap is reported as a memory
+/// fault. Gives back what it took from the budget when its store drops.
 pub struct MemoryLimiter {
     max: usize,
-    pub exceeded: bool,
+    budget: Option<MemoryBudget>,
+    /// Bytes this store's memories hold against the budget. A grow that
+    /// wasmtime still fails after it was allowed stays charged until the
+    /// store drops: an overcount, never an undercount.
+    charged: u64,
+    pub exceeded: Option<MemoryLimit>,
 }
 
 /// Table elements one instance may grow to.
@@ -100,13 +124,21 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max {
-            self.exceeded = true;
+            self.exceeded = Some(MemoryLimit::Instance);
             return Ok(false);
+        }
+        if let Some(budget) = &self.budget {
+            let more = desired.saturating_sub(current) as u64;
+            if !budget.try_charge(more) {
+                self.exceeded = Some(MemoryLimit::Host);
+                return Ok(false);
+            }
+            self.charged += more;
         }
         Ok(true)
     }
@@ -118,6 +150,14 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
     }
 }
 

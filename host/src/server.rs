@@ -8,7 +8,7 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
-use crate::invoke::{self, InFlight, ResponseBody};
+use crate::invoke::{self, InFlight, RETRY_AFTER_SECONDS, ResponseBody};
 use crate::metrics::NO_ROUTE;
 use crate::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -28,8 +28,6 @@ use tokio::sync::Semaphore;
 const MIN_HEAD_BUFFER: usize = 8192;
 /// Pause after a failed accept (for example out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Seconds a client is told to wait after a 503 for overload.
-const RETRY_AFTER_SECONDS: &str = "1";
 /// Longest `x-request-id` taken from a client.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -145,6 +143,7 @@ async fn handle(
                     request_id.clone(),
                     slot,
                     &app.cpu_share,
+                    app.memory_budget.as_ref(),
                 )
                 .await
             }

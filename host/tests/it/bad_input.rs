@@ -98,6 +98,17 @@ fn port_already_in_use() {
 }
 
 #[test]
+fn a_zero_memory_budget() {
+    let (status, _, stderr) = run(&["serve", wasm::HELLO, "--max-total-memory", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-total-memory") && stderr.contains("must be more than 0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
 fn broken_manifest() {
     let dir = tempdir();
     let manifest = dir.path().join("wasmlet.toml");

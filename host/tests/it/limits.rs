@@ -116,6 +116,48 @@ async fn memory_a_request_grew_goes_back_when_it_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_memory_budget_caps_what_all_guests_hold_together() {
+    let (_dir, manifest) = routes(&[("/...", wasm::HELLO, ""), ("/memory", wasm::MEMORY_HOG, "")]);
+    let host = Wasmlet::serve(&[
+        "--config",
+        &manifest,
+        "--max-memory",
+        "256MiB",
+        "--max-total-memory",
+        "48MiB",
+    ]);
+    // Alone, the hog grows until the budget, not its own 256 MiB, stops it.
+    let r = get(host.public, "/memory").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let line = fault_line(&host, "/memory");
+    assert!(
+        line.contains("kind=memory_budget") && line.contains("--max-total-memory"),
+        "{line}"
+    );
+    // Six at once: each is refused with 503, and none takes the host down.
+    let hogs: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = host.public;
+            tokio::spawn(async move { get(addr, "/memory").await.status })
+        })
+        .collect();
+    for hog in hogs {
+        assert_eq!(hog.await.unwrap(), 503);
+    }
+    // Every store gave its share back: a new instance still fits.
+    for _ in 0..3 {
+        assert_eq!(get(host.public, "/").await.text(), "Hello World!");
+    }
+    let refused = "wasmlet_handler_faults_total{route=\"/memory\",kind=\"memory_budget\"}";
+    assert_eq!(metric(&host, refused).await, 7.0);
+    // One hog alone would have held 256 MiB; together they stayed within
+    // the 48 MiB budget (plus the host itself).
+    let peak = status_kib(host.pid(), "VmHWM");
+    assert!(peak < 160 << 10, "peak RSS {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_looping_handler_does_not_starve_others() {
     let (_dir, manifest) = routes(&[
         ("/...", wasm::HELLO, ""),
