@@ -53,7 +53,12 @@ impl App {
         let ticker = EpochTicker::start(&wasmtime.engine);
         let cache = CompileCache::new(cache_dir, &wasmtime.engine);
         let registry = Arc::new(Registry::new());
-        let metrics = Arc::new(Metrics::new());
+        let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
+        let mut metrics = Metrics::new();
+        if let Some(budget) = &memory_budget {
+            metrics.register_memory_budget(budget);
+        }
+        let metrics = Arc::new(metrics);
         let reloader = Arc::new(Reloader::new(
             source,
             wasmtime,
@@ -67,7 +72,7 @@ impl App {
             no_route: metrics.route(NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
             cpu_share: CpuShare::new(worker_threads),
-            memory_budget: limits.max_total_memory.map(MemoryBudget::new),
+            memory_budget,
             ticker: ticker.handle(),
             registry,
             metrics,

@@ -6,6 +6,7 @@
 //! override the per-request ones (time, memory, body size).
 
 use clap::Args;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -189,14 +190,15 @@ impl CpuShare {
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
     limit: u64,
-    used: Arc<AtomicU64>,
+    /// Bytes charged now; the same atomic is the metrics' gauge.
+    used: Gauge<u64, AtomicU64>,
 }
 
 impl MemoryBudget {
     pub fn new(limit: u64) -> MemoryBudget {
         MemoryBudget {
             limit,
-            used: Arc::new(AtomicU64::new(0)),
+            used: Gauge::default(),
         }
     }
 
@@ -204,6 +206,7 @@ impl MemoryBudget {
     /// that would pass the limit.
     pub fn try_charge(&self, bytes: u64) -> bool {
         self.used
+            .inner()
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= self.limit)
             })
@@ -212,7 +215,16 @@ impl MemoryBudget {
 
     /// Gives back what [`MemoryBudget::try_charge`] took.
     pub fn release(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.used.inner().fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The bytes charged now, as a gauge that follows every charge.
+    pub fn used_gauge(&self) -> Gauge<u64, AtomicU64> {
+        self.used.clone()
     }
 }
 
@@ -293,7 +305,13 @@ mod tests {
         assert!(!budget.try_charge(41), "61 + 41 would pass 100");
         assert!(budget.try_charge(40), "a refused charge takes nothing");
         assert!(!budget.try_charge(1));
+        assert_eq!(
+            budget.used_gauge().get(),
+            100,
+            "the gauge is the budget's count"
+        );
         budget.release(60);
+        assert_eq!(budget.used_gauge().get(), 40);
         assert!(budget.try_charge(60));
         assert!(!budget.try_charge(u64::MAX), "no overflow past the limit");
     }

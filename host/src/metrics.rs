@@ -3,6 +3,7 @@
 //! Per-route series are resolved once when a route is loaded
 //! ([`RouteMetrics`]), so recording a request is a few atomic adds.
 
+use crate::limits::MemoryBudget;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -207,6 +208,25 @@ impl Metrics {
             resident_memory,
             open_fds,
         }
+    }
+
+    /// Adds the guest memory budget's use and size (--max-total-memory).
+    pub fn register_memory_budget(&mut self, budget: &MemoryBudget) {
+        let host = self.registry.sub_registry_with_prefix("wasmlet");
+        host.register_with_unit(
+            "guest_memory",
+            "Linear memory all running instances hold, against --max-total-memory",
+            Unit::Bytes,
+            budget.used_gauge(),
+        );
+        let limit = Gauge::<u64, AtomicU64>::default();
+        limit.set(budget.limit());
+        host.register_with_unit(
+            "guest_memory_limit",
+            "The budget for the linear memory of all running instances (--max-total-memory)",
+            Unit::Bytes,
+            limit,
+        );
     }
 
     /// The exposition in Prometheus text format.

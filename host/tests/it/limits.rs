@@ -151,6 +151,23 @@ async fn the_memory_budget_caps_what_all_guests_hold_together() {
     }
     let refused = "wasmlet_handler_faults_total{route=\"/memory\",kind=\"memory_budget\"}";
     assert_eq!(metric(&host, refused).await, 7.0);
+    assert_eq!(
+        metric(&host, "wasmlet_guest_memory_limit_bytes").await,
+        f64::from(48u32 << 20)
+    );
+    // A store drops just after its response ends; then nothing is held.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let exposition = get(host.admin, "/metrics").await.text();
+        if exposition
+            .lines()
+            .any(|l| l == "wasmlet_guest_memory_bytes 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still held:\n{exposition}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // One hog alone would have held 256 MiB; together they stayed within
     // the 48 MiB budget (plus the host itself).
     let peak = status_kib(host.pid(), "VmHWM");
