@@ -41,9 +41,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::sandbox::HostState;
 
-/// Seconds a client is told to wait after a 503 for overload: no request
-/// slot, or no memory budget left.
-pub const RETRY_AFTER_SECONDS: &str = "1";
+/// Seconds a client is told to wait after a host 503 (no request slot, or
+/// no memory budget left).
+const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Per-request flags shared by the request side, the guest task and the
 /// response body.
@@ -237,15 +237,7 @@ pub async fn invoke(
             if flags.too_large.load(Ordering::Acquire) {
                 body_too_large(limits.max_body_size)
             } else {
-                let mut response =
-                    host_response(fault.status(), &format!("{}\n", fault_text(&fault)));
-                if fault.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    response.headers_mut().insert(
-                        header::RETRY_AFTER,
-                        HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                    );
-                }
-                response
+                host_response(fault.status(), &format!("{}\n", fault_text(&fault)))
             }
         }
     }
@@ -405,6 +397,13 @@ pub fn host_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // The host answers 503 only for a passing shortage: a slot or memory.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
     response
 }
 

@@ -8,10 +8,10 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
-use crate::invoke::{self, InFlight, RETRY_AFTER_SECONDS, ResponseBody};
+use crate::invoke::{self, InFlight, ResponseBody};
 use crate::metrics::NO_ROUTE;
 use crate::workers::Workers;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -149,15 +149,7 @@ async fn handle(
             }
             None => {
                 app.metrics.reject("overloaded");
-                let mut response = invoke::host_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded, retry later\n",
-                );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                );
-                response
+                invoke::host_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later\n")
             }
         },
     };
