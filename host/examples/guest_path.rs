@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let linker = wasmlet::engine::linker(&engine)?;
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
     let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path))?;
-    let loaded = wasmlet::component::compile(&engine, &linker, &cache, &file)?;
+    let per_component = wasmlet::engine::PerComponent::for_limits(&limits);
+    let loaded = wasmlet::component::compile(&engine, &linker, &per_component, &cache, &file)?;
     let grants = Grants {
         route: "/".into(),
         env: Vec::new(),

@@ -6,7 +6,8 @@
 //! the reason in one line.
 
 use crate::cache::{CacheOutcome, CompileCache};
-use crate::engine::TickerHandle;
+use crate::engine::{PerComponent, TickerHandle};
+use crate::footprint::{self, Footprint};
 use crate::sandbox::{Grants, HostState};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -31,6 +32,8 @@ pub struct LoadedComponent {
     pub digest: String,
     pub size: u64,
     pub pre: ProxyPre<HostState>,
+    /// What one instance needs from the pool.
+    pub footprint: Footprint,
     pub compile_time: Duration,
     pub cache: CacheOutcome,
     pub loaded_at: SystemTime,
@@ -109,15 +112,22 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Compiles (or loads from the cache) and validates a component. Blocking:
-/// call it off the request path.
+/// call it off the request path. A component that would not fit the pool
+/// (`per_component`) is refused before it is compiled.
 pub fn compile(
     engine: &Engine,
     linker: &Linker<HostState>,
+    per_component: &PerComponent,
     cache: &CompileCache,
     file: &WasmFile,
 ) -> Result<LoadedComponent> {
     file.check_header()?;
     let path = file.path.display();
+    let footprint = footprint::of_component(&file.bytes)
+        .with_context(|| format!("`{path}`: not a valid component"))?;
+    per_component
+        .check(&footprint)
+        .with_context(|| format!("`{path}`"))?;
     let started = Instant::now();
     let (component, outcome) = cache
         .compile(engine, &file.bytes, &file.digest)
@@ -136,6 +146,7 @@ pub fn compile(
         digest: file.digest.clone(),
         size: file.bytes.len() as u64,
         pre,
+        footprint,
         compile_time,
         cache: outcome,
         loaded_at: SystemTime::now(),
@@ -191,6 +202,13 @@ pub async fn trial_instantiate(
             "`{path}`: instantiating did not finish within {time_limit:?} (a start function that never returns?)"
         ),
     }
+}
+
+/// The `wasi:http/incoming-handler` version a component exports (`0.2.10`).
+pub fn handler_version(exports: &[String]) -> Option<&str> {
+    exports
+        .iter()
+        .find_map(|name| name.strip_prefix("wasi:http/incoming-handler@"))
 }
 
 /// Names of the component's imports and exports, for `wasmlet check`.

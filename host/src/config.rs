@@ -27,6 +27,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a component and print its digest, imports and exports.
     Check(CheckArgs),
+    /// Internal: compile the component on stdin, write the artifact to
+    /// stdout (the host runs this in a child process).
+    #[command(hide = true)]
+    Precompile,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +78,10 @@ pub struct ServeArgs {
 pub struct CheckArgs {
     /// The component to validate.
     pub component: PathBuf,
+
+    /// The limits to validate against, as `serve` takes them.
+    #[command(flatten)]
+    pub limits: Limits,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -8,9 +8,10 @@
 //! guest runs. The same settings render as `wasmtime serve` flags, for the
 //! benchmark's like-for-like comparison.
 
+use crate::footprint::Footprint;
 use crate::limits::Limits;
 use crate::sandbox::HostState;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -35,9 +36,6 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// OOM-killed. A handler that stays within the resident size (hello does)
 /// decommits nothing, so this costs it nothing.
 const DECOMMIT_BATCH: usize = 1;
-/// Core instances, memories and tables one component instance may use; a
-/// Rust guest has a few core modules (its code plus adapter shims).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// Instances beyond --max-in-flight, for validation instantiations during
 /// a reload and requests finishing their response bodies.
 const INSTANCE_HEADROOM: u32 = 64;
@@ -83,11 +81,19 @@ pub fn build(limits: &Limits) -> Result<Engine> {
 /// The pooling allocator's sizes for given host limits. The engine is
 /// configured from it, and the benchmark's pooled `wasmtime serve` gets the
 /// same settings from [`wasmtime_serve_flags`].
+///
+/// Every instance that may run at once gets room for the most core
+/// instances, memories and tables one component may have, so a pool never
+/// runs out before --max-in-flight does. The generous per-component
+/// defaults cost no resident memory: core instances are only counted,
+/// memory slots are address space reserved with no access until an
+/// instance maps its memory, and tables are untouched pages.
 #[derive(Debug)]
 struct Pool {
     component_instances: u32,
     stacks: u32,
     max_memory: usize,
+    per_component: PerComponent,
 }
 
 impl Pool {
@@ -96,28 +102,37 @@ impl Pool {
             component_instances: limits.max_in_flight.saturating_add(INSTANCE_HEADROOM),
             stacks: limits.max_in_flight.saturating_add(STACK_HEADROOM),
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
+            per_component: PerComponent::for_limits(limits),
         }
     }
 
     fn core_instances(&self) -> u32 {
         self.component_instances
-            .saturating_mul(CORE_INSTANCES_PER_COMPONENT)
+            .saturating_mul(self.per_component.core_instances)
     }
 
     fn memories(&self) -> u32 {
-        self.component_instances.saturating_mul(2)
+        self.component_instances
+            .saturating_mul(self.per_component.memories)
+    }
+
+    fn tables(&self) -> u32 {
+        self.component_instances
+            .saturating_mul(self.per_component.tables)
     }
 
     fn config(&self) -> PoolingAllocationConfig {
+        let per_component = &self.per_component;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(self.component_instances)
             .total_core_instances(self.core_instances())
             .total_memories(self.memories())
-            .total_tables(self.core_instances())
+            .total_tables(self.tables())
             .total_stacks(self.stacks)
-            .max_memories_per_component(CORE_INSTANCES_PER_COMPONENT)
-            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
-            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(per_component.memories)
+            .max_tables_per_component(per_component.tables)
+            .max_core_instances_per_component(per_component.core_instances)
+            .table_elements(per_component.table_elements as usize)
             .max_memory_size(self.max_memory)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
@@ -129,19 +144,32 @@ impl Pool {
     /// The same pool as `wasmtime serve -O` options, in the order
     /// [`Pool::config`] sets them.
     fn wasmtime_options(&self) -> Vec<(&'static str, String)> {
-        let per_component = u64::from(CORE_INSTANCES_PER_COMPONENT);
-        let sizes: [(&str, u64); 12] = [
+        let per_component = &self.per_component;
+        let sizes: [(&str, u64); 13] = [
             (
                 "pooling-total-component-instances",
                 self.component_instances.into(),
             ),
             ("pooling-total-core-instances", self.core_instances().into()),
             ("pooling-total-memories", self.memories().into()),
-            ("pooling-total-tables", self.core_instances().into()),
+            ("pooling-total-tables", self.tables().into()),
             ("pooling-total-stacks", self.stacks.into()),
-            ("pooling-max-memories-per-component", per_component),
-            ("pooling-max-tables-per-component", per_component),
-            ("pooling-max-core-instances-per-component", per_component),
+            (
+                "pooling-max-memories-per-component",
+                per_component.memories.into(),
+            ),
+            (
+                "pooling-max-tables-per-component",
+                per_component.tables.into(),
+            ),
+            (
+                "pooling-max-core-instances-per-component",
+                per_component.core_instances.into(),
+            ),
+            (
+                "pooling-table-elements",
+                per_component.table_elements.into(),
+            ),
             ("pooling-max-memory-size", self.max_memory as u64),
             ("pooling-memory-keep-resident", MEMORY_KEEP_RESIDENT as u64),
             ("pooling-table-keep-resident", TABLE_KEEP_RESIDENT as u64),
@@ -151,6 +179,67 @@ impl Pool {
             .chain(sizes.map(|(name, value)| (name, value.to_string())))
             .chain([("pooling-pagemap-scan", "auto".to_string())])
             .collect()
+    }
+}
+
+/// What one instance of a component may use, from the pool's
+/// per-component limits; a component over any of them is refused at load
+/// with the flag that raises it ([`PerComponent::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerComponent {
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+    pub table_elements: u32,
+}
+
+impl PerComponent {
+    pub fn for_limits(limits: &Limits) -> PerComponent {
+        PerComponent {
+            core_instances: limits.max_core_instances_per_component,
+            memories: limits.max_memories_per_component,
+            tables: limits.max_tables_per_component,
+            table_elements: limits.max_table_elements,
+        }
+    }
+
+    /// Whether a component with this footprint fits; if not, the error
+    /// names what it needs, the limit and the flag that raises it.
+    pub fn check(&self, needs: &Footprint) -> Result<()> {
+        let over = [
+            (
+                "core instances",
+                u64::from(needs.core_instances),
+                self.core_instances,
+                "--max-core-instances-per-component",
+            ),
+            (
+                "memories",
+                needs.memories.into(),
+                self.memories,
+                "--max-memories-per-component",
+            ),
+            (
+                "tables",
+                needs.tables.into(),
+                self.tables,
+                "--max-tables-per-component",
+            ),
+            (
+                "elements in its largest table",
+                needs.largest_table,
+                self.table_elements,
+                "--max-table-elements",
+            ),
+        ];
+        for (what, needed, limit, flag) in over {
+            if needed > u64::from(limit) {
+                bail!(
+                    "needs {needed} {what}, over the limit of {limit} per component instance (raise it with {flag})"
+                );
+            }
+        }
+        Ok(())
     }
 }
 

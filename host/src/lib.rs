@@ -12,6 +12,9 @@
 //! - [`router`]: route patterns and longest-match lookup (pure logic).
 //! - [`engine`]: the one wasmtime `Engine`, `Linker` and epoch ticker.
 //! - [`cache`]: the on-disk cache of compiled components.
+//! - [`footprint`]: what one instance of a component needs: core instances, memories, tables.
+//! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
+//! - [`heap`]: giving the heap's free pages back after a compile.
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted: environment, outbound hosts, stdio.
 //! - [`registry`]: the published routing table and the per-route load status.
@@ -21,6 +24,7 @@
 //! - [`workers`]: the per-CPU request threads connections are spread over.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`cgroup`]: the memory the container's limit counts.
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the draining flag.
 //! - [`logging`]: tracing set-up, text or JSON.
 //! - [`app`]: wires the pieces together for `wasmlet serve`.
@@ -28,9 +32,13 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod cgroup;
+pub mod compiler;
 pub mod component;
 pub mod config;
 pub mod engine;
+pub mod footprint;
+pub mod heap;
 pub mod invoke;
 pub mod limits;
 pub mod logging;

@@ -63,6 +63,31 @@ pub struct Limits {
     #[arg(long, env = "WASMLET_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: u32,
 
+    /// Core module instances one instance of a component may create.
+    /// A Rust handler creates 1-4; a Python one (componentize-py) 14. The
+    /// pooling allocator only counts these, so the default is generous.
+    #[arg(
+        long,
+        env = "WASMLET_MAX_CORE_INSTANCES_PER_COMPONENT",
+        default_value_t = 32
+    )]
+    pub max_core_instances_per_component: u32,
+
+    /// Linear memories one instance of a component may define. The pool
+    /// reserves (but does not touch) address space for this many per
+    /// instance that may run at once, so no request waits for a slot.
+    #[arg(long, env = "WASMLET_MAX_MEMORIES_PER_COMPONENT", default_value_t = 4)]
+    pub max_memories_per_component: u32,
+
+    /// Tables one instance of a component may define.
+    #[arg(long, env = "WASMLET_MAX_TABLES_PER_COMPONENT", default_value_t = 16)]
+    pub max_tables_per_component: u32,
+
+    /// Elements one table may hold (a function table holds one per
+    /// function a guest can call indirectly: JavaScript's holds about 7,800).
+    #[arg(long, env = "WASMLET_MAX_TABLE_ELEMENTS", default_value_t = 20_000)]
+    pub max_table_elements: u32,
+
     /// Request worker threads, each serving its share of the connections
     /// on its own single-threaded runtime. Default: one per CPU the
     /// process may use (cgroup CPU limits included).
@@ -91,6 +116,10 @@ impl Default for Limits {
             max_in_flight: 512,
             queue_timeout: Duration::from_millis(100),
             max_connections: 4096,
+            max_core_instances_per_component: 32,
+            max_memories_per_component: 4,
+            max_tables_per_component: 16,
+            max_table_elements: 20_000,
             workers: None,
         }
     }

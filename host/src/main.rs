@@ -3,9 +3,10 @@
 use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
+use wasmlet::compiler::{self, Compiler};
 use wasmlet::config::{CheckArgs, Cli, Command};
-use wasmlet::engine::{EpochTicker, Wasmtime};
-use wasmlet::limits::Limits;
+use wasmlet::engine::{EpochTicker, PerComponent, Wasmtime};
+use wasmlet::footprint::{Footprint, human_bytes};
 use wasmlet::{app, component, logging};
 
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let log = match &cli.command {
         Command::Serve(args) => &args.log,
         Command::Check(args) => &args.log,
+        Command::Precompile => return precompile(),
     };
     let guard = logging::init(log.log_format);
     // Requests run on the server's worker threads (see `workers`); this
@@ -31,8 +33,9 @@ fn main() -> ExitCode {
         .expect("failed to start the tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => app::run(args).await,
+            Command::Serve(args) => app::run(args, compiler_child()).await,
             Command::Check(args) => check(args).await,
+            Command::Precompile => unreachable!("handled before the runtime starts"),
         }
     });
     drop(runtime);
@@ -46,14 +49,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// `serve` compiles in a child running this executable (see
+/// `wasmlet::compiler`), or in-process if it cannot tell which that is.
+fn compiler_child() -> Compiler {
+    match std::env::current_exe() {
+        Ok(exe) => Compiler::Subprocess(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this executable; compiling in-process");
+            Compiler::InProcess
+        }
+    }
+}
+
+/// `wasmlet precompile`, the compiler child: with the engine settings
+/// `serve` uses by default (wasmtime checks that the artifact fits the
+/// host's engine when it loads it).
+fn precompile() -> ExitCode {
+    let status = match wasmlet::engine::build(&wasmlet::limits::Limits::default()) {
+        Ok(engine) => compiler::run_child(&engine),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
-    let limits = Limits::default();
+    let limits = args.limits;
     let Wasmtime { engine, linker } = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&engine);
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
     let file = component::WasmFile::read(&args.component)?;
-    let loaded = component::compile(&engine, &linker, &cache, &file)?;
+    let per_component = PerComponent::for_limits(&limits);
+    let loaded = component::compile(&engine, &linker, &per_component, &cache, &file)?;
     component::trial_instantiate(&loaded, limits.request_timeout, &ticker.handle()).await?;
     let (imports, exports) = component::interface(&engine, &loaded);
     println!(
@@ -62,6 +92,9 @@ async fn check(args: CheckArgs) -> Result<()> {
     );
     println!("sha256: {}", loaded.digest);
     println!("size: {} bytes", loaded.size);
+    let version = component::handler_version(&exports).unwrap_or("?");
+    println!("wasi:http: {version} (exports wasi:http/incoming-handler@{version})");
+    print_needs(&loaded.footprint, &per_component);
     println!("exports:");
     for name in exports {
         println!("  {name}");
@@ -71,4 +104,31 @@ async fn check(args: CheckArgs) -> Result<()> {
         println!("  {name}");
     }
     Ok(())
+}
+
+/// What one instance needs from the host, beside the host's limits.
+fn print_needs(needs: &Footprint, limits: &PerComponent) {
+    println!("needs, per instance (limit):");
+    println!(
+        "  core instances: {} ({}, --max-core-instances-per-component)",
+        needs.core_instances, limits.core_instances
+    );
+    println!(
+        "  memories: {} ({}, --max-memories-per-component)",
+        needs.memories, limits.memories
+    );
+    println!(
+        "  tables: {} ({}, --max-tables-per-component)",
+        needs.tables, limits.tables
+    );
+    println!(
+        "  largest table: {} elements ({}, --max-table-elements)",
+        needs.largest_table, limits.table_elements
+    );
+    println!("  initial memory: {}", human_bytes(needs.initial_memory));
+    let max = needs.max_memory.map_or(
+        "no maximum declared: up to --max-memory".to_string(),
+        human_bytes,
+    );
+    println!("  maximum memory: {max}");
 }

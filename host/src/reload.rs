@@ -14,7 +14,7 @@
 
 use crate::cache::CompileCache;
 use crate::component::{self, LoadedComponent, WasmFile};
-use crate::engine::{TickerHandle, Wasmtime};
+use crate::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::limits::{Limits, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
@@ -267,8 +267,9 @@ impl Reloader {
         }
         let (engine, linker, cache) =
             (self.engine.clone(), self.linker.clone(), self.cache.clone());
+        let per_component = PerComponent::for_limits(&self.limits);
         let loaded = self
-            .blocking(move || component::compile(&engine, &linker, &cache, &file))
+            .blocking(move || component::compile(&engine, &linker, &per_component, &cache, &file))
             .await??;
         component::trial_instantiate(&loaded, self.limits.request_timeout, &self.ticker).await?;
         self.metrics
