@@ -5,6 +5,7 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::cache::CompileCache;
+use crate::compiler::Compiler;
 use crate::config::ServeArgs;
 use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
@@ -48,10 +49,11 @@ impl App {
         limits: Limits,
         cache_dir: Option<&std::path::Path>,
         wasmtime: Wasmtime,
+        compiler: Compiler,
         worker_threads: usize,
     ) -> (Arc<App>, EpochTicker) {
         let ticker = EpochTicker::start(&wasmtime.engine);
-        let cache = CompileCache::new(cache_dir, &wasmtime.engine);
+        let cache = CompileCache::new(cache_dir, &wasmtime.engine).with_compiler(compiler);
         let registry = Arc::new(Registry::new());
         let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
         let mut metrics = Metrics::new();
@@ -86,7 +88,8 @@ impl App {
 }
 
 /// Runs `wasmlet serve` until a shutdown signal, then drains and returns.
-pub async fn run(args: ServeArgs) -> Result<()> {
+/// Components are compiled by `compiler`.
+pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     if args.listen == args.admin_listen && args.listen.port() != 0 {
         bail!(
             "--admin-listen {} must differ from --listen",
@@ -113,6 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         args.limits.clone(),
         args.cache_dir.as_deref(),
         Wasmtime::new(&args.limits)?,
+        compiler,
         worker_threads,
     );
     app.reloader.reload("startup").await?;

@@ -8,6 +8,7 @@
 //! wasmtime's own cache, an entry that passes both checks is native code
 //! the host will run.
 
+use crate::compiler::Compiler;
 use crate::engine;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -39,6 +40,8 @@ impl CacheOutcome {
 pub struct CompileCache {
     dir: Option<PathBuf>,
     engine_key: String,
+    /// What compiles on a miss.
+    compiler: Compiler,
 }
 
 impl CompileCache {
@@ -55,7 +58,13 @@ impl CompileCache {
         CompileCache {
             dir,
             engine_key: engine::fingerprint(engine),
+            compiler: Compiler::InProcess,
         }
+    }
+
+    /// The same cache, compiling with `compiler` on a miss.
+    pub fn with_compiler(self, compiler: Compiler) -> CompileCache {
+        CompileCache { compiler, ..self }
     }
 
     pub fn disabled(engine: &Engine) -> CompileCache {
@@ -68,23 +77,35 @@ impl CompileCache {
         Some(dir.join(format!("{digest}-{}.cwasm", self.engine_key)))
     }
 
-    /// Compiles `wasm` (whose sha256 is `digest`), or loads it from the cache.
+    /// Compiles `wasm` (whose sha256 is `digest`), or loads it from the
+    /// cache. After a compile, the heap's free pages go back to the kernel:
+    /// the compiler's own (when it ran in-process) and the artifact's.
     pub fn compile(
         &self,
         engine: &Engine,
         wasm: &[u8],
         digest: &str,
     ) -> Result<(Component, CacheOutcome)> {
+        let compiled = self.compile_or_load(engine, wasm, digest);
+        if !matches!(compiled, Ok((_, CacheOutcome::Hit))) {
+            crate::heap::release_free_pages();
+        }
+        compiled
+    }
+
+    fn compile_or_load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<(Component, CacheOutcome)> {
         let Some(entry) = self.entry_path(digest) else {
-            return Ok((
-                Component::from_binary(engine, wasm)?,
-                CacheOutcome::Disabled,
-            ));
+            return Ok((self.compiler.compile(engine, wasm)?, CacheOutcome::Disabled));
         };
         if let Some(component) = load_entry(engine, &entry) {
             return Ok((component, CacheOutcome::Hit));
         }
-        let component = Component::from_binary(engine, wasm)?;
+        let component = self.compiler.compile(engine, wasm)?;
         if let Err(e) = store_entry(&component, &entry) {
             tracing::warn!(entry = %entry.display(), error = %format!("{e:#}"), "could not write compile cache entry");
         }
@@ -111,12 +132,15 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     }
 }
 
+/// Loads a compiled artifact this host (or its compiler child) wrote.
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component> {
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component> {
     // SAFETY: `Component::deserialize` trusts its input to be a compiled
-    // artifact. The entry's checksum matched, so these are the exact bytes
-    // this host wrote with `Component::serialize`; wasmtime itself checks
-    // that the artifact fits this engine's version and settings.
+    // artifact. A cache entry's checksum matched, so these are the exact
+    // bytes this host wrote with `Component::serialize`; a compiler child's
+    // are what this same executable's `precompile_component` wrote to a
+    // pipe only the host reads. wasmtime itself checks that the artifact
+    // fits this engine's version and settings.
     unsafe { Component::deserialize(engine, artifact) }.map_err(Into::into)
 }
 

@@ -3,6 +3,7 @@
 //! Per-route series are resolved once when a route is loaded
 //! ([`RouteMetrics`]), so recording a request is a few atomic adds.
 
+use crate::cgroup::MemoryCgroup;
 use crate::limits::MemoryBudget;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -75,6 +76,8 @@ pub struct Metrics {
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
     resident_memory: Gauge,
     open_fds: Gauge,
+    /// The cgroup's working set, when the process's cgroup can be read.
+    working_set: Option<(MemoryCgroup, Gauge<u64, AtomicU64>)>,
 }
 
 fn request_duration_histogram() -> Histogram {
@@ -193,8 +196,20 @@ impl Metrics {
             compile_seconds.clone(),
         );
 
+        let working_set = MemoryCgroup::find().map(|cgroup| {
+            let gauge = Gauge::<u64, AtomicU64>::default();
+            host.register_with_unit(
+                "memory_working_set",
+                "Memory the container's limit counts: its cgroup's usage less inactive file pages (kubelet's working set)",
+                Unit::Bytes,
+                gauge.clone(),
+            );
+            (cgroup, gauge)
+        });
+
         Metrics {
             registry,
+            working_set,
             requests,
             duration,
             in_flight,
@@ -233,6 +248,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         self.resident_memory.set(resident_memory_bytes());
         self.open_fds.set(open_fds());
+        if let Some((cgroup, gauge)) = &self.working_set {
+            gauge.set(cgroup.working_set_bytes().unwrap_or(0));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -430,3 +430,28 @@ pub fn sample(exposition: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Whether this machine exposes the process's memory cgroup (v1 or v2),
+/// as the host's working-set metric needs.
+pub fn memory_cgroup_readable() -> bool {
+    let Ok(membership) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    membership.lines().any(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
+        let path = path.unwrap_or("/").trim_start_matches('/');
+        match controllers {
+            Some("") => Path::new("/sys/fs/cgroup")
+                .join(path)
+                .join("memory.current")
+                .exists(),
+            Some(c) if c.split(',').any(|c| c == "memory") => Path::new("/sys/fs/cgroup/memory")
+                .join(path)
+                .join("memory.usage_in_bytes")
+                .exists(),
+            _ => false,
+        }
+    }) || Path::new("/sys/fs/cgroup/memory/memory.usage_in_bytes").exists()
+        || Path::new("/sys/fs/cgroup/memory.current").exists()
+}

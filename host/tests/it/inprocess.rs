@@ -17,6 +17,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
         Limits::default(),
         None,
         Wasmtime::new(&Limits::default()).unwrap(),
+        wasmlet::compiler::Compiler::InProcess,
         1,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
