@@ -10,3 +10,4 @@ mod limits;
 mod observability;
 mod parity;
 mod swap;
+mod toolchains;
