@@ -15,7 +15,9 @@ agree with each other and with the image:
     updates) over the image's handler folder; the cache folder is a writable emptyDir;
   - the handlers' memory budget (WASMLET_MAX_TOTAL_MEMORY) is set and under the memory limit;
   - the securityContext is restrictive, requests and limits are set, the rollout never drops
-    below 3 ready replicas, and the PDB leaves room for a drain.
+    below 3 ready replicas, and the PDB leaves room for a drain;
+  - a NetworkPolicy selects the pods: the public port open to all, the admin port only to pods
+    labelled as the metrics scraper, no other port, no rule open to every port.
 
     k8s_check.py RENDERED.yaml [--dockerfile Dockerfile]     run the checks
     k8s_check.py --self-test RENDERED.yaml                   prove that each check can fail
@@ -38,6 +40,7 @@ HTTP_PORT = 5000
 HANDLERS_DIR = "/app/handlers"
 DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the host's documented default for --drain-timeout
 DEFAULT_CACHE_DIR = "/var/cache/wasmlet"
+SCRAPER_LABEL = ("wasmlet.dev/metrics-scraper", "true")  # documented in k8s/base/networkpolicy.yaml
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -249,7 +252,46 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     r.check("prometheus", ann.get("prometheus.io/scrape") == "true"
             and ann.get("prometheus.io/port") == str(admin) and ann.get("prometheus.io/path") == "/metrics",
             f"scrape annotations point at :{ann.get('prometheus.io/port')}{ann.get('prometheus.io/path')}")
+
+    check_network_policy(r, docs, labels, ports, http, probe_ports[0] if probe_ports else None)
     return r
+
+
+def check_network_policy(r: Report, docs: list[dict], labels: dict, ports: list[dict],
+                         http: dict | None, admin: dict | None) -> None:
+    """The NetworkPolicy admits the public port from anywhere and the admin port from the
+    scraper only. (Kubelet probes come from the node, which most CNIs do not filter.)"""
+    policies = [p for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), labels)]
+    r.check("network-policy", len(policies) == 1
+            and "Ingress" in policies[0]["spec"].get("policyTypes", []),
+            f"{len(policies)} NetworkPolicy with Ingress rules selects the pods {labels}")
+    if len(policies) != 1:
+        return
+    rules = policies[0]["spec"].get("ingress", [])
+    public, scraper, other = [], [], []
+    for rule in rules:
+        targets = [resolve_port(p.get("port"), ports) for p in rule.get("ports", [])]
+        peers = rule.get("from", [])
+        # No `ports`: every port; no `from`: every source.
+        if not rule.get("ports") or None in targets:
+            other.append(f"rule on ports {rule.get('ports')} (all ports, or one the pod lacks)")
+            continue
+        only_scraper = bool(peers) and all(
+            p.get("podSelector", {}).get("matchLabels", {}).get(SCRAPER_LABEL[0]) == SCRAPER_LABEL[1]
+            and "ipBlock" not in p for p in peers)
+        for t in targets:
+            if t is http and not peers:
+                public.append(t)
+            elif t is admin and only_scraper:
+                scraper.append(t)
+            else:
+                other.append(f"port {t['containerPort']} from {peers or 'anywhere'}")
+    r.check("network-policy-public", len(public) == 1,
+            f"the public port {http['containerPort'] if http else None} is open to all "
+            f"({len(public)} rule)")
+    r.check("network-policy-admin", len(scraper) == 1 and not other,
+            f"the admin port {admin['containerPort'] if admin else None} only from pods labelled "
+            f"{SCRAPER_LABEL[0]}={SCRAPER_LABEL[1]}; nothing else admitted: {other or 'ok'}")
 
 
 # Each mutation breaks one thing; the check named with it must then fail.
@@ -263,6 +305,10 @@ def _ctr(docs):
 
 def _svc(docs):
     return find(docs, "Service", NAME)[0]
+
+
+def _netpol(docs):
+    return find(docs, "NetworkPolicy", NAME)[0]["spec"]
 
 
 MUTATIONS = [
@@ -308,6 +354,18 @@ MUTATIONS = [
      lambda d: _dep(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     ("PDB blocks every drain", "pdb-allows-drain",
      lambda d: find(d, "PodDisruptionBudget")[0]["spec"].update(minAvailable=3)),
+    ("NetworkPolicy selects another app", "network-policy",
+     lambda d: _netpol(d)["podSelector"]["matchLabels"].update(app="other")),
+    ("NetworkPolicy without Ingress", "network-policy",
+     lambda d: _netpol(d).update(policyTypes=["Egress"])),
+    ("public rule names a port the pod lacks", "network-policy-public",
+     lambda d: _netpol(d)["ingress"][0]["ports"][0].update(port="web")),
+    ("admin port open to everyone", "network-policy-admin",
+     lambda d: _netpol(d)["ingress"][1].pop("from")),
+    ("admin port open to any pod", "network-policy-admin",
+     lambda d: _netpol(d)["ingress"][1]["from"][0]["podSelector"].update(matchLabels={})),
+    ("a rule admitting every port", "network-policy-admin",
+     lambda d: _netpol(d)["ingress"].append({"from": [{"namespaceSelector": {}}]})),
 ]
 
 

@@ -5,49 +5,78 @@
 //! - `GET /readyz`: 200 only when every route is loaded and the host is not draining.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /handlers`: JSON, per route: component, digest, generation, loaded_at, last_error.
-//! - `POST /reload`: reloads from disk and answers with the outcome.
+//! - `POST /reload`: reloads from disk and answers with the outcome; needs
+//!   the header [`RELOAD_HEADER`], so a cross-site form or fetch cannot.
+//!
+//! Every request must name an IP address, `localhost` or a host listed in
+//! --admin-allowed-hosts (421 otherwise), so DNS rebinding cannot read it.
 
 use crate::app::App;
+use crate::config::NetLimits;
+use crate::connection::{Connections, Policy};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
-/// Serves the admin endpoints until `stop` resolves.
-pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Output = ()>) {
+/// Connections the admin port serves at once: probes, a scraper and an
+/// operator need a handful; past it new ones wait in the accept backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The header `POST /reload` needs. A browser sends a custom header only
+/// after a CORS preflight, which this port never grants, so a web page on
+/// another site cannot trigger a reload.
+pub const RELOAD_HEADER: &str = "x-wasmlet-reload";
+
+/// Serves the admin endpoints until `stop` resolves, with the same
+/// connection set-up as the public port and [`MAX_CONNECTIONS`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    net: &NetLimits,
+    stop: impl Future<Output = ()>,
+) {
+    let connections = Connections::new(Policy {
+        port: "admin",
+        max_connections: MAX_CONNECTIONS,
+        header_read_timeout: app.limits.header_read_timeout,
+        write_timeout: net.write_timeout,
+        max_header_size: app.limits.max_header_size,
+    });
+    let hosts: Arc<AllowedHosts> = Arc::new(AllowedHosts::new(&net.admin_allowed_hosts));
     tokio::pin!(stop);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
+        let (stream, permit) = tokio::select! {
+            accepted = connections.accept(&listener) => accepted,
             () = &mut stop => return,
         };
-        let app = app.clone();
+        let (app, hosts) = (app.clone(), hosts.clone());
+        let service = service_fn(move |request| route(app.clone(), hosts.clone(), request));
+        let connection = connections.serve(stream, service);
         tokio::spawn(async move {
-            let service = service_fn(move |request| route(app.clone(), request));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _permit = permit;
+            let _ = connection.await;
         });
     }
 }
 
 async fn route(
     app: Arc<App>,
+    hosts: Arc<AllowedHosts>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !hosts.allows(request_host(&request)) {
+        return Ok(text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "admin: Host must be an IP address, localhost, or a name in --admin-allowed-hosts\n",
+        ));
+    }
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(&app),
@@ -62,6 +91,10 @@ async fn route(
             response
         }
         (&Method::GET, "/handlers") => json(StatusCode::OK, &app.registry.describe()),
+        (&Method::POST, "/reload") if !request.headers().contains_key(RELOAD_HEADER) => text(
+            StatusCode::FORBIDDEN,
+            "POST /reload needs the header `x-wasmlet-reload: 1`\n",
+        ),
         (&Method::POST, "/reload") => match app.reloader.reload("admin").await {
             Ok(report) => json(StatusCode::OK, &report),
             Err(e) => json(
@@ -74,6 +107,60 @@ async fn route(
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// The host a request names: the authority of an absolute-form target,
+/// otherwise the `Host` header.
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request.headers().get(header::HOST)?.to_str().ok(),
+    }
+}
+
+/// The `Host` values the admin port answers, against DNS rebinding: a
+/// page that rebinds its own name to this address still sends that name.
+struct AllowedHosts {
+    /// Lowercase, without a trailing dot.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    fn new(names: &[String]) -> AllowedHosts {
+        AllowedHosts {
+            names: names.iter().map(|n| canonical(n)).collect(),
+        }
+    }
+
+    /// An IP literal, `localhost`, or a listed name, each with an optional port.
+    fn allows(&self, host: Option<&str>) -> bool {
+        let Some(name) = host.and_then(strip_port) else {
+            return false;
+        };
+        if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            return v6.parse::<Ipv6Addr>().is_ok();
+        }
+        if name.parse::<IpAddr>().is_ok() {
+            return true;
+        }
+        let name = canonical(name);
+        name == "localhost" || self.names.contains(&name)
+    }
+}
+
+fn canonical(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `host[:port]` or `[v6][:port]` without the port; `None` if malformed.
+fn strip_port(host: &str) -> Option<&str> {
+    let (name, port) = match host.rfind(':') {
+        // A bracketed v6 literal without a port has colons only inside.
+        Some(i) if !host[i..].contains(']') => (&host[..i], Some(&host[i + 1..])),
+        _ => (host, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (port_ok && !name.is_empty()).then_some(name)
 }
 
 fn readyz(app: &App) -> Response<Full<Bytes>> {
@@ -114,4 +201,43 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_ip_literals_localhost_or_listed() {
+        let hosts = AllowedHosts::new(&["Admin.Internal.".to_string()]);
+        for ok in [
+            "127.0.0.1",
+            "10.4.0.7:9090",
+            "[::1]",
+            "[::1]:9090",
+            "[fe80::1]:80",
+            "localhost",
+            "LOCALHOST:9090",
+            "localhost.",
+            "admin.internal",
+            "admin.internal:9090",
+        ] {
+            assert!(hosts.allows(Some(ok)), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:9090",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "[evil]:80",
+            "127.0.0.1:",
+            "127.0.0.1:x",
+            ":9090",
+            "",
+        ] {
+            assert!(!hosts.allows(Some(refused)), "{refused}");
+        }
+        assert!(!hosts.allows(None));
+    }
 }

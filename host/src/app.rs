@@ -144,9 +144,14 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     });
 
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(admin, app.clone(), async {
-        let _ = admin_stopped.await;
-    }));
+    let net = args.net.clone();
+    let admin_app = app.clone();
+    let admin_task = tokio::spawn(async move {
+        admin::serve(admin, admin_app, &net, async {
+            let _ = admin_stopped.await;
+        })
+        .await
+    });
 
     let draining_app = app.clone();
     let shutdown = async move {
@@ -154,7 +159,15 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         draining_app.draining.store(true, Ordering::Relaxed);
         tracing::info!(signal = name, "shutting down: readiness is now 503");
     };
-    server::serve(public, app.clone(), workers, shutdown, args.drain_timeout).await;
+    server::serve(
+        public,
+        app.clone(),
+        &args.net,
+        workers,
+        shutdown,
+        args.drain_timeout,
+    )
+    .await;
 
     let _ = admin_stop.send(());
     let _ = admin_task.await;

@@ -71,7 +71,59 @@ pub struct ServeArgs {
     pub limits: Limits,
 
     #[command(flatten)]
+    pub net: NetLimits,
+
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// What a client connection may hold, and whom the admin port answers
+/// (see the `connection` and `admin` modules).
+#[derive(Debug, Clone, Args)]
+pub struct NetLimits {
+    /// How long writes to a client may make no progress (a client that
+    /// stops reading its responses) before its connection is closed, on
+    /// both ports. Also each connection's TCP_USER_TIMEOUT, which bounds
+    /// unacknowledged bytes the kernel still holds.
+    #[arg(long, env = "WASMLET_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_nonzero_duration)]
+    pub write_timeout: Duration,
+
+    /// Slowest request body accepted, in bytes per second: after a 5 s
+    /// grace, the time the host spends waiting for body bytes may not
+    /// exceed what this rate allows for the bytes received. Slower: 408,
+    /// and the request's slot is freed. `0` turns the check off.
+    #[arg(long, env = "WASMLET_MIN_BODY_RATE", default_value = "16KiB", value_parser = crate::limits::parse_bytes)]
+    pub min_body_rate: u64,
+
+    /// Host names the admin port answers to, besides IP addresses and
+    /// `localhost` (comma-separated). Any other `Host` gets 421, so a web
+    /// page cannot reach the admin port through DNS rebinding.
+    #[arg(
+        long,
+        env = "WASMLET_ADMIN_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub admin_allowed_hosts: Vec<String>,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            write_timeout: Duration::from_secs(30),
+            min_body_rate: 16 << 10,
+            admin_allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// A duration above zero: a zero timeout would close every connection.
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -120,5 +172,35 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(args.admin_listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(args.drain_timeout, Duration::from_secs(25));
+        assert_eq!(args.net.write_timeout, NetLimits::default().write_timeout);
+        assert_eq!(args.net.min_body_rate, NetLimits::default().min_body_rate);
+        assert!(args.net.admin_allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn net_limits_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmlet",
+            "serve",
+            "x.wasm",
+            "--write-timeout",
+            "2s",
+            "--min-body-rate",
+            "0",
+            "--admin-allowed-hosts",
+            "admin.internal,Wasmlet.Example",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.net.write_timeout, Duration::from_secs(2));
+        assert_eq!(args.net.min_body_rate, 0);
+        assert_eq!(
+            args.net.admin_allowed_hosts,
+            ["admin.internal", "Wasmlet.Example"]
+        );
+        let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--write-timeout", "0s"]);
+        assert!(zero.is_err());
     }
 }

@@ -13,7 +13,8 @@
 //! | wall-clock limit hit                              | 504                    |
 //! | returned without setting a response               | 500                    |
 //! | request body over the limit                       | 413                    |
-//! | fault after the response head was sent            | the body is cut        |
+//! | request body slower than --min-body-rate          | 408                    |
+//! | any of these after the response head was sent     | the body is cut        |
 //!
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
@@ -32,8 +33,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -45,12 +47,19 @@ use crate::sandbox::HostState;
 /// no memory budget left).
 const RETRY_AFTER_SECONDS: &str = "1";
 
+/// Time a client may spend on a request body before --min-body-rate
+/// applies: covers a connection's slow start and a client's pause between
+/// head and body, and is short against the 20 s default request timeout.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
 /// Per-request flags shared by the request side, the guest task and the
 /// response body.
 #[derive(Default)]
 struct Flags {
     /// The request body went past the route's limit.
     too_large: AtomicBool,
+    /// The request body arrived slower than --min-body-rate.
+    too_slow: AtomicBool,
     /// The guest faulted; set before its store (and so the response body
     /// stream) is dropped, so a body that ends after it is cut, not finished.
     faulted: AtomicBool,
@@ -67,6 +76,29 @@ pub enum Fault {
     Memory(MemoryLimit),
     /// The guest returned without setting a response.
     NoResponse,
+}
+
+impl Flags {
+    /// The host's answer when the request body was refused, if it was.
+    fn body_refusal(&self, limit: u64, min_rate: u64) -> Option<Response<ResponseBody>> {
+        if self.too_large.load(Ordering::Acquire) {
+            Some(body_too_large(limit))
+        } else if self.too_slow.load(Ordering::Acquire) {
+            Some(host_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("request body arrived slower than {min_rate} bytes/s\n"),
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the response body must be cut rather than ended.
+    fn cut(&self) -> bool {
+        self.faulted.load(Ordering::Acquire)
+            || self.too_large.load(Ordering::Acquire)
+            || self.too_slow.load(Ordering::Acquire)
+    }
 }
 
 impl Fault {
@@ -140,7 +172,8 @@ impl Drop for InFlight {
     }
 }
 
-/// Runs `request` on `handler` in a fresh instance.
+/// Runs `request` on `handler` in a fresh instance. `min_body_rate` is
+/// --min-body-rate in bytes per second (0: no minimum).
 pub async fn invoke(
     handler: Arc<Handler>,
     request: Request<Incoming>,
@@ -148,6 +181,7 @@ pub async fn invoke(
     in_flight: InFlight,
     cpu_share: &CpuShare,
     memory_budget: Option<&MemoryBudget>,
+    min_body_rate: u64,
 ) -> Response<ResponseBody> {
     let limits = handler.limits;
     if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
@@ -160,6 +194,7 @@ pub async fn invoke(
         limit: limits.max_body_size,
         flags: flags.clone(),
         counter: handler.metrics.body_in.clone(),
+        pace: BodyPace::new(min_body_rate),
     });
 
     let engine = handler.component.pre.engine();
@@ -213,11 +248,12 @@ pub async fn invoke(
 
     // No timer here: the guest task enforces the deadline, and a guest
     // that ends without answering drops the sender.
+    let refusal = |flags: &Flags| flags.body_refusal(limits.max_body_size, min_body_rate);
     match receiver.await {
-        Ok(Ok(response)) if !flags.too_large.load(Ordering::Acquire) => {
-            response.map(|body| ResponseBody::from_guest(body, flags))
-        }
-        Ok(Ok(_)) => body_too_large(limits.max_body_size),
+        Ok(Ok(response)) => match refusal(&flags) {
+            None => response.map(|body| ResponseBody::from_guest(body, flags)),
+            Some(refused) => refused,
+        },
         Ok(Err(code)) => {
             tracing::warn!(route = %handler.label, digest = %handler.component.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
             host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
@@ -234,11 +270,9 @@ pub async fn invoke(
                 }
                 Err(join) => Fault::Trap(format!("guest task failed: {join}")),
             };
-            if flags.too_large.load(Ordering::Acquire) {
-                body_too_large(limits.max_body_size)
-            } else {
+            refusal(&flags).unwrap_or_else(|| {
                 host_response(fault.status(), &format!("{}\n", fault_text(&fault)))
-            }
+            })
         }
     }
 }
@@ -408,13 +442,73 @@ pub fn host_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
 }
 
 /// The request body as the guest reads it: counted, and cut off with an
-/// error past the route's limit (whatever `content-length` claimed).
+/// error past the route's limit (whatever `content-length` claimed) or
+/// when the client sends it too slowly.
 struct GuardedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
     flags: Arc<Flags>,
     counter: Counter,
+    pace: BodyPace,
+}
+
+/// The client's pace on a request body: the time the host has spent
+/// waiting for body bytes, against what the minimum rate allows for the
+/// bytes received so far (after [`BODY_RATE_GRACE`]). Only waiting counts,
+/// so a guest that reads slowly never makes its client look slow.
+struct BodyPace {
+    /// Bytes per second; 0: no minimum.
+    min_rate: u64,
+    received: u64,
+    waited: Duration,
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl BodyPace {
+    fn new(min_rate: u64) -> BodyPace {
+        BodyPace {
+            min_rate,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    /// The waiting time allowed for the bytes received so far.
+    fn allowed(&self) -> Duration {
+        let secs = self.received as f64 / self.min_rate as f64;
+        BODY_RATE_GRACE.saturating_add(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+    }
+
+    /// Called while the client has sent nothing new: ready once it has
+    /// taken longer than the rate allows.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.min_rate == 0 {
+            return Poll::Pending;
+        }
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let Some(deadline) = since.checked_add(self.allowed().saturating_sub(self.waited)) else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    /// Called when the client sent something (`len` body bytes).
+    fn arrived(&mut self, len: u64) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
+        self.received += len;
+    }
 }
 
 impl Body for GuardedBody {
@@ -425,11 +519,19 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            ready!(self.pace.poll_waiting(cx));
+            self.flags.too_slow.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             None => return Poll::Ready(None),
         };
+        self.pace
+            .arrived(frame.data_ref().map_or(0, |data| data.len() as u64));
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
@@ -480,6 +582,12 @@ impl ResponseBody {
         }
     }
 
+    /// Whether the host made this response itself (a guest may answer
+    /// with the same statuses for its own reasons).
+    pub fn is_from_host(&self) -> bool {
+        self.guest.is_none()
+    }
+
     /// Counts the bytes sent into `counter`.
     pub fn count_into(mut self, counter: Counter) -> ResponseBody {
         self.counter = Some(counter);
@@ -502,11 +610,8 @@ impl Body for ResponseBody {
                     counter.inc_by(data.len() as u64);
                 }
             }
-            None if self
-                .guest
-                .as_ref()
-                .is_some_and(|f| f.faulted.load(Ordering::Acquire)) =>
-            {
+            // A fault, or a request body refused, after the head went out.
+            None if self.guest.as_ref().is_some_and(|f| f.cut()) => {
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
             }
             _ => {}

@@ -20,7 +20,8 @@
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
-//! - [`server`]: the public HTTP listener, connection limits and graceful drain.
+//! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
+//! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`workers`]: the per-CPU request threads connections are spread over.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
 //! - [`metrics`]: Prometheus metrics.
@@ -36,6 +37,7 @@ pub mod cgroup;
 pub mod compiler;
 pub mod component;
 pub mod config;
+pub mod connection;
 pub mod engine;
 pub mod footprint;
 pub mod heap;

@@ -243,3 +243,134 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
         assert!(e.contains("allowed_outbound_hosts"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A TOML basic string holding `text`.
+    fn quoted(text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// One `[[route]]` table: known keys with values drawn from valid and
+    /// broken ones, sometimes an unknown key.
+    fn size() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "1",
+                "64MiB",
+                "1KiB",
+                "0",
+                "-1",
+                "1e3",
+                "99999999999TiB"
+            ])
+            .prop_map(String::from),
+            ".*",
+        ]
+    }
+
+    fn route_table() -> impl Strategy<Value = String> {
+        let path = prop_oneof![
+            prop::sample::select(vec![
+                "/", "/...", "/a", "/a/...", "/a/.../b", "a", "/a*", ""
+            ])
+            .prop_map(String::from),
+            "/[a-z./%]{0,12}",
+            ".*",
+        ];
+        let duration = prop_oneof![
+            prop::sample::select(vec!["5s", "250ms", "0s", "soon", "1y"]).prop_map(String::from),
+            ".*",
+        ];
+        let outbound = prop_oneof![
+            prop::sample::select(vec![
+                "http://127.0.0.1:8080",
+                "https://*.example.com",
+                "http://[::1]",
+                "http://*:*",
+                "ftp://x",
+                "",
+            ])
+            .prop_map(String::from),
+            ".*",
+        ];
+        (
+            path,
+            ".{0,8}",
+            prop::option::of(duration),
+            prop::option::of(size()),
+            prop::option::of(size()),
+            prop::collection::vec(outbound, 0..3),
+            prop::option::of("[a-z_]{1,8}"),
+        )
+            .prop_map(
+                |(path, component, timeout, memory, body, outbound, unknown)| {
+                    let mut table = format!(
+                        "[[route]]\npath = {}\ncomponent = {}\n",
+                        quoted(&path),
+                        quoted(&component)
+                    );
+                    for (key, value) in [
+                        ("timeout", timeout),
+                        ("max_memory", memory),
+                        ("max_body_size", body),
+                    ] {
+                        if let Some(value) = value {
+                            table.push_str(&format!("{key} = {}\n", quoted(&value)));
+                        }
+                    }
+                    let rules: Vec<String> = outbound.iter().map(|r| quoted(r)).collect();
+                    table.push_str(&format!(
+                        "allowed_outbound_hosts = [{}]\n",
+                        rules.join(", ")
+                    ));
+                    if let Some(key) = unknown {
+                        table.push_str(&format!("{key} = 1\n"));
+                    }
+                    table
+                },
+            )
+    }
+
+    proptest! {
+        /// Any text: a manifest or an error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".*") {
+            let _ = Manifest::parse(&text, Path::new("/srv"));
+        }
+
+        /// Manifests that are close to valid: either every route parses, in
+        /// order, with a router that accepts them all, or the error names
+        /// a line.
+        #[test]
+        fn near_valid_manifests_parse_or_name_a_line(tables in prop::collection::vec(route_table(), 1..4)) {
+            let text = tables.concat();
+            match Manifest::parse(&text, Path::new("/srv")) {
+                Ok(manifest) => {
+                    prop_assert_eq!(manifest.routes.len(), tables.len());
+                    let router = Router::new(manifest.routes.iter().map(|r| (r.pattern.clone(), ())));
+                    prop_assert!(router.is_ok());
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    prop_assert!(e.contains("line ") || e.contains("duplicate route"), "{}", e);
+                }
+            }
+        }
+    }
+}

@@ -152,7 +152,7 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         host.register(
             "requests_rejected",
-            "Requests refused before reaching a handler, by reason (overloaded, body_too_large)",
+            "Requests refused by the host, by reason (overloaded, body_too_large, body_too_slow, bad_path)",
             rejected.clone(),
         );
         let faults = Family::<FaultLabels, Counter>::default();

@@ -5,6 +5,11 @@
 //! `/...` matches every path). The most specific match wins: a longer base
 //! beats a shorter one, and an exact pattern beats a wildcard with the same
 //! base. The router is built once per routing table, never per request.
+//!
+//! Paths are routed as they arrive, not normalised: a request path with a
+//! dot segment (`.` or `..`, plain or %-encoded) or an encoded slash
+//! (`%2f`) is refused by [`check_path`] before routing, so no path can mean
+//! one route here and another to a proxy in front that resolves them.
 
 use std::fmt;
 
@@ -70,6 +75,50 @@ impl fmt::Display for Pattern {
             Pattern::Prefix(p) => write!(f, "{p}{WILDCARD}"),
         }
     }
+}
+
+/// Why a request path is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path has a `.` or `..` segment (plain or %-encoded); send it resolved")]
+    DotSegment,
+    #[error("path has an encoded slash (`%2f`)")]
+    EncodedSlash,
+}
+
+/// Refuses a path with a dot segment, `%2e` counted as `.`, or with an
+/// encoded slash: the forms a proxy or a guest might resolve differently.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    // The dots the current segment has consisted of so far; `None` once it
+    // holds anything else (or more than two dots).
+    let mut dots = Some(0u8);
+    let mut i = 0;
+    while i <= bytes.len() {
+        let (byte, width) = match bytes.get(i) {
+            // The end of the path closes the last segment.
+            None => (b'/', 1),
+            Some(b'%') => match bytes.get(i + 1..i + 3).and_then(hex_byte) {
+                Some(b'/') => return Err(PathError::EncodedSlash),
+                Some(decoded) => (decoded, 3),
+                None => (b'%', 1),
+            },
+            Some(&byte) => (byte, 1),
+        };
+        match byte {
+            b'/' if matches!(dots, Some(1 | 2)) => return Err(PathError::DotSegment),
+            b'/' => dots = Some(0),
+            b'.' => dots = dots.filter(|&n| n < 2).map(|n| n + 1),
+            _ => dots = None,
+        }
+        i += width;
+    }
+    Ok(())
+}
+
+fn hex_byte(hex: &[u8]) -> Option<u8> {
+    let hex = std::str::from_utf8(hex).ok()?;
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// Routes ordered from most to least specific.
@@ -167,6 +216,41 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_refused_in_every_form() {
+        for path in [
+            "/admin/../public/x",
+            "/admin/%2e%2e/public/x",
+            "/admin/%2E%2e/public",
+            "/admin/.%2e/public",
+            "/a/./b",
+            "/a/%2e/b",
+            "/..",
+            "/.",
+            "/a/..",
+        ] {
+            assert_eq!(check_path(path), Err(PathError::DotSegment), "{path}");
+        }
+        for path in ["/admin%2f..%2fpublic", "/admin%2F%2E%2E%2Fpublic", "/a%2fb"] {
+            assert_eq!(check_path(path), Err(PathError::EncodedSlash), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b",
+            "/a/.../b",
+            "/a/..b",
+            "/a/.b/",
+            "/a/b.",
+            "/%2",
+            "/%zz/..x",
+            "/a//b",
+            "/%2e%2e%2e",
+            "",
+        ] {
+            assert_eq!(check_path(path), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
     fn duplicates_are_reported() {
         let err = Router::new([
             (Pattern::parse("/a/...").unwrap(), 1),
@@ -175,5 +259,96 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err, "duplicate route `/a/...`");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `%2e` and `%2f` decoded.
+    fn decode(path: &str) -> String {
+        path.replace("%2e", ".")
+            .replace("%2E", ".")
+            .replace("%2f", "/")
+            .replace("%2F", "/")
+    }
+
+    /// RFC 3986 `remove_dot_segments` after [`decode`]: the path a
+    /// normalising proxy would see.
+    fn normalise(path: &str) -> String {
+        let decoded = decode(path);
+        let mut out: Vec<&str> = Vec::new();
+        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match *segment {
+                "." if last => out.push(""),
+                "." => {}
+                ".." => {
+                    out.pop();
+                    if last {
+                        out.push("");
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    fn segment() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "", "a", "b", "api", "admin", "public", ".", "..", "%2e", "%2E%2e", ".%2e", "...",
+            "a.b", "..a", "%2f", "%41", "%", "%2",
+        ])
+    }
+
+    fn request_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 0..6).prop_map(|s| format!("/{}", s.join("/")))
+    }
+
+    fn route_table() -> impl Strategy<Value = Vec<&'static str>> {
+        prop::sample::subsequence(
+            vec![
+                "/...",
+                "/",
+                "/a",
+                "/a/...",
+                "/a/b",
+                "/a/b/...",
+                "/admin/...",
+                "/public/...",
+                "/api",
+                "/api/...",
+            ],
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn nothing_panics(text in ".*", path in ".*") {
+            let _ = check_path(&path);
+            if let Ok(pattern) = Pattern::parse(&text) {
+                let _ = pattern.matches(&path);
+                let router = Router::new([(pattern, ())]).unwrap();
+                let _ = router.find(&path);
+            }
+        }
+
+        /// A path is routed only if normalising it would change nothing the
+        /// router looks at; so routing agrees with the normalised path.
+        #[test]
+        fn routing_agrees_with_the_normalised_path(table in route_table(), path in request_path()) {
+            let router = Router::new(table.iter().map(|p| (Pattern::parse(p).unwrap(), *p))).unwrap();
+            match check_path(&path) {
+                Ok(()) => prop_assert_eq!(router.find(&path), router.find(&normalise(&path))),
+                // Refused only where a proxy could see another path.
+                Err(PathError::DotSegment) => prop_assert_ne!(normalise(&path), decode(&path)),
+                Err(PathError::EncodedSlash) => prop_assert_ne!(decode(&path), path),
+            }
+        }
     }
 }

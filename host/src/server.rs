@@ -8,26 +8,22 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
+use crate::config::NetLimits;
+use crate::connection::{Connections, Policy};
 use crate::invoke::{self, InFlight, ResponseBody};
 use crate::metrics::NO_ROUTE;
+use crate::router;
 use crate::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-/// hyper's smallest allowed read buffer, which bounds the request head.
-const MIN_HEAD_BUFFER: usize = 8192;
-/// Pause after a failed accept (for example out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest `x-request-id` taken from a client.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -38,41 +34,27 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    net: &NetLimits,
     workers: Workers,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let limits = &app.limits;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(
-            usize::try_from(limits.max_header_size)
-                .unwrap_or(usize::MAX)
-                .max(MIN_HEAD_BUFFER),
-        )
-        .keep_alive(true);
-    let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let connections = Arc::new(Connections::new(Policy {
+        port: "public",
+        max_connections: app.limits.max_connections as usize,
+        header_read_timeout: app.limits.header_read_timeout,
+        write_timeout: net.write_timeout,
+        max_header_size: app.limits.max_header_size,
+    }));
+    let min_body_rate = net.min_body_rate;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        let (stream, permit) = tokio::select! {
+            accepted = connections.accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
         // Moved to a worker as a plain socket, registered there with that
         // worker's reactor.
         let stream = match stream.into_std() {
@@ -83,7 +65,7 @@ pub async fn serve(
             }
         };
         let app = app.clone();
-        let http = http.clone();
+        let connections = connections.clone();
         let watcher = graceful.watcher();
         workers.spawn(move || async move {
             let _permit = permit;
@@ -94,8 +76,8 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |request| handle(app.clone(), request));
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            let service = service_fn(move |request| handle(app.clone(), request, min_body_rate));
+            let connection = watcher.watch(connections.serve(stream, service));
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -123,18 +105,29 @@ pub async fn serve(
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
+    min_body_rate: u64,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = app.request_ids.take_or_make(&request);
     let method = request.method().clone();
     let path: Box<str> = request.uri().path().into();
 
-    let handler = app.registry.route(&path);
+    // A path with a dot segment or an encoded slash could mean one route
+    // here and another to a proxy in front: refused, never guessed at.
+    let checked = router::check_path(&path);
+    let handler = match checked {
+        Ok(()) => app.registry.route(&path),
+        Err(_) => None,
+    };
     // Borrowed from the handler this request holds: no per-request clones.
     let metrics = handler.as_ref().map_or(&app.no_route, |h| &h.metrics);
-    let mut response = match &handler {
-        None => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
-        Some(handler) => match app.admission.admit().await {
+    let mut response = match (&checked, &handler) {
+        (Err(e), _) => {
+            app.metrics.reject("bad_path");
+            invoke::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+        }
+        (Ok(()), None) => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
+        (Ok(()), Some(handler)) => match app.admission.admit().await {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
                 invoke::invoke(
@@ -144,6 +137,7 @@ async fn handle(
                     slot,
                     &app.cpu_share,
                     app.memory_budget.as_ref(),
+                    min_body_rate,
                 )
                 .await
             }
@@ -153,8 +147,13 @@ async fn handle(
             }
         },
     };
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        app.metrics.reject("body_too_large");
+    // Only the host's own refusals: a guest may answer 413 for its own reasons.
+    if response.body().is_from_host() {
+        match response.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => app.metrics.reject("body_too_large"),
+            StatusCode::REQUEST_TIMEOUT => app.metrics.reject("body_too_slow"),
+            _ => {}
+        }
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -22,11 +22,11 @@ async fn readyz_is_503_until_the_first_load_completes() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    tokio::spawn(wasmlet::admin::serve(
-        listener,
-        app.clone(),
-        std::future::pending(),
-    ));
+    let app_ = app.clone();
+    tokio::spawn(async move {
+        let net = wasmlet::config::NetLimits::default();
+        wasmlet::admin::serve(listener, app_, &net, std::future::pending()).await
+    });
 
     let r = get(admin, "/readyz").await;
     assert_eq!((r.status, r.text().as_str()), (503, "loading\n"));

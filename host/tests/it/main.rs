@@ -7,6 +7,7 @@ mod bad_input;
 mod foundation;
 mod inprocess;
 mod limits;
+mod net;
 mod observability;
 mod parity;
 mod swap;

@@ -206,7 +206,14 @@ async fn a_reload_to_a_component_that_does_not_fit_keeps_the_last_good_one() {
     assert_eq!(get(host.public, "/").await.text(), "Hello World!");
 
     copy(wasm::HELLO_PYTHON, &handler);
-    let reload = request(host.admin, "POST", "/reload", Bytes::new()).await;
+    let reload = request_with(
+        host.admin,
+        "POST",
+        "/reload",
+        &[("x-wasmlet-reload", "1")],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(reload.status, 422, "{}", reload.text());
     assert!(
         reload.text().contains("--max-core-instances-per-component"),
