@@ -5,12 +5,13 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::cache::CompileCache;
-use crate::config::ServeArgs;
+use crate::config::{LoadLimits, ServeArgs};
 use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use crate::outbound::OwnAddresses;
 use crate::registry::Registry;
-use crate::reload::{FileWatcher, Reloader, Source};
+use crate::reload::{FileWatcher, Reloader, ReloaderParts, Source};
 use crate::server::RequestIds;
 use crate::workers::Workers;
 use crate::{admin, server, shutdown};
@@ -38,6 +39,8 @@ pub struct App {
     /// Series for requests that match no route.
     pub no_route: RouteMetrics,
     pub request_ids: RequestIds,
+    /// The bound listeners, kept out of wildcard outbound rules' reach.
+    pub own_addresses: OwnAddresses,
 }
 
 impl App {
@@ -46,6 +49,7 @@ impl App {
     pub fn new(
         source: Source,
         limits: Limits,
+        load_limits: LoadLimits,
         cache_dir: Option<&std::path::Path>,
         wasmtime: Wasmtime,
         worker_threads: usize,
@@ -59,12 +63,18 @@ impl App {
             metrics.register_memory_budget(budget);
         }
         let metrics = Arc::new(metrics);
+        let own_addresses = OwnAddresses::default();
         let reloader = Arc::new(Reloader::new(
-            source,
-            wasmtime,
-            ticker.handle(),
-            cache,
-            limits.clone(),
+            ReloaderParts {
+                source,
+                wasmtime,
+                ticker: ticker.handle(),
+                cache,
+                limits: limits.clone(),
+                load_limits,
+                memory_budget: memory_budget.clone(),
+                own_addresses: own_addresses.clone(),
+            },
             registry.clone(),
             metrics.clone(),
         ));
@@ -80,6 +90,7 @@ impl App {
             limits,
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
+            own_addresses,
         };
         (Arc::new(app), ticker)
     }
@@ -111,6 +122,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (app, _ticker) = App::new(
         source,
         args.limits.clone(),
+        args.load.clone(),
         args.cache_dir.as_deref(),
         Wasmtime::new(&args.limits)?,
         worker_threads,
@@ -124,6 +136,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("failed to bind --admin-listen {}", args.admin_listen))?;
+    app.own_addresses
+        .set(&[public.local_addr()?, admin.local_addr()?]);
     tracing::info!(
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,

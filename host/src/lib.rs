@@ -13,7 +13,8 @@
 //! - [`engine`]: the one wasmtime `Engine`, `Linker` and epoch ticker.
 //! - [`cache`]: the on-disk cache of compiled components.
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
-//! - [`sandbox`]: what a guest is granted: environment, outbound hosts, stdio.
+//! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
+//! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound;
 pub mod registry;
 pub mod reload;
 pub mod router;

@@ -3,9 +3,10 @@
 use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
-use wasmlet::config::{CheckArgs, Cli, Command};
+use wasmlet::config::{CheckArgs, Cli, Command, LoadLimits};
 use wasmlet::engine::{EpochTicker, Wasmtime};
-use wasmlet::limits::Limits;
+use wasmlet::limits::{Limits, RequestLimits, RouteLimits};
+use wasmlet::sandbox::Grants;
 use wasmlet::{app, component, logging};
 
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
@@ -52,9 +53,17 @@ async fn check(args: CheckArgs) -> Result<()> {
     let Wasmtime { engine, linker } = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&engine);
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
-    let file = component::WasmFile::read(&args.component)?;
+    let file =
+        component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
     let loaded = component::compile(&engine, &linker, &cache, &file)?;
-    component::trial_instantiate(&loaded, limits.request_timeout, &ticker.handle()).await?;
+    component::trial_instantiate(
+        &loaded,
+        &Grants::none("(check)"),
+        &RequestLimits::resolve(&limits, &RouteLimits::default()),
+        None,
+        &ticker.handle(),
+    )
+    .await?;
     let (imports, exports) = component::interface(&engine, &loaded);
     println!(
         "ok: `{}` is a wasi:http component this host can serve",

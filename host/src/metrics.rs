@@ -4,6 +4,7 @@
 //! ([`RouteMetrics`]), so recording a request is a few atomic adds.
 
 use crate::limits::MemoryBudget;
+use crate::outbound::DeniedLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,7 +55,14 @@ pub struct CacheLabel {
 }
 
 /// The kinds of handler fault, as metric label values.
-pub const FAULT_KINDS: [&str; 5] = ["trap", "timeout", "memory", "memory_budget", "no_response"];
+pub const FAULT_KINDS: [&str; 6] = [
+    "trap",
+    "timeout",
+    "memory",
+    "memory_budget",
+    "no_response",
+    "pool",
+];
 
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
@@ -73,6 +81,7 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
+    pub outbound_denied: Family<DeniedLabels, Counter>,
     resident_memory: Gauge,
     open_fds: Gauge,
 }
@@ -155,7 +164,7 @@ impl Metrics {
         let faults = Family::<FaultLabels, Counter>::default();
         host.register(
             "handler_faults",
-            "Requests whose handler trapped, timed out, ran out of memory or never responded",
+            "Requests whose handler trapped, timed out, ran out of memory, never responded or found no pool slot",
             faults.clone(),
         );
         let body_in = Family::<RouteLabel, Counter>::default();
@@ -193,6 +202,13 @@ impl Metrics {
             compile_seconds.clone(),
         );
 
+        let outbound_denied = Family::<DeniedLabels, Counter>::default();
+        host.register(
+            "outbound_denied",
+            "Outbound requests from guests refused, by route and reason (host: no rule matches; address: the name resolved to an address only a rule naming it may reach)",
+            outbound_denied.clone(),
+        );
+
         Metrics {
             registry,
             requests,
@@ -205,6 +221,7 @@ impl Metrics {
             reloads,
             handler_info,
             compile_seconds,
+            outbound_denied,
             resident_memory,
             open_fds,
         }
