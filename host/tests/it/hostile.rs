@@ -116,12 +116,14 @@ async fn a_guest_hoarding_header_maps_gets_500_and_the_host_stays_small() {
     let host = Wasmlet::serve(&[wasm::HEADER_HOARD, "--max-memory", "64MiB"]);
     assert_eq!(get(host.public, "/?n=4").await.text(), "kept 4");
     let before = status_kib(host.pid(), "VmRSS");
-    // 6,400 maps of 32 KiB: 200 MiB of host heap if nothing stops it.
-    let r = get(host.public, "/?n=6400&kib=32").await;
+    // 12,800 maps of 32 KiB: 400 MiB of host heap if nothing stops it.
+    // Checked at each epoch tick, the 64 MiB limit is overshot by what the
+    // guest copies between two ticks (about 10 MiB here), hence the margin.
+    let r = get(host.public, "/?n=12800&kib=32").await;
     assert_eq!(r.status, 500, "{}", r.text());
     let peak = status_kib(host.pid(), "VmHWM");
     assert!(
-        peak < before + (100 << 10),
+        peak < before + (150 << 10),
         "the host grew from {before} KiB to a peak of {peak} KiB"
     );
     let line = host
