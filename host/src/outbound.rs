@@ -524,4 +524,13 @@ mod tests {
         let named = rule("http://10.0.0.5:5000");
         assert!(grant.pick(&[&named], &[addr("10.0.0.5:5000")]).is_ok());
     }
+
+    #[test]
+    fn a_listener_on_all_interfaces_stands_for_each_of_their_addresses() {
+        let own = OwnAddresses::default();
+        own.set(&[addr("0.0.0.0:5000")]);
+        // The loopback interface is always there.
+        assert!(own.contains(addr("127.0.0.1:5000")));
+        assert!(!own.contains(addr("127.0.0.1:5001")));
+    }
 }
