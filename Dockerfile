@@ -61,13 +61,15 @@ LABEL org.opencontainers.image.title="wasmlet" \
 COPY --from=builder /out/ /
 # The compiled-component cache. The root filesystem may be read-only (Kubernetes mounts an
 # emptyDir here, `docker run` a --tmpfs); without a writable cache the host still runs, it just
-# compiles at every start.
+# compiles at every start. The host uses a folder of its own inside it (created private to its
+# user), because an emptyDir or a --tmpfs mount point is writable by others, and a cache others can
+# write to is disabled (its entries are native code the host runs).
 RUN mkdir -p /var/cache/wasmlet && chown 65532:65532 /var/cache/wasmlet
 WORKDIR /app
 ENV WASMLET_LISTEN=0.0.0.0:5000 \
     WASMLET_ADMIN_LISTEN=0.0.0.0:9090 \
     WASMLET_LOG_FORMAT=json \
-    WASMLET_CACHE_DIR=/var/cache/wasmlet
+    WASMLET_CACHE_DIR=/var/cache/wasmlet/components
 # Numeric, so Kubernetes' runAsNonRoot can verify it (65532 is distroless' "nonroot").
 USER 65532:65532
 # 5000: the handlers (the seed's port). 9090: admin (/healthz, /readyz, /metrics, /handlers).

@@ -39,7 +39,7 @@ SERVICE_PORT = 80
 HTTP_PORT = 5000
 HANDLERS_DIR = "/app/handlers"
 DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the host's documented default for --drain-timeout
-DEFAULT_CACHE_DIR = "/var/cache/wasmlet"
+DEFAULT_CACHE_DIR = "/var/cache/wasmlet/components"
 SCRAPER_LABEL = ("wasmlet.dev/metrics-scraper", "true")  # documented in k8s/base/networkpolicy.yaml
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -216,9 +216,11 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
         keys = set(cms[0].get("data", {})) | set(cms[0].get("binaryData", {}))
         r.check("handlers-files", {"wasmlet.toml", "hello.wasm"} <= keys, f"ConfigMap keys {sorted(keys)}")
     cache_dir = env.get("WASMLET_CACHE_DIR") or image_env.get("WASMLET_CACHE_DIR") or DEFAULT_CACHE_DIR
-    cm = mounts.get(cache_dir)
+    # The cache is a folder the host creates inside the emptyDir (or is its mount point).
+    cm = next((m for path, m in mounts.items()
+               if cache_dir == path or cache_dir.startswith(path.rstrip("/") + "/")), None)
     r.check("cache-volume", cm is not None and "emptyDir" in volumes.get(cm["name"], {}),
-            f"{cache_dir} is an emptyDir (writable under a read-only root)")
+            f"{cache_dir} is in an emptyDir (writable under a read-only root)")
 
     # Security and resources.
     psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})

@@ -12,8 +12,8 @@
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmlet::sandbox::{Grants, HostState};
-use wasmtime::Store;
+use wasmlet::limits::{RequestLimits, RouteLimits};
+use wasmlet::sandbox::{self, Grants};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -34,26 +34,22 @@ async fn main() -> anyhow::Result<()> {
     let engine = wasmlet::engine::build(&limits)?;
     let linker = wasmlet::engine::linker(&engine)?;
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
-    let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path))?;
+    let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path), u64::MAX)?;
     let per_component = wasmlet::engine::PerComponent::for_limits(&limits);
     let loaded = wasmlet::component::compile(&engine, &linker, &per_component, &cache, &file)?;
     let grants = Grants {
-        route: "/".into(),
-        env: Vec::new(),
-        outbound: Arc::new([]),
         log_output: true,
+        ..Grants::none("/")
     };
+    let request_limits = RequestLimits::resolve(&limits, &RouteLimits::default());
     let request_id: Arc<str> = Arc::from("guest-path");
 
     let mut phases = [Duration::ZERO; PHASES.len()];
     let started = Instant::now();
     for _ in 0..requests {
         let mut marks = [Instant::now(); PHASES.len() + 1];
-        let mut store = Store::new(
-            &engine,
-            HostState::new(&grants, limits.max_memory, None, request_id.clone()),
-        );
-        store.limiter(|state| &mut state.limiter);
+        let mut store =
+            sandbox::new_store(&engine, &grants, &request_limits, None, request_id.clone());
         store.set_epoch_deadline(u64::MAX / 2);
         marks[1] = Instant::now();
 

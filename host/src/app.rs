@@ -6,12 +6,13 @@
 
 use crate::cache::CompileCache;
 use crate::compiler::Compiler;
-use crate::config::ServeArgs;
+use crate::config::{LoadLimits, ServeArgs};
 use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use crate::outbound::OwnAddresses;
 use crate::registry::Registry;
-use crate::reload::{FileWatcher, Reloader, Source};
+use crate::reload::{FileWatcher, Reloader, ReloaderParts, Source};
 use crate::server::RequestIds;
 use crate::workers::Workers;
 use crate::{admin, server, shutdown};
@@ -39,6 +40,8 @@ pub struct App {
     /// Series for requests that match no route.
     pub no_route: RouteMetrics,
     pub request_ids: RequestIds,
+    /// The bound listeners, kept out of wildcard outbound rules' reach.
+    pub own_addresses: OwnAddresses,
 }
 
 impl App {
@@ -47,6 +50,7 @@ impl App {
     pub fn new(
         source: Source,
         limits: Limits,
+        load_limits: LoadLimits,
         cache_dir: Option<&std::path::Path>,
         wasmtime: Wasmtime,
         compiler: Compiler,
@@ -61,12 +65,18 @@ impl App {
             metrics.register_memory_budget(budget);
         }
         let metrics = Arc::new(metrics);
+        let own_addresses = OwnAddresses::default();
         let reloader = Arc::new(Reloader::new(
-            source,
-            wasmtime,
-            ticker.handle(),
-            cache,
-            limits.clone(),
+            ReloaderParts {
+                source,
+                wasmtime,
+                ticker: ticker.handle(),
+                cache,
+                limits: limits.clone(),
+                load_limits,
+                memory_budget: memory_budget.clone(),
+                own_addresses: own_addresses.clone(),
+            },
             registry.clone(),
             metrics.clone(),
         ));
@@ -82,6 +92,7 @@ impl App {
             limits,
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
+            own_addresses,
         };
         (Arc::new(app), ticker)
     }
@@ -114,6 +125,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     let (app, _ticker) = App::new(
         source,
         args.limits.clone(),
+        args.load.clone(),
         args.cache_dir.as_deref(),
         Wasmtime::new(&args.limits)?,
         compiler,
@@ -128,6 +140,8 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("failed to bind --admin-listen {}", args.admin_listen))?;
+    app.own_addresses
+        .set(&[public.local_addr()?, admin.local_addr()?]);
     tracing::info!(
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,

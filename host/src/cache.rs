@@ -4,14 +4,23 @@
 //! restart or a swap back to a known version skips compilation. An entry
 //! starts with the sha256 of the rest of the file; a corrupt entry (bad
 //! checksum) or a foreign one (wasmtime refuses it) is ignored, removed and
-//! rebuilt. The directory must be writable only by the host's user: like
-//! wasmtime's own cache, an entry that passes both checks is native code
-//! the host will run.
+//! rebuilt.
+//!
+//! The directory is trusted: like wasmtime's own cache, an entry that
+//! passes both checks is native code the host will run, and the checksum
+//! only catches accidents, not an attacker (anyone who can write an entry
+//! can write its checksum). So the cache is used only if the directory is
+//! owned by the host's user and no one else may write to it; otherwise it
+//! is disabled with a warning. Entries are written to a new file with an
+//! unpredictable name, created exclusively and never through a symlink,
+//! then renamed into place.
 
 use crate::compiler::Compiler;
 use crate::engine;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -45,13 +54,14 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// A cache in `dir`, created if needed; an unusable directory disables
-    /// the cache with a warning rather than failing the host.
+    /// A cache in `dir`, created if needed; an unusable or unsafe
+    /// directory disables the cache with a warning rather than failing the
+    /// host.
     pub fn new(dir: Option<&Path>, engine: &Engine) -> CompileCache {
-        let dir = dir.and_then(|dir| match std::fs::create_dir_all(dir) {
+        let dir = dir.and_then(|dir| match usable_dir(dir) {
             Ok(()) => Some(dir.to_path_buf()),
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled: cannot create its directory");
+                tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "compile cache disabled");
                 None
             }
         });
@@ -113,6 +123,43 @@ impl CompileCache {
     }
 }
 
+/// Permission bits that let others than the owner write to a directory.
+const OTHERS_WRITE: u32 = 0o022;
+
+/// Creates `dir` if needed (private to this user), then checks that this
+/// user owns it and no one else may write to it.
+fn usable_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .context("cannot create it")?;
+    let meta = std::fs::symlink_metadata(dir).context("cannot read it")?;
+    if !meta.is_dir() {
+        bail!("not a directory (a symlink is not accepted)");
+    }
+    let uid = effective_uid();
+    if meta.uid() != uid {
+        bail!(
+            "owned by uid {}, not by this process's uid {uid}",
+            meta.uid()
+        );
+    }
+    if meta.mode() & OTHERS_WRITE != 0 {
+        bail!(
+            "writable by its group or others (mode {:o}); entries are native code the host runs",
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     let bytes = std::fs::read(entry).ok()?;
     let verified = bytes.len() > CHECKSUM_LEN
@@ -149,9 +196,104 @@ fn store_entry(component: &Component, entry: &Path) -> Result<()> {
     let mut bytes = Vec::with_capacity(CHECKSUM_LEN + artifact.len());
     bytes.extend_from_slice(&Sha256::digest(&artifact));
     bytes.extend_from_slice(&artifact);
-    // Write beside the entry, then rename: readers never see half an entry.
-    let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).with_context(|| format!("failed to write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, entry)
-        .with_context(|| format!("failed to rename into `{}`", entry.display()))
+    // Write beside the entry, then rename: readers never see half an
+    // entry. A fresh, unguessable name, created exclusively and not through
+    // a symlink, so nothing planted in the directory is written through.
+    let tmp = entry.with_extension(format!("tmp-{}", random_hex()?));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(&bytes));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("failed to write `{}`", tmp.display()));
+    }
+    std::fs::rename(&tmp, entry).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("failed to rename into `{}`", entry.display())
+    })
+}
+
+/// 128 random bits as hex, from the kernel.
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(dir: &Path, mode: u32) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_directory_others_can_write_disables_the_cache() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        for shared in [0o777, 0o775, 0o703] {
+            mode(dir.path(), shared);
+            let cache = CompileCache::new(Some(dir.path()), &engine);
+            assert!(cache.entry_path("x").is_none(), "mode {shared:o}");
+        }
+        mode(dir.path(), 0o755);
+        let cache = CompileCache::new(Some(dir.path()), &engine);
+        assert!(cache.entry_path("x").is_some());
+    }
+
+    #[test]
+    fn an_entry_is_never_written_through_a_planted_symlink() {
+        let engine = Engine::default();
+        let wasm = wat::parse_str("(component)").unwrap();
+        let component = Component::new(&engine, &wasm).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let entry = dir.path().join("entry.cwasm");
+        // The temporary name the writer used to pick: this pid, predictable.
+        let planted = entry.with_extension(format!("tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let _ = store_entry(&component, &entry);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(
+            write_leftovers(dir.path()).is_empty(),
+            "no temporary file is left behind"
+        );
+        assert!(
+            load_entry(&engine, &entry).is_some(),
+            "the entry was stored"
+        );
+    }
+
+    fn write_leftovers(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_owned_by_someone_else_or_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(usable_dir(&link).is_err(), "a symlink is refused");
+        if effective_uid() == 0 {
+            // Root can hand a directory to another user to test ownership.
+            let other = dir.path().join("other");
+            std::fs::create_dir(&other).unwrap();
+            std::os::unix::fs::chown(&other, Some(65534), None).unwrap();
+            let e = usable_dir(&other).unwrap_err();
+            assert!(format!("{e:#}").contains("owned by uid 65534"), "{e:#}");
+        }
+    }
 }

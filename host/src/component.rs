@@ -1,21 +1,24 @@
 //! Reading, validating, compiling and pre-instantiating one component.
 //!
-//! A file becomes a [`LoadedComponent`] only if it is a WebAssembly
-//! component (not a core module), exports `wasi:http/incoming-handler`, and
-//! instantiates against this host's linker. Every error names the file and
+//! A file becomes a [`LoadedComponent`] only if it is no larger than
+//! --max-component-size, is a WebAssembly component (not a core module),
+//! exports `wasi:http/incoming-handler`, and instantiates against this
+//! host's linker within its route's limits. Every error names the file and
 //! the reason in one line.
 
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::engine::{PerComponent, TickerHandle};
 use crate::footprint::{self, Footprint};
-use crate::sandbox::{Grants, HostState};
+use crate::limits::{MemoryBudget, RequestLimits};
+use crate::sandbox::{self, Grants, HostState, MemoryLimit};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// The export every handler must have (any 0.2.x version).
@@ -57,12 +60,28 @@ pub struct WasmFile {
 }
 
 impl WasmFile {
-    /// Reads `path`, refusing a file that changed while it was read (a
-    /// writer still copying into it): the next change event retries.
-    pub fn read(path: &Path) -> Result<WasmFile> {
+    /// Reads `path`, refusing a file larger than `max_size` bytes (checked
+    /// before reading, and again while reading) and a file that changed
+    /// while it was read (a writer still copying into it): the next change
+    /// event retries.
+    pub fn read(path: &Path, max_size: u64) -> Result<WasmFile> {
         let before = stat(path)?;
-        let bytes =
-            std::fs::read(path).with_context(|| format!("`{}`: cannot read", path.display()))?;
+        let too_large = |size: u64| {
+            anyhow::anyhow!(
+                "`{}`: {size} bytes or more, larger than --max-component-size ({max_size} bytes)",
+                path.display()
+            )
+        };
+        if before.0 > max_size {
+            return Err(too_large(before.0));
+        }
+        let mut bytes = Vec::with_capacity(before.0 as usize);
+        std::fs::File::open(path)
+            .and_then(|file| file.take(max_size + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("`{}`: cannot read", path.display()))?;
+        if bytes.len() as u64 > max_size {
+            return Err(too_large(bytes.len() as u64));
+        }
         let after = stat(path)?;
         if before != after || after.0 != bytes.len() as u64 {
             bail!(
@@ -169,35 +188,45 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
 }
 
 /// Instantiates the component once in a throwaway store, proving it can
-/// be instantiated here (not only linked). Instantiating runs the core
-/// modules' start functions, so it gets the request time limit: a start
-/// function that loops or waits forever fails the load instead of holding
-/// up every later reload.
+/// be instantiated here (not only linked), under its route's grants and
+/// limits and charged to the memory budget: the store comes from the same
+/// factory as a request's. Instantiating runs the core modules' start
+/// functions, so it gets the route's time limit: a start function that
+/// loops or waits forever fails the load instead of holding up every later
+/// reload.
 pub async fn trial_instantiate(
     component: &LoadedComponent,
-    time_limit: Duration,
+    grants: &Grants,
+    limits: &RequestLimits,
+    budget: Option<MemoryBudget>,
     ticker: &TickerHandle,
 ) -> Result<()> {
-    let grants = Grants {
-        route: Arc::from("(validation)"),
-        env: Vec::new(),
-        outbound: Arc::from([]),
-        log_output: false,
-    };
     let engine = component.pre.engine();
-    let mut store = Store::new(
-        engine,
-        HostState::new(&grants, u64::MAX, None, Arc::from("-")),
-    );
+    let mut store = sandbox::new_store(engine, grants, limits, budget, Arc::from("(load)"));
     // Yield at every epoch tick, so a loop gives the timeout a chance.
     let _ticking = ticker.guest_running();
-    store.epoch_deadline_async_yield_and_update(1);
+    store.epoch_deadline_callback(|store| {
+        sandbox::charge_host_memory(store)?;
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
     let path = component.path.display();
+    let time_limit = limits.timeout;
     match tokio::time::timeout(time_limit, component.pre.instantiate_async(&mut store)).await {
-        Ok(result) => result
-            .map(drop)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("`{path}`: failed to instantiate")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => {
+            let error = anyhow::Error::from(error);
+            match store.data().limiter.exceeded {
+                Some(MemoryLimit::Instance) => Err(error.context(format!(
+                    "`{path}`: cannot be instantiated within its memory limit ({} bytes; the route's max_memory or --max-memory)",
+                    store.data().limiter.max()
+                ))),
+                Some(MemoryLimit::Host) => Err(error.context(format!(
+                    "`{path}`: cannot be instantiated: the host's memory budget (--max-total-memory) is used up"
+                ))),
+                None => Err(error.context(format!("`{path}`: failed to instantiate"))),
+            }
+        }
         Err(_) => bail!(
             "`{path}`: instantiating did not finish within {time_limit:?} (a start function that never returns?)"
         ),

@@ -2,7 +2,7 @@
 //! that configures the server also reads an environment variable so the
 //! container image and Kubernetes manifests can set it.
 
-use crate::limits::Limits;
+use crate::limits::{Limits, parse_bytes};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +74,9 @@ pub struct ServeArgs {
     pub net: NetLimits,
 
     #[command(flatten)]
+    pub load: LoadLimits,
+
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -113,6 +116,31 @@ impl Default for NetLimits {
             write_timeout: Duration::from_secs(30),
             min_body_rate: 16 << 10,
             admin_allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Bounds on the work one load (start-up or reload) may do.
+#[derive(Debug, Clone, Args)]
+pub struct LoadLimits {
+    /// Largest component file accepted; a larger one fails its load before
+    /// it is read. Python handlers (componentize-py) are about 18 MB.
+    #[arg(long, env = "WASMLET_MAX_COMPONENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_component_size: u64,
+
+    /// Longest a reload may spend compiling one component. Past it the
+    /// reload fails and the serving version stays; the compile cannot be
+    /// interrupted, so it finishes in the background, is discarded, and
+    /// the next compile waits for it. Start-up loads are not timed.
+    #[arg(long, env = "WASMLET_COMPILE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub compile_timeout: Duration,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_component_size: 64 << 20,
+            compile_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -172,6 +200,14 @@ mod tests {
         assert_eq!(args.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(args.admin_listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(args.drain_timeout, Duration::from_secs(25));
+        assert_eq!(
+            args.load.max_component_size,
+            LoadLimits::default().max_component_size
+        );
+        assert_eq!(
+            args.load.compile_timeout,
+            LoadLimits::default().compile_timeout
+        );
         assert_eq!(args.net.write_timeout, NetLimits::default().write_timeout);
         assert_eq!(args.net.min_body_rate, NetLimits::default().min_body_rate);
         assert!(args.net.admin_allowed_hosts.is_empty());

@@ -8,8 +8,9 @@
 //! | fault                                             | status                 |
 //! |---------------------------------------------------|------------------------|
 //! | trap, panic, stack overflow                       | 500                    |
-//! | memory limit hit                                  | 500                    |
+//! | memory limit hit (linear memories + host memory)  | 500                    |
 //! | host's memory budget (--max-total-memory) used up | 503 with `Retry-After` |
+//! | no free instance slot in the pooling allocator    | 503 with `Retry-After` |
 //! | wall-clock limit hit                              | 504                    |
 //! | returned without setting a response               | 500                    |
 //! | request body over the limit                       | 413                    |
@@ -22,7 +23,7 @@
 use crate::engine::{GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
 use crate::registry::Handler;
-use crate::sandbox::MemoryLimit;
+use crate::sandbox::{self, MemoryLimit};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -36,15 +37,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::sandbox::HostState;
 
-/// Seconds a client is told to wait after a host 503 (no request slot, or
-/// no memory budget left).
+/// Seconds a client is told to wait after a host 503 (no request slot, no
+/// memory budget or pool slot left).
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// Time a client may spend on a request body before --min-body-rate
@@ -76,6 +77,9 @@ pub enum Fault {
     Memory(MemoryLimit),
     /// The guest returned without setting a response.
     NoResponse,
+    /// The pooling allocator had no free slot (instance, memory, table or
+    /// stack) for the guest's instance.
+    Pool(String),
 }
 
 impl Flags {
@@ -110,14 +114,16 @@ impl Fault {
             Fault::Memory(MemoryLimit::Instance) => "memory",
             Fault::Memory(MemoryLimit::Host) => "memory_budget",
             Fault::NoResponse => "no_response",
+            Fault::Pool(_) => "pool",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             Fault::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            // Not the handler's doing: other requests hold the memory.
-            Fault::Memory(MemoryLimit::Host) => StatusCode::SERVICE_UNAVAILABLE,
+            // Not the handler's doing: other requests hold the memory or
+            // the pool's slots.
+            Fault::Memory(MemoryLimit::Host) | Fault::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,12 +137,19 @@ impl Fault {
                 "found the host's memory budget for guests (--max-total-memory) used up".into()
             }
             Fault::NoResponse => "returned without setting a response".into(),
+            Fault::Pool(cause) => format!("found no free instance slot: {cause}"),
         }
     }
 
     fn classify(error: &wasmtime::Error, memory_exceeded: Option<MemoryLimit>) -> Fault {
         if let Some(limit) = memory_exceeded {
             return Fault::Memory(limit);
+        }
+        if let Some(pool) = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<PoolConcurrencyLimitError>())
+        {
+            return Fault::Pool(pool.to_string());
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout,
@@ -197,17 +210,13 @@ pub async fn invoke(
         pace: BodyPace::new(min_body_rate),
     });
 
-    let engine = handler.component.pre.engine();
-    let mut store = Store::new(
-        engine,
-        HostState::new(
-            &handler.grants,
-            limits.max_memory,
-            memory_budget.cloned(),
-            request_id.clone(),
-        ),
+    let mut store = sandbox::new_store(
+        handler.component.pre.engine(),
+        &handler.grants,
+        &limits,
+        memory_budget.cloned(),
+        request_id.clone(),
     );
-    store.limiter(|state| &mut state.limiter);
     let deadline = Instant::now() + limits.timeout;
     let slot = HeavySlot::default();
     store.epoch_deadline_callback(epoch_policy(
@@ -361,7 +370,8 @@ fn epoch_policy(
 + Sync
 + 'static {
     let heavy_from = std::time::Instant::now() + HEAVY_AFTER;
-    move |_| {
+    move |store| {
+        sandbox::charge_host_memory(store)?;
         let now = std::time::Instant::now();
         if now >= deadline {
             return Ok(UpdateDeadline::Interrupt);
@@ -400,6 +410,7 @@ fn fault_text(fault: &Fault) -> &'static str {
         Fault::Memory(MemoryLimit::Instance) => "handler exceeded its memory limit",
         Fault::Memory(MemoryLimit::Host) => "no memory left for handlers, try again",
         Fault::NoResponse => "handler did not respond",
+        Fault::Pool(_) => "no instance slot free, try again",
     }
 }
 
@@ -625,5 +636,35 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that finds no free slot in the pooling allocator gets 503
+    /// (a passing shortage), not 500 as if its guest had trapped.
+    #[test]
+    fn an_exhausted_pool_is_a_503_not_a_trap() {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(1)
+            .total_core_instances(1)
+            .total_memories(1)
+            .total_tables(1)
+            .max_memory_size(1 << 16);
+        let mut config = wasmtime::Config::new();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let wasm = wat::parse_str("(component)").unwrap();
+        let component = wasmtime::component::Component::new(&engine, &wasm).unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut first = Store::new(&engine, ());
+        let _held = linker.instantiate(&mut first, &component).unwrap();
+        let mut second = Store::new(&engine, ());
+        let error = linker.instantiate(&mut second, &component).unwrap_err();
+        let fault = Fault::classify(&error, None);
+        assert_eq!(fault.status(), StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
+        assert_eq!(fault.kind(), "pool");
     }
 }

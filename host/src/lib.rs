@@ -16,7 +16,8 @@
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
-//! - [`sandbox`]: what a guest is granted: environment, outbound hosts, stdio.
+//! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
+//! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound;
 pub mod registry;
 pub mod reload;
 pub mod router;

@@ -4,9 +4,11 @@ use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
 use wasmlet::compiler::{self, Compiler};
-use wasmlet::config::{CheckArgs, Cli, Command};
+use wasmlet::config::{CheckArgs, Cli, Command, LoadLimits};
 use wasmlet::engine::{EpochTicker, PerComponent, Wasmtime};
 use wasmlet::footprint::{Footprint, human_bytes};
+use wasmlet::limits::{RequestLimits, RouteLimits};
+use wasmlet::sandbox::Grants;
 use wasmlet::{app, component, logging};
 
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
@@ -81,10 +83,18 @@ async fn check(args: CheckArgs) -> Result<()> {
     let Wasmtime { engine, linker } = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&engine);
     let cache = wasmlet::cache::CompileCache::disabled(&engine);
-    let file = component::WasmFile::read(&args.component)?;
+    let file =
+        component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
     let per_component = PerComponent::for_limits(&limits);
     let loaded = component::compile(&engine, &linker, &per_component, &cache, &file)?;
-    component::trial_instantiate(&loaded, limits.request_timeout, &ticker.handle()).await?;
+    component::trial_instantiate(
+        &loaded,
+        &Grants::none("(check)"),
+        &RequestLimits::resolve(&limits, &RouteLimits::default()),
+        None,
+        &ticker.handle(),
+    )
+    .await?;
     let (imports, exports) = component::interface(&engine, &loaded);
     println!(
         "ok: `{}` is a wasi:http component this host can serve",

@@ -14,8 +14,8 @@
 //! Unknown keys are errors, and every error names the file and the line.
 
 use crate::limits::{self, RouteLimits};
+use crate::outbound::OutboundRule;
 use crate::router::{Pattern, Router};
-use crate::sandbox::OutboundRule;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;

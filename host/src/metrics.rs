@@ -5,6 +5,7 @@
 
 use crate::cgroup::MemoryCgroup;
 use crate::limits::MemoryBudget;
+use crate::outbound::DeniedLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -55,7 +56,14 @@ pub struct CacheLabel {
 }
 
 /// The kinds of handler fault, as metric label values.
-pub const FAULT_KINDS: [&str; 5] = ["trap", "timeout", "memory", "memory_budget", "no_response"];
+pub const FAULT_KINDS: [&str; 6] = [
+    "trap",
+    "timeout",
+    "memory",
+    "memory_budget",
+    "no_response",
+    "pool",
+];
 
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
@@ -74,6 +82,7 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
+    pub outbound_denied: Family<DeniedLabels, Counter>,
     resident_memory: Gauge,
     open_fds: Gauge,
     /// The cgroup's working set, when the process's cgroup can be read.
@@ -158,7 +167,7 @@ impl Metrics {
         let faults = Family::<FaultLabels, Counter>::default();
         host.register(
             "handler_faults",
-            "Requests whose handler trapped, timed out, ran out of memory or never responded",
+            "Requests whose handler trapped, timed out, ran out of memory, never responded or found no pool slot",
             faults.clone(),
         );
         let body_in = Family::<RouteLabel, Counter>::default();
@@ -206,6 +215,12 @@ impl Metrics {
             );
             (cgroup, gauge)
         });
+        let outbound_denied = Family::<DeniedLabels, Counter>::default();
+        host.register(
+            "outbound_denied",
+            "Outbound requests from guests refused, by route and reason (host: no rule matches; address: the name resolved to an address only a rule naming it may reach)",
+            outbound_denied.clone(),
+        );
 
         Metrics {
             registry,
@@ -220,6 +235,7 @@ impl Metrics {
             reloads,
             handler_info,
             compile_seconds,
+            outbound_denied,
             resident_memory,
             open_fds,
         }

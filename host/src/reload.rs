@@ -10,14 +10,25 @@
 //! The watcher watches directories, not files: editors and `cp` write in
 //! place, tools rename over files, and Kubernetes re-points a `..data`
 //! symlink in a ConfigMap volume. A file that changes while it is read is
-//! refused, and the debounce waits for writes to settle.
+//! refused, and the debounce waits for writes to settle. In a ConfigMap
+//! volume the `..data` link is resolved once per reload and the manifest
+//! and its components are read through that one folder, so a swap in
+//! mid-read cannot mix two versions.
+//!
+//! Load-time work is bounded: a component file by --max-component-size, and
+//! a reload's compile by --compile-timeout. A compile past it is abandoned
+//! (it cannot be interrupted; it finishes on its thread and is dropped,
+//! and the next compile waits for it), the reload fails, and the serving
+//! version stays.
 
 use crate::cache::CompileCache;
 use crate::component::{self, LoadedComponent, WasmFile};
+use crate::config::LoadLimits;
 use crate::engine::{PerComponent, TickerHandle, Wasmtime};
-use crate::limits::{Limits, RequestLimits};
+use crate::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
+use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::router::Router;
 use crate::sandbox::{Grants, HostState};
@@ -47,7 +58,7 @@ pub enum Source {
 impl Source {
     fn manifest(&self) -> Result<Manifest> {
         match self {
-            Source::Manifest(path) => Manifest::load(path),
+            Source::Manifest(path) => Manifest::load(&snapshot(path)),
             Source::Component(path) => Ok(Manifest::single(path.clone())),
         }
     }
@@ -84,6 +95,22 @@ impl Source {
     }
 }
 
+/// The manifest's path inside one version of a Kubernetes ConfigMap
+/// volume: when its folder has a `..data` link (kubelet's AtomicWriter
+/// re-points it at a new timestamped folder on each update), the link is
+/// resolved once and the manifest, and so every component named relative
+/// to it, is read from that folder. Otherwise `manifest` itself.
+fn snapshot(manifest: &Path) -> PathBuf {
+    let home = manifest.parent().unwrap_or(Path::new("."));
+    let (Ok(version), Some(name)) = (
+        std::fs::read_link(home.join("..data")),
+        manifest.file_name(),
+    ) else {
+        return manifest.to_path_buf();
+    };
+    home.join(version).join(name)
+}
+
 /// The outcome of a successful reload.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
@@ -103,33 +130,50 @@ pub struct Reloader {
     ticker: TickerHandle,
     cache: CompileCache,
     limits: Limits,
+    load_limits: LoadLimits,
+    /// Trial instantiations are charged to it like requests.
+    memory_budget: Option<MemoryBudget>,
+    /// The host's listeners, out of reach of wildcard outbound rules.
+    own_addresses: OwnAddresses,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     /// Serialises reloads: each one sees the table the previous published.
     running: tokio::sync::Mutex<()>,
+    /// One compile at a time, an abandoned one included: a reload after a
+    /// timed-out compile waits for it (within its own time limit), so slow
+    /// compiles cannot pile up on the blocking threads.
+    compiling: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a [`Reloader`] needs besides the engine and the registry.
+pub struct ReloaderParts {
+    pub source: Source,
+    pub wasmtime: Wasmtime,
+    pub ticker: TickerHandle,
+    pub cache: CompileCache,
+    pub limits: Limits,
+    pub load_limits: LoadLimits,
+    pub memory_budget: Option<MemoryBudget>,
+    pub own_addresses: OwnAddresses,
 }
 
 impl Reloader {
-    /// A reloader compiling with `wasmtime`'s engine and linker.
-    pub fn new(
-        source: Source,
-        wasmtime: Wasmtime,
-        ticker: TickerHandle,
-        cache: CompileCache,
-        limits: Limits,
-        registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
-    ) -> Reloader {
+    /// A reloader compiling with `parts.wasmtime`'s engine and linker.
+    pub fn new(parts: ReloaderParts, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Reloader {
         Reloader {
-            source,
-            engine: wasmtime.engine,
-            linker: wasmtime.linker,
-            ticker,
-            cache,
-            limits,
+            source: parts.source,
+            engine: parts.wasmtime.engine,
+            linker: parts.wasmtime.linker,
+            ticker: parts.ticker,
+            cache: parts.cache,
+            limits: parts.limits,
+            load_limits: parts.load_limits,
+            memory_budget: parts.memory_budget,
+            own_addresses: parts.own_addresses,
             registry,
             metrics,
             running: tokio::sync::Mutex::new(()),
+            compiling: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -261,17 +305,23 @@ impl Reloader {
             );
         }
         let path = spec.component.clone();
-        let file = self.blocking(move || WasmFile::read(&path)).await??;
+        let max_size = self.load_limits.max_component_size;
+        let file = self
+            .blocking(move || WasmFile::read(&path, max_size))
+            .await??;
         if let Some(component) = known.get(file.digest.as_str()) {
             return Ok(((*component).clone(), false));
         }
-        let (engine, linker, cache) =
-            (self.engine.clone(), self.linker.clone(), self.cache.clone());
-        let per_component = PerComponent::for_limits(&self.limits);
-        let loaded = self
-            .blocking(move || component::compile(&engine, &linker, &per_component, &cache, &file))
-            .await??;
-        component::trial_instantiate(&loaded, self.limits.request_timeout, &self.ticker).await?;
+        let loaded = self.compile(file).await?;
+        let label: Arc<str> = Arc::from(spec.pattern.to_string());
+        component::trial_instantiate(
+            &loaded,
+            &self.grants(spec, label),
+            &RequestLimits::resolve(&self.limits, &spec.limits),
+            self.memory_budget.clone(),
+            &self.ticker,
+        )
+        .await?;
         self.metrics
             .compile_seconds
             .get_or_create(&CacheLabel {
@@ -287,6 +337,54 @@ impl Reloader {
             "component loaded"
         );
         Ok((Arc::new(loaded), true))
+    }
+
+    /// Compiles `file` off the runtime. Once something is served, a
+    /// compile past --compile-timeout is abandoned (at start-up there is
+    /// no version to keep serving, and the first load runs inline).
+    async fn compile(&self, file: WasmFile) -> Result<LoadedComponent> {
+        let (engine, linker, cache) =
+            (self.engine.clone(), self.linker.clone(), self.cache.clone());
+        let per_component = PerComponent::for_limits(&self.limits);
+        if !self.registry.is_loaded() {
+            return component::compile(&engine, &linker, &per_component, &cache, &file);
+        }
+        let timeout = self.load_limits.compile_timeout;
+        let path = file.path.clone();
+        let abandoned = || {
+            anyhow!(
+                "`{}`: compiling took longer than --compile-timeout ({}); abandoned",
+                path.display(),
+                humantime::format_duration(timeout)
+            )
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let permit = tokio::time::timeout_at(deadline, self.compiling.clone().acquire_owned())
+            .await
+            .map_err(|_| abandoned())?
+            .context("the compile semaphore is never closed")?;
+        let compile = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            component::compile(&engine, &linker, &per_component, &cache, &file)
+        });
+        match tokio::time::timeout_at(deadline, compile).await {
+            Ok(joined) => joined.context("compile task failed")?,
+            Err(_) => Err(abandoned()),
+        }
+    }
+
+    /// What `spec`'s guests are granted.
+    fn grants(&self, spec: &RouteSpec, label: Arc<str>) -> Grants {
+        Grants {
+            outbound: OutboundGrant {
+                rules: spec.outbound.clone().into(),
+                own: self.own_addresses.clone(),
+                denied: self.metrics.outbound_denied.clone(),
+            },
+            route: label,
+            env: spec.env.clone(),
+            log_output: true,
+        }
     }
 
     /// A handler for `spec`; keeps the previous one's identity (generation,
@@ -307,12 +405,7 @@ impl Reloader {
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         Arc::new(Handler {
             limits: RequestLimits::resolve(&self.limits, &spec.limits),
-            grants: Grants {
-                route: label.clone(),
-                env: spec.env.clone(),
-                outbound: spec.outbound.clone().into(),
-                log_output: true,
-            },
+            grants: self.grants(&spec, label.clone()),
             metrics: self.metrics.route(&label),
             label,
             spec,
@@ -438,5 +531,43 @@ fn watch_new_dirs(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, di
             }
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// kubelet's AtomicWriter: a new folder, `..data` re-pointed at it.
+    fn publish(root: &Path, name: &str, component: &[u8]) {
+        let data = root.join(name);
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(
+            data.join("wasmlet.toml"),
+            "[[route]]\npath = \"/...\"\ncomponent = \"handler.wasm\"\n",
+        )
+        .unwrap();
+        std::fs::write(data.join("handler.wasm"), component).unwrap();
+        std::os::unix::fs::symlink(name, root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    }
+
+    #[test]
+    fn a_configmap_swap_after_the_manifest_is_read_does_not_mix_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        publish(root, "..2026_12_03_00_00_00.1", b"one");
+        for name in ["wasmlet.toml", "handler.wasm"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), root.join(name)).unwrap();
+        }
+        let source = Source::Manifest(root.join("wasmlet.toml"));
+        let manifest = source.manifest().unwrap();
+        // The swap lands between reading the manifest and its components.
+        publish(root, "..2026_12_03_00_00_00.2", b"two");
+        let component = std::fs::read(&manifest.routes[0].component).unwrap();
+        assert_eq!(
+            component, b"one",
+            "a component of the manifest's own version"
+        );
     }
 }

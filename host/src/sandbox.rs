@@ -1,28 +1,55 @@
-//! What a guest is granted, per request: by default nothing.
+//! What a guest is granted and what it may hold, per request: by default
+//! nothing, and within its route's limits.
 //!
 //! A fresh [`HostState`] is the whole world one instance can see: no host
 //! environment variables, no files, no sockets. A route may grant
 //! environment variables (`env`) and outbound HTTP to listed hosts
-//! (`allowed_outbound_hosts`, enforced in the outbound hook). The guest's
-//! stdout and stderr go to the host log, tagged with the route and the
-//! request id, and bounded in size.
+//! (`allowed_outbound_hosts`, see [`crate::outbound`]). The guest's stdout
+//! and stderr go to the host log, tagged with the route and the request id,
+//! and bounded in bytes and lines.
+//!
+//! [`new_store`] is the one place a store is made, for requests and for
+//! the trial instantiation at load alike, so both run under the same
+//! limits: the route's memory limit covers all of an instance's linear
+//! memories together plus what it makes the host hold for it (header maps
+//! and other resources), all of it charged to the host's memory budget.
 
-use crate::limits::MemoryBudget;
+use crate::limits::{MemoryBudget, RequestLimits};
+use crate::outbound::{OutboundGrant, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::p2::types::{
+    HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+};
+use wasmtime_wasi_http::{FieldMap, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Bytes of stdout plus stderr one request may log; the rest is dropped.
 pub const GUEST_OUTPUT_LIMIT: usize = 64 * 1024;
+/// Lines of stdout plus stderr one request may log; the rest is dropped.
+/// Without it 64 KiB of empty lines made 65,536 log lines.
+pub const GUEST_OUTPUT_LINES: usize = 256;
 /// A guest line longer than this is logged in pieces.
 const GUEST_LINE_LIMIT: usize = 4096;
+/// The in-memory size one header map (`fields`) may reach, as wasi-http
+/// counts it (names, values and their per-entry overhead). wasmtime's own
+/// default is 128 KiB; a request head on the wire is at most
+/// --max-header-size (16 KiB by default), and 64 KiB leaves room for a
+/// guest's own larger response headers.
+pub const MAX_FIELDS_SIZE: usize = 64 << 10;
+/// Resources (header maps, streams, pollables, ...) one instance may hold
+/// at once. wasmtime's default is 1,000,000; a handler needs tens.
+pub const MAX_RESOURCES: usize = 10_000;
+/// Table elements one instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The data of one request's `Store`.
 pub struct HostState {
@@ -33,38 +60,87 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
 }
 
-impl HostState {
-    /// A store's data for one request of `route`, whose memories may grow
-    /// to `max_memory` each, within `budget` all together.
-    pub fn new(
-        grants: &Grants,
-        max_memory: u64,
-        budget: Option<MemoryBudget>,
-        request_id: Arc<str>,
-    ) -> HostState {
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&grants.env);
-        if grants.log_output {
-            let log = GuestLog::new(grants.route.clone(), request_id);
-            wasi.stdout(log.stream("stdout"))
-                .stderr(log.stream("stderr"));
-        }
-        HostState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            outbound: OutboundPolicy {
-                rules: grants.outbound.clone(),
-                route: grants.route.clone(),
-            },
-            limiter: MemoryLimiter {
-                max: usize::try_from(max_memory).unwrap_or(usize::MAX),
-                budget,
-                charged: 0,
-                exceeded: None,
-            },
-        }
+/// A store for one instance of `grants`' route, under `limits`, charged to
+/// `budget`: the one constructor for request stores and trial loads.
+/// The caller sets the epoch policy, and calls [`charge_host_memory`] from
+/// it.
+pub fn new_store(
+    engine: &Engine,
+    grants: &Grants,
+    limits: &RequestLimits,
+    budget: Option<MemoryBudget>,
+    request_id: Arc<str>,
+) -> Store<HostState> {
+    let mut wasi = WasiCtx::builder();
+    wasi.envs(&grants.env);
+    if grants.log_output {
+        let log = GuestLog::new(grants.route.clone(), request_id);
+        wasi.stdout(log.stream("stdout"))
+            .stderr(log.stream("stderr"));
     }
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_FIELDS_SIZE);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    let state = HostState {
+        wasi: wasi.build(),
+        http,
+        table,
+        outbound: OutboundPolicy {
+            grant: grants.outbound.clone(),
+            route: grants.route.clone(),
+        },
+        limiter: MemoryLimiter::new(limits.max_memory, budget),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store
+}
+
+/// Charges what the guest makes the host hold for it (header maps, alone
+/// or in requests and responses) against its memory limit and the budget.
+/// Called at every epoch tick: wasi-http allocates header maps outside any
+/// limiter, so the table is measured instead. Between two ticks a guest can
+/// add at most what it copies in a millisecond, each map bounded by
+/// [`MAX_FIELDS_SIZE`] and their number by [`MAX_RESOURCES`].
+pub fn charge_host_memory(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<()> {
+    let state = store.data_mut();
+    let held = host_bytes(&mut state.table);
+    state.limiter.hold_host(held)
+}
+
+/// Bytes of header maps in `table`, as wasi-http sizes them.
+fn host_bytes(table: &mut ResourceTable) -> u64 {
+    let mut total = 0;
+    for entry in table.iter_mut() {
+        let fields = if let Some(fields) = entry.downcast_ref::<FieldMap>() {
+            fields
+        } else if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
+            &request.headers
+        } else if let Some(response) = entry.downcast_ref::<HostOutgoingResponse>() {
+            &response.headers
+        } else if let Some(response) = entry.downcast_ref::<HostIncomingResponse>() {
+            &response.headers
+        } else {
+            continue;
+        };
+        total += fields_size(fields);
+    }
+    total
+}
+
+/// wasi-http's measure of a header map: each name and value plus the size
+/// of its in-memory type.
+fn fields_size(fields: &FieldMap) -> u64 {
+    let names: usize = fields
+        .keys()
+        .map(|name| name.as_str().len() + size_of::<http::HeaderName>())
+        .sum();
+    let values: usize = fields
+        .values()
+        .map(|value| value.len() + size_of::<http::HeaderValue>())
+        .sum();
+    (names + values) as u64
 }
 
 impl WasiView for HostState {
@@ -91,9 +167,22 @@ impl WasiHttpView for HostState {
 pub struct Grants {
     pub route: Arc<str>,
     pub env: Vec<(String, String)>,
-    pub outbound: Arc<[OutboundRule]>,
+    pub outbound: OutboundGrant,
     /// Whether guest stdout/stderr are logged (otherwise discarded).
     pub log_output: bool,
+}
+
+impl Grants {
+    /// Nothing granted and nothing logged: what a validation load gets
+    /// when no route is at hand (`wasmlet check`).
+    pub fn none(route: &str) -> Grants {
+        Grants {
+            route: Arc::from(route),
+            env: Vec::new(),
+            outbound: OutboundGrant::none(),
+            log_output: false,
+        }
+    }
 }
 
 /// Which memory limit a guest ran into.
@@ -107,19 +196,77 @@ pub enum MemoryLimit {
 
 /// Denies memory growth past the route's limit or the host's budget and
 /// remembers which it was, so the resulting trap is reported as a memory
-/// fault. Gives back what it took from the budget when its store drops.
+/// fault. The limit covers all of the instance's linear memories together
+/// plus the host memory it holds ([`charge_host_memory`]). Gives back what
+/// it took from the budget when its store drops.
 pub struct MemoryLimiter {
-    max: usize,
+    max: u64,
     budget: Option<MemoryBudget>,
-    /// Bytes this store's memories hold against the budget. A grow that
-    /// wasmtime still fails after it was allowed stays charged until the
-    /// store drops: an overcount, never an undercount.
+    /// Bytes of all this instance's linear memories together.
+    linear: u64,
+    /// Bytes of host memory held for the guest, as last measured.
+    host: u64,
+    /// Bytes this store holds against the budget. A grow that wasmtime
+    /// still fails after it was allowed stays charged until the store
+    /// drops: an overcount, never an undercount.
     charged: u64,
     pub exceeded: Option<MemoryLimit>,
 }
 
-/// Table elements one instance may grow to.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+impl MemoryLimiter {
+    pub fn new(max: u64, budget: Option<MemoryBudget>) -> MemoryLimiter {
+        MemoryLimiter {
+            max,
+            budget,
+            linear: 0,
+            host: 0,
+            charged: 0,
+            exceeded: None,
+        }
+    }
+
+    /// The limit, for error messages.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Moves this store's total from `linear + host` to the given parts,
+    /// if the limit and the budget allow; records which refused.
+    fn resize(&mut self, linear: u64, host: u64) -> Result<(), MemoryLimit> {
+        let total = linear.saturating_add(host);
+        if total > self.max {
+            self.exceeded = Some(MemoryLimit::Instance);
+            return Err(MemoryLimit::Instance);
+        }
+        if let Some(budget) = &self.budget
+            && total > self.charged
+        {
+            if !budget.try_charge(total - self.charged) {
+                self.exceeded = Some(MemoryLimit::Host);
+                return Err(MemoryLimit::Host);
+            }
+            self.charged = total;
+        }
+        self.linear = linear;
+        self.host = host;
+        Ok(())
+    }
+
+    /// Records `bytes` of host memory held for the guest; past a limit
+    /// the guest traps.
+    fn hold_host(&mut self, bytes: u64) -> wasmtime::Result<()> {
+        match self.resize(self.linear, bytes) {
+            Ok(()) => Ok(()),
+            Err(limit) => Err(wasmtime::format_err!(
+                "the guest holds {bytes} bytes of host memory (header maps), past {}",
+                match limit {
+                    MemoryLimit::Instance => "its memory limit",
+                    MemoryLimit::Host => "the host's memory budget (--max-total-memory)",
+                }
+            )),
+        }
+    }
+}
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
@@ -128,19 +275,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.exceeded = Some(MemoryLimit::Instance);
-            return Ok(false);
-        }
-        if let Some(budget) = &self.budget {
-            let more = desired.saturating_sub(current) as u64;
-            if !budget.try_charge(more) {
-                self.exceeded = Some(MemoryLimit::Host);
-                return Ok(false);
-            }
-            self.charged += more;
-        }
-        Ok(true)
+        let more = desired.saturating_sub(current) as u64;
+        Ok(self
+            .resize(self.linear.saturating_add(more), self.host)
+            .is_ok())
     }
 
     fn table_growing(
@@ -161,130 +299,32 @@ impl Drop for MemoryLimiter {
     }
 }
 
-/// One `allowed_outbound_hosts` entry: `scheme://host[:port]`, where scheme
-/// is `http`, `https` or `*`, host is a name, an IP, `*` or `*.suffix`, and
-/// port is a number or `*` (absent: the scheme's default port).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundRule {
-    scheme: Option<String>,
-    host: String,
-    port: Option<u16>,
-    any_port: bool,
-}
-
-impl OutboundRule {
-    pub fn parse(text: &str) -> Result<OutboundRule, String> {
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| format!("`{text}`: expected `scheme://host[:port]`"))?;
-        let scheme = match scheme {
-            "http" | "https" => Some(scheme.to_string()),
-            "*" => None,
-            other => {
-                return Err(format!(
-                    "`{text}`: unsupported scheme `{other}` (http, https or *)"
-                ));
-            }
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('/') {
-            return Err(format!("`{text}`: a host may not have a path"));
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
-                (host, Some(port))
-            }
-            _ => (rest, None),
-        };
-        if host.is_empty() || (host.contains('*') && host != "*" && !host.starts_with("*.")) {
-            return Err(format!("`{text}`: invalid host `{host}`"));
-        }
-        let (port, any_port) = match port {
-            None => (None, false),
-            Some("*") => (None, true),
-            Some(p) => (
-                Some(
-                    p.parse()
-                        .map_err(|_| format!("`{text}`: invalid port `{p}`"))?,
-                ),
-                false,
-            ),
-        };
-        Ok(OutboundRule {
-            scheme,
-            host: host.to_ascii_lowercase(),
-            port,
-            any_port,
-        })
-    }
-
-    pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
-            return false;
-        }
-        let host = host.to_ascii_lowercase();
-        let host_ok = match self.host.strip_prefix("*.") {
-            _ if self.host == "*" => true,
-            Some(suffix) => host.ends_with(&format!(".{suffix}")),
-            None => host == self.host,
-        };
-        let default_port = if scheme == "https" { 443 } else { 80 };
-        let port = port.unwrap_or(default_port);
-        let port_ok = self.any_port || self.port.unwrap_or(default_port) == port;
-        host_ok && port_ok
-    }
-}
-
-/// The outbound hook: deny by default, forward allowed requests with
-/// wasmtime-wasi-http's default client.
-pub struct OutboundPolicy {
-    rules: Arc<[OutboundRule]>,
-    route: Arc<str>,
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<wasmtime_wasi_http::WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        let uri = request.uri();
-        let scheme = uri.scheme_str().unwrap_or("http");
-        let host = uri.host().unwrap_or("");
-        let allowed = self
-            .rules
-            .iter()
-            .any(|rule| rule.allows(scheme, host, uri.port_u16()));
-        if !allowed {
-            tracing::warn!(route = %self.route, uri = %uri, "outbound request denied: host not in allowed_outbound_hosts");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// Guest stdout/stderr as host log lines, with a shared per-request budget.
+/// Guest stdout/stderr as host log lines, with a per-request budget of
+/// bytes and lines shared by both streams.
 #[derive(Clone)]
 struct GuestLog {
     route: Arc<str>,
     request_id: Arc<str>,
-    budget: Arc<std::sync::atomic::AtomicUsize>,
+    budget: Arc<OutputBudget>,
+}
+
+/// What is left of one request's output budget.
+struct OutputBudget {
+    bytes: AtomicUsize,
+    lines: AtomicUsize,
+    /// Whether the cut has been logged (once per request).
+    truncated: AtomicBool,
+}
+
+impl OutputBudget {
+    /// Takes up to `wanted` from `left`; returns how much it got.
+    fn take(left: &AtomicUsize, wanted: usize) -> usize {
+        left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            Some(left.saturating_sub(wanted))
+        })
+        .unwrap_or(0)
+        .min(wanted)
+    }
 }
 
 impl GuestLog {
@@ -292,7 +332,11 @@ impl GuestLog {
         GuestLog {
             route,
             request_id,
-            budget: Arc::new(GUEST_OUTPUT_LIMIT.into()),
+            budget: Arc::new(OutputBudget {
+                bytes: GUEST_OUTPUT_LIMIT.into(),
+                lines: GUEST_OUTPUT_LINES.into(),
+                truncated: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -300,6 +344,21 @@ impl GuestLog {
         GuestStream {
             log: self.clone(),
             name,
+        }
+    }
+
+    /// Logs the cut once per request. A host line (not `target: "guest"`),
+    /// so the log writer never drops it.
+    fn truncated(&self, stream: &str) {
+        if !self.budget.truncated.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                route = %self.route,
+                request_id = %self.request_id,
+                stream,
+                limit_bytes = GUEST_OUTPUT_LIMIT,
+                limit_lines = GUEST_OUTPUT_LINES,
+                "guest output truncated: over its limit of bytes or lines; the rest is dropped"
+            );
         }
     }
 }
@@ -321,7 +380,6 @@ impl StdoutStream for GuestStream {
             log: self.log.clone(),
             name: self.name,
             pending: Vec::new(),
-            truncated: false,
         })
     }
 }
@@ -331,14 +389,17 @@ struct LineWriter {
     log: GuestLog,
     name: &'static str,
     pending: Vec<u8>,
-    truncated: bool,
 }
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
+        if OutputBudget::take(&self.log.budget.lines, 1) == 0 {
+            self.log.truncated(self.name);
+            return;
+        }
         let line = String::from_utf8_lossy(line);
         tracing::info!(
-            target: "guest",
+            target: crate::logging::GUEST_TARGET,
             route = %self.log.route,
             request_id = %self.log.request_id,
             stream = %self.name,
@@ -348,15 +409,7 @@ impl LineWriter {
     }
 
     fn accept(&mut self, buf: &[u8]) {
-        use std::sync::atomic::Ordering;
-        let granted = self
-            .log
-            .budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                Some(left.saturating_sub(buf.len()))
-            })
-            .unwrap_or(0)
-            .min(buf.len());
+        let granted = OutputBudget::take(&self.log.budget.bytes, buf.len());
         self.pending.extend_from_slice(&buf[..granted]);
         while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
@@ -366,16 +419,8 @@ impl LineWriter {
             let line = std::mem::take(&mut self.pending);
             self.emit(&line);
         }
-        if granted < buf.len() && !self.truncated {
-            self.truncated = true;
-            tracing::warn!(
-                target: "guest",
-                route = %self.log.route,
-                request_id = %self.log.request_id,
-                stream = %self.name,
-                limit_bytes = GUEST_OUTPUT_LIMIT,
-                "guest output over the limit; the rest is dropped"
-            );
+        if granted < buf.len() {
+            self.log.truncated(self.name);
         }
     }
 }
@@ -419,40 +464,56 @@ pub fn empty_body() -> wasmtime_wasi_http::p2::body::HyperOutgoingBody {
 mod tests {
     use super::*;
 
-    fn rule(text: &str) -> OutboundRule {
-        OutboundRule::parse(text).unwrap()
+    #[test]
+    fn the_memory_limit_covers_all_memories_together() {
+        use wasmtime::ResourceLimiter;
+        let mut limiter = MemoryLimiter::new(100, None);
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        assert!(
+            !limiter.memory_growing(0, 60, None).unwrap(),
+            "a second memory counts against the same limit"
+        );
+        assert_eq!(limiter.exceeded, Some(MemoryLimit::Instance));
     }
 
     #[test]
-    fn outbound_rules_match_scheme_host_and_port() {
-        let r = rule("http://127.0.0.1:8080");
-        assert!(r.allows("http", "127.0.0.1", Some(8080)));
-        assert!(!r.allows("http", "127.0.0.1", Some(8081)));
-        assert!(!r.allows("https", "127.0.0.1", Some(8080)));
-        assert!(!r.allows("http", "127.0.0.2", Some(8080)));
+    fn host_memory_and_linear_memory_share_the_limit_and_the_budget() {
+        let budget = MemoryBudget::new(1000);
+        let mut limiter = MemoryLimiter::new(100, Some(budget.clone()));
+        use wasmtime::ResourceLimiter;
+        assert!(limiter.memory_growing(0, 50, None).unwrap());
+        assert!(limiter.hold_host(40).is_ok());
+        assert_eq!(budget.used_gauge().get(), 90);
+        assert!(
+            !limiter.memory_growing(50, 61, None).unwrap(),
+            "50 + 11 + 40 > 100"
+        );
+        assert!(limiter.hold_host(51).is_err());
+        assert_eq!(limiter.exceeded, Some(MemoryLimit::Instance));
+        drop(limiter);
+        assert_eq!(budget.used_gauge().get(), 0, "all given back");
 
-        let r = rule("https://api.example.com");
-        assert!(r.allows("https", "API.example.com", None));
-        assert!(r.allows("https", "api.example.com", Some(443)));
-        assert!(!r.allows("https", "api.example.com", Some(8443)));
-
-        let r = rule("*://*.example.com:*");
-        assert!(r.allows("http", "a.example.com", Some(1)));
-        assert!(!r.allows("http", "example.com", Some(1)));
-        assert!(!r.allows("http", "evil-example.com", Some(1)));
+        let budget = MemoryBudget::new(60);
+        let mut limiter = MemoryLimiter::new(100, Some(budget.clone()));
+        assert!(limiter.memory_growing(0, 50, None).unwrap());
+        assert!(limiter.hold_host(20).is_err(), "over the budget");
+        assert_eq!(limiter.exceeded, Some(MemoryLimit::Host));
     }
 
     #[test]
-    fn bad_outbound_rules_are_rejected() {
-        for bad in [
-            "127.0.0.1:80",
-            "ftp://x",
-            "http://",
-            "http://a/b",
-            "http://a:x",
-            "http://a*b",
-        ] {
-            assert!(OutboundRule::parse(bad).is_err(), "{bad}");
-        }
+    fn header_maps_in_the_table_are_measured() {
+        let mut table = ResourceTable::new();
+        assert_eq!(host_bytes(&mut table), 0);
+        let mut fields = FieldMap::new_mutable(MAX_FIELDS_SIZE);
+        let mut hooks = OutboundPolicy {
+            grant: OutboundGrant::none(),
+            route: Arc::from("/"),
+        };
+        fields
+            .append(&mut hooks, "x-big".into(), vec![b'x'; 1000])
+            .unwrap();
+        table.push(fields).unwrap();
+        let held = host_bytes(&mut table);
+        assert!((1005..1200).contains(&held), "{held}");
     }
 }

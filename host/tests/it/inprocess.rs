@@ -6,6 +6,7 @@ use sha2::Digest;
 use std::sync::Arc;
 use wasmlet::app::App;
 use wasmlet::cache::{CacheOutcome, CompileCache};
+use wasmlet::config::LoadLimits;
 use wasmlet::engine::Wasmtime;
 use wasmlet::limits::Limits;
 use wasmlet::reload::Source;
@@ -15,6 +16,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
     let (app, _ticker) = App::new(
         Source::Component(pathbuf(wasm::HELLO)),
         Limits::default(),
+        LoadLimits::default(),
         None,
         Wasmtime::new(&Limits::default()).unwrap(),
         wasmlet::compiler::Compiler::InProcess,

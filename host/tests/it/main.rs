@@ -5,6 +5,7 @@ mod common;
 
 mod bad_input;
 mod foundation;
+mod hostile;
 mod inprocess;
 mod limits;
 mod net;
