@@ -10,7 +10,11 @@
 # the repeats, servers interleaved a b c d a b c d ...), cold start (spawn to
 # first 200, cases interleaved likewise) with an empty and a warm compiled
 # cache, idle and peak RSS, and the wasmlet ratios; the markdown goes to stdout
-# and to bench/results/latest.md.
+# and to bench/results/latest.md. Then the Python and JavaScript hellos
+# (guest/python, guest/javascript) against `wasmtime serve` on the same
+# components: requests/s at 16 and 64 connections, cold starts from an empty
+# and a warm cache, and memory (bench/toolchains.py; about 15 minutes more;
+# bench/results/toolchains.md).
 #
 # Environment:
 #   BENCH_DURATION     seconds per measured wrk run            (default 10)
@@ -22,6 +26,8 @@
 #   BENCH_OUT          report file                             (default bench/results/latest.md)
 #   BENCH_NOTE         a line put at the top of the report
 #   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
+#   BENCH_TOOLCHAINS=0 skip the Python and JavaScript part
+#   BENCH_TOOLCHAINS_OUT  its report (default bench/results/toolchains.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -221,3 +227,13 @@ python3 bench/report.py "$WORK" >"$WORK/report.md"
 cp "$WORK/report.md" "$OUT"
 cat "$WORK/report.md"
 log "report written to $OUT"
+
+# --- Python and JavaScript ----------------------------------------------------
+if [[ ${BENCH_TOOLCHAINS:-1} == 1 ]]; then
+  log "Python and JavaScript hellos: building them (pinned toolchains, cached)"
+  guest/python/build.sh "$WORK/hello-python.wasm"
+  guest/javascript/build.sh "$WORK/hello-javascript.wasm"
+  BENCH_CONNECTIONS="16 64" python3 bench/toolchains.py --wasmlet "$WASMLET" --wasmtime "$WASMTIME" \
+    --component python="$WORK/hello-python.wasm" --component javascript="$WORK/hello-javascript.wasm" \
+    --out "${BENCH_TOOLCHAINS_OUT:-bench/results/toolchains.md}"
+fi
