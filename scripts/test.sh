@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and black-box tests (with
+# The whole test suite: links in the docs, formatting, lints, unit and black-box tests (with
 # parity against `wasmtime serve`), Kubernetes manifests, and the container
 # tests (Docker image, 3 replicas behind a virtual IP).
 #
@@ -12,6 +12,9 @@ fast=0
 [[ "${1:-}" == "--fast" ]] && fast=1
 
 scripts/setup-tools.sh
+
+echo "== links and anchors in the docs"
+scripts/check-links.py
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -14,7 +14,7 @@ use wasmlet::{app, component, logging};
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
 /// request path (a fresh store and instance per request allocate and free
 /// a lot), at the same idle memory; mimalloc was as fast but doubled the
-/// idle RSS (README, "Benchmarks").
+/// idle RSS (bench/README.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -7,7 +7,7 @@
 //! own reactor. Nothing on the request path crosses threads: no work
 //! stealing, no cross-CPU wake-ups, no shared timer wheel. Measured on a
 //! 2-core VM this cut the host's CPU per request by about a third against
-//! one multi-threaded runtime (README, "Benchmarks").
+//! one multi-threaded runtime (bench/README.md).
 
 use std::future::Future;
 use std::io;
