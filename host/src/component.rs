@@ -77,7 +77,10 @@ impl WasmFile {
         }
         let mut bytes = Vec::with_capacity(before.0 as usize);
         std::fs::File::open(path)
-            .and_then(|file| file.take(max_size + 1).read_to_end(&mut bytes))
+            .and_then(|file| {
+                file.take(max_size.saturating_add(1))
+                    .read_to_end(&mut bytes)
+            })
             .with_context(|| format!("`{}`: cannot read", path.display()))?;
         if bytes.len() as u64 > max_size {
             return Err(too_large(bytes.len() as u64));
