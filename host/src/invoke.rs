@@ -20,7 +20,7 @@
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
 
-use crate::engine::{GuestRunning, TickerHandle};
+use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
 use crate::registry::Handler;
 use crate::sandbox::{self, MemoryLimit};
@@ -361,6 +361,11 @@ impl HeavySlot {
 /// What the guest does at each epoch tick: past its deadline it is
 /// interrupted (a CPU loop never reaches an await); before that it yields to
 /// other tasks, and once it counts as heavy it also queues for a CPU slot.
+///
+/// This runs only while the guest runs, at the first tick boundary after
+/// it was (re)scheduled, so the number of calls is the guest's running
+/// time in ticks, give or take one per turn; waiting for its turn behind
+/// other guests does not count towards [`HEAVY_AFTER`].
 fn epoch_policy(
     deadline: std::time::Instant,
     cpu_share: CpuShare,
@@ -369,14 +374,15 @@ fn epoch_policy(
 + Send
 + Sync
 + 'static {
-    let heavy_from = std::time::Instant::now() + HEAVY_AFTER;
+    let heavy_after_ticks = HEAVY_AFTER.as_nanos() / EPOCH_TICK.as_nanos().max(1);
+    let mut ticks_run: u128 = 0;
     move |store| {
         sandbox::charge_host_memory(store)?;
-        let now = std::time::Instant::now();
-        if now >= deadline {
+        if std::time::Instant::now() >= deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if now < heavy_from {
+        ticks_run += 1;
+        if ticks_run < heavy_after_ticks {
             return Ok(UpdateDeadline::Yield(1));
         }
         slot.release();

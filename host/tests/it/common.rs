@@ -457,3 +457,37 @@ pub fn memory_cgroup_readable() -> bool {
     }) || Path::new("/sys/fs/cgroup/memory/memory.usage_in_bytes").exists()
         || Path::new("/sys/fs/cgroup/memory.current").exists()
 }
+
+/// A loopback upstream answering `upstream says hi` to everything.
+pub async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"upstream says hi"),
+                    )))
+                }),
+            ));
+        }
+    });
+    addr
+}
+
+/// `POST /reload` on the admin port, with the header it requires.
+pub async fn reload(admin: SocketAddr) -> Reply {
+    request_with(
+        admin,
+        "POST",
+        "/reload",
+        &[("x-wasmlet-reload", "1")],
+        Bytes::new(),
+    )
+    .await
+}

@@ -224,28 +224,6 @@ async fn a_wildcard_outbound_rule_never_reaches_loopback_or_the_admin_port() {
     assert_eq!(counted, 3.0);
 }
 
-/// A loopback upstream answering `upstream says hi` to everything.
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(Bytes::from_static(b"upstream says hi")),
-                    ))
-                }),
-            ));
-        }
-    });
-    addr
-}
-
 // Finding 8: a cache directory others can write is not used.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cache_dir_others_can_write_is_not_used() {

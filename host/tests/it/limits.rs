@@ -520,28 +520,6 @@ async fn the_guest_sees_no_host_environment_unless_granted() {
     assert_eq!(r.text(), "ANSWER=42\nGREETING=hi\n");
 }
 
-/// A loopback upstream answering `upstream says hi` to everything.
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(Bytes::from_static(b"upstream says hi")),
-                    ))
-                }),
-            ));
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn outbound_http_is_denied_unless_the_host_is_allowed() {
     let allowed = upstream().await;

@@ -115,14 +115,7 @@ async fn reload_needs_a_request_a_browser_cannot_send_cross_site() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("x-wasmlet-reload"), "{}", r.text());
     assert_eq!(metric(&host, reloads).await, before, "no reload happened");
-    let r = request_with(
-        host.admin,
-        "POST",
-        "/reload",
-        &[("x-wasmlet-reload", "1")],
-        Bytes::new(),
-    )
-    .await;
+    let r = reload(host.admin).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(metric(&host, reloads).await, before + 1.0);
 }

@@ -116,7 +116,7 @@ async fn hello_answers_the_same_under_wasmtime_serve() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_and_javascript_answer_the_same_under_wasmtime_serve() {
-    let upstream = crate::toolchains::upstream().await;
+    let upstream = upstream().await;
     let fetch = format!("/fetch?url=http://{upstream}/hello");
     let body = Bytes::from(vec![b'x'; 1 << 20]);
     let cases = [

@@ -399,14 +399,7 @@ async fn bad_manifest_keeps_the_old_routes() {
         &toml,
         "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\nbogus = 1\n",
     );
-    let r = request_with(
-        host.admin,
-        "POST",
-        "/reload",
-        &[("x-wasmlet-reload", "1")],
-        Bytes::new(),
-    )
-    .await;
+    let r = reload(host.admin).await;
     assert_eq!(r.status, 422);
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let error = body["error"].as_str().unwrap();
@@ -451,26 +444,12 @@ async fn sighup_and_post_reload_pick_up_changes_without_watching() {
     until_body(host.public, "/", "v2", SWAP_BOUND).await;
 
     copy(wasm::V1, &dir.path().join("handler.wasm"));
-    let r = request_with(
-        host.admin,
-        "POST",
-        "/reload",
-        &[("x-wasmlet-reload", "1")],
-        Bytes::new(),
-    )
-    .await;
+    let r = reload(host.admin).await;
     assert_eq!(r.status, 200);
     let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(report["outcome"], "published");
     assert_eq!(get(host.public, "/").await.text(), "v1");
-    let r = request_with(
-        host.admin,
-        "POST",
-        "/reload",
-        &[("x-wasmlet-reload", "1")],
-        Bytes::new(),
-    )
-    .await;
+    let r = reload(host.admin).await;
     let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(report["outcome"], "unchanged");
 }

@@ -36,30 +36,6 @@ pub fn cache_dir(component: &str) -> String {
     dir
 }
 
-/// A loopback upstream answering `upstream says hi` to everything.
-pub async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(Bytes::from_static(b"upstream says hi")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// A manifest serving `component` on every path, allowed to reach `allowed`.
 pub fn manifest(dir: &std::path::Path, component: &str, allowed: std::net::SocketAddr) -> PathBuf {
     let manifest = dir.join("wasmlet.toml");
@@ -208,14 +184,7 @@ async fn a_reload_to_a_component_that_does_not_fit_keeps_the_last_good_one() {
     assert_eq!(get(host.public, "/").await.text(), "Hello World!");
 
     copy(wasm::HELLO_PYTHON, &handler);
-    let reload = request_with(
-        host.admin,
-        "POST",
-        "/reload",
-        &[("x-wasmlet-reload", "1")],
-        Bytes::new(),
-    )
-    .await;
+    let reload = reload(host.admin).await;
     assert_eq!(reload.status, 422, "{}", reload.text());
     assert!(
         reload.text().contains("--max-core-instances-per-component"),
