@@ -65,6 +65,12 @@ pub const FAULT_KINDS: [&str; 6] = [
     "pool",
 ];
 
+/// Why the host refused a request before a handler saw it.
+pub const REJECT_REASONS: [&str; 4] = ["overloaded", "body_too_large", "body_too_slow", "bad_path"];
+
+/// Why a guest's outbound request was refused (see `outbound`).
+pub const OUTBOUND_DENIED_REASONS: [&str; 2] = ["host", "address"];
+
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
 
@@ -215,6 +221,11 @@ impl Metrics {
             );
             (cgroup, gauge)
         });
+        for reason in REJECT_REASONS {
+            let _ = rejected.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
         let outbound_denied = Family::<DeniedLabels, Counter>::default();
         host.register(
             "outbound_denied",
@@ -275,6 +286,14 @@ impl Metrics {
 
     /// Series for one route, resolved once at load time.
     pub fn route(&self, route: &str) -> RouteMetrics {
+        // Series that start at 0, so alerts on their rate see them before
+        // the first refusal.
+        for reason in OUTBOUND_DENIED_REASONS {
+            let _ = self.outbound_denied.get_or_create(&DeniedLabels {
+                route: route.to_string(),
+                reason: reason.to_string(),
+            });
+        }
         let status = |class: &str| {
             self.requests
                 .get_or_create(&RouteStatus {
