@@ -50,5 +50,6 @@ echo "build: componentize-js $COMPONENTIZE_JS_VERSION: $here/app.js -> $out" >&2
 "$bin" "$here/app.js" --wit "$work/wit" --world-name handler --out "$work/hello.wasm" >&2
 tmp=$(mktemp "$cache/.hello-javascript-XXXXXX")
 mv "$work/hello.wasm" "$tmp"
+chmod 0644 "$tmp"
 mv "$tmp" "$cached"
 cp "$cached" "$out"

@@ -68,8 +68,8 @@ def send(response_out, status, body, content_type=TEXT_PLAIN, head_only=False):
     ResponseOutparam.set(response_out, Ok(response))
     if not head_only:
         with out.write() as stream:
-            for start in range(0, len(body), WRITE_CHUNK):
-                stream.blocking_write_and_flush(body[start : start + WRITE_CHUNK])
+            if not write_all(stream, body):
+                return
     OutgoingBody.finish(out, None)
 
 
@@ -83,8 +83,8 @@ def echo(request, response_out):
     incoming = request.consume()
     with incoming.stream() as source, out.write() as sink:
         for chunk in read_chunks(source):
-            for start in range(0, len(chunk), WRITE_CHUNK):
-                sink.blocking_write_and_flush(chunk[start : start + WRITE_CHUNK])
+            if not write_all(sink, chunk):
+                return
     IncomingBody.finish(incoming)
     OutgoingBody.finish(out, None)
 
@@ -113,6 +113,17 @@ def fetch(url, response_out):
     with incoming.stream() as source:
         body = b"".join(read_chunks(source))
     send(response_out, 200, b"upstream %d: " % status + body)
+
+
+def write_all(stream, data):
+    """Writes `data`; False if the client went away (the response is then
+    left unfinished, which the host reports as a cut body, not a trap)."""
+    try:
+        for start in range(0, len(data), WRITE_CHUNK):
+            stream.blocking_write_and_flush(data[start : start + WRITE_CHUNK])
+    except Err:
+        return False
+    return True
 
 
 def read_chunks(stream):

@@ -39,5 +39,6 @@ tmp=$(mktemp "$cache/.hello-python-XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 (cd "$here" && "$venv/bin/componentize-py" --wit-path "$root/wit" --world wasmlet:handler/handler \
   componentize app --output "$tmp" >&2)
+chmod 0644 "$tmp"
 mv "$tmp" "$cached"
 cp "$cached" "$out"
