@@ -491,3 +491,13 @@ pub async fn reload(admin: SocketAddr) -> Reply {
     )
     .await
 }
+
+/// A `/proc/PID/status` memory field of process `pid` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

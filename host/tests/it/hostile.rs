@@ -100,16 +100,6 @@ fn replace(from: &str, target: &Path) {
     std::fs::rename(&tmp, target).unwrap();
 }
 
-/// A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 // Finding 2: what a guest makes the host hold is capped and charged.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_hoarding_header_maps_gets_500_and_the_host_stays_small() {

@@ -91,16 +91,6 @@ async fn each_fault_fails_its_request_alone() {
     );
 }
 
-/// A `/proc/PID/status` memory field of process `pid` (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_a_request_grew_goes_back_when_it_ends() {
     let host = Wasmlet::serve(&[wasm::MEMORY_HOG]);
