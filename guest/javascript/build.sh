@@ -33,6 +33,7 @@ fi
 
 bin=$prefix/node_modules/.bin/componentize-js
 if [[ ! -x $bin ]]; then
+  "$root/scripts/need-command.sh" npm npm
   echo "build: installing componentize-js $COMPONENTIZE_JS_VERSION into $prefix" >&2
   rm -rf "$prefix"
   mkdir -p "$prefix"
