@@ -177,13 +177,13 @@ async fn handle(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.record(status, elapsed.as_secs_f64());
-    if let (Some(version), Some(canary)) =
-        (version, handler.as_ref().and_then(|h| h.canary.as_ref()))
+    // A refusal before a handler ran (503 overloaded) says nothing about
+    // either version.
+    if invoked
+        && let (Some(version), Some(canary)) =
+            (version, handler.as_ref().and_then(|h| h.canary.as_ref()))
     {
-        // A refusal before the handler ran says nothing about the version.
-        if invoked {
-            canary.record(version, status);
-        }
+        canary.record(version, status);
         if version_header {
             response
                 .headers_mut()
