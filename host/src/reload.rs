@@ -75,12 +75,17 @@ impl Source {
         }
     }
 
-    /// Directories to watch: the manifest's and every component's.
+    /// Directories to watch: the manifest's and every component's
+    /// (canaries included).
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.home()];
         if let Ok(manifest) = self.manifest() {
-            for route in manifest.routes {
-                if let Some(dir) = route.component.parent() {
+            let components = manifest.routes.into_iter().flat_map(|route| {
+                let canary = route.canary.map(|c| c.component);
+                std::iter::once(route.component).chain(canary)
+            });
+            for component in components {
+                if let Some(dir) = component.parent() {
                     let dir = if dir.as_os_str().is_empty() {
                         Path::new(".")
                     } else {

@@ -518,3 +518,21 @@ fn the_kubernetes_canary_example_is_a_valid_manifest() {
     assert!(canary.component.ends_with("hello-v2.wasm"));
     assert!(canary.rollback.is_some() && canary.sticky.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_in_another_folder_is_watched_like_a_route_component() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    std::fs::create_dir(dir.path().join("canaries")).unwrap();
+    copy(wasm::V1, &dir.path().join("canaries/next.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canaries/next.wasm\", weight = 100 }\n",
+        &[],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    copy(wasm::V2, &dir.path().join("canaries/next.wasm"));
+    until_body(host.public, "/", "v2", Duration::from_secs(5)).await;
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["digest"], digest_of(wasm::V2));
+}
