@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Render the Kubernetes manifests and check them, without a cluster:
-#   1. `kubectl kustomize` renders k8s/ (hashed ConfigMap → rolling update) and k8s/in-place/
-#      (fixed ConfigMap name → in-place hot swap);
+#   1. `kubectl kustomize` renders k8s/ (hashed ConfigMap → rolling update), k8s/in-place/
+#      (fixed ConfigMap name → in-place hot swap), k8s/autoscaling/ (k8s/ + an HPA) and
+#      k8s/canary/ (a canary through the ConfigMap; a stand-in hello-v2.wasm if none is there);
 #   2. kubernetes-validate --strict validates both against the oldest and newest Kubernetes
 #      releases it has schemas for, from 1.32 on (K8S_VERSIONS overrides);
 #   3. scripts/k8s_check.py checks that the objects agree with each other and with the Dockerfile;
@@ -80,7 +81,14 @@ deployment_of() { "$python" -c '
 import json, sys, yaml
 print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Deployment"], sort_keys=True))' "$1"; }
 
-for pair in "base k8s" "in-place k8s/in-place"; do
+# The canary example renders from a copy, with a stand-in second version if none was put there.
+cp -r k8s "$tmp/k8s-canary"
+if [[ ! -f k8s/canary/hello-v2.wasm ]]; then
+  cp k8s/handlers/hello.wasm "$tmp/k8s-canary/canary/hello-v2.wasm"
+  printf 'v2' >>"$tmp/k8s-canary/canary/hello-v2.wasm"
+fi
+
+for pair in "base k8s" "in-place k8s/in-place" "autoscaling k8s/autoscaling" "canary $tmp/k8s-canary/canary"; do
   set -- $pair
   render "$1" "$2" || continue
   validate "$tmp/$1.yaml" "$2"
@@ -117,11 +125,14 @@ for d in docs:
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
 PY
   validate "$tmp/bad-schema.yaml" "a Deployment with an unknown field (spec.replica)" expect-failure
-  if "$python" scripts/k8s_check.py --self-test "$tmp/base.yaml" >"$tmp/self-test.out" 2>&1; then
-    pass "consistency checker catches every mutation ($(tail -n 1 "$tmp/self-test.out"))"
-  else
-    fail "consistency checker self-test:"$'\n'"$(grep -v '^PASS' "$tmp/self-test.out")"
-  fi
+  for name in base autoscaling; do
+    [[ -f $tmp/$name.yaml ]] || continue
+    if "$python" scripts/k8s_check.py --self-test "$tmp/$name.yaml" >"$tmp/self-test.out" 2>&1; then
+      pass "consistency checker catches every mutation of $name ($(tail -n 1 "$tmp/self-test.out"))"
+    else
+      fail "consistency checker self-test on $name:"$'\n'"$(grep -v '^PASS' "$tmp/self-test.out")"
+    fi
+  done
 fi
 
 echo "k8s: $passed passed, $failed failed"

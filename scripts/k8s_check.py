@@ -17,7 +17,12 @@ agree with each other and with the image:
   - the securityContext is restrictive, requests and limits are set, the rollout never drops
     below 3 ready replicas, and the PDB leaves room for a drain;
   - a NetworkPolicy selects the pods: the public port open to all, the admin port only to pods
-    labelled as the metrics scraper, no other port, no rule open to every port.
+    labelled as the metrics scraper, no other port, no rule open to every port;
+  - every component the handler ConfigMap's wasmlet.toml names (a canary's included) is in it;
+  - with a HorizontalPodAutoscaler (k8s/autoscaling/): autoscaling/v2 on this Deployment,
+    minReplicas 3 and the Deployment without `replicas` (or `kubectl apply` would reset it), a CPU
+    utilization target under 100% of a CPU request that is set, a PDB that still allows a drain at
+    minReplicas, and scale-down that removes no more pods at a time than the PDB lets go.
 
     k8s_check.py RENDERED.yaml [--dockerfile Dockerfile]     run the checks
     k8s_check.py --self-test RENDERED.yaml                   prove that each check can fail
@@ -29,6 +34,7 @@ import argparse
 import copy
 import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 
 import yaml
@@ -146,7 +152,14 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
     image_env = dockerfile_env(dockerfile) if dockerfile else {}
 
-    r.check("replicas", spec.get("replicas") == REPLICAS, f"replicas = {spec.get('replicas')}")
+    hpas = find(docs, "HorizontalPodAutoscaler")
+    if hpas:
+        # The autoscaler owns the count; a `replicas` in the manifest would undo it on each apply.
+        r.check("replicas", "replicas" not in spec and hpas[0]["spec"].get("minReplicas") == REPLICAS,
+                f"replicas {spec.get('replicas')} left to the HPA, minReplicas {hpas[0]['spec'].get('minReplicas')}")
+    else:
+        r.check("replicas", spec.get("replicas") == REPLICAS, f"replicas = {spec.get('replicas')}")
+    floor = hpas[0]["spec"].get("minReplicas", 1) if hpas else spec.get("replicas", 0)
     r.check("deployment-selector", selects(spec["selector"], labels),
             f"{spec['selector']} selects the pod template's labels {labels}")
     r.check("service-selector", selects(svc["spec"].get("selector", {}), labels),
@@ -156,8 +169,8 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
                 f"PDB selector {pdb['spec'].get('selector')} selects {labels}")
         min_avail = pdb["spec"].get("minAvailable")
         r.check("pdb-allows-drain",
-                isinstance(min_avail, int) and 0 < min_avail < spec.get("replicas", 0),
-                f"minAvailable {min_avail} < replicas {spec.get('replicas')}")
+                isinstance(min_avail, int) and 0 < min_avail < floor,
+                f"minAvailable {min_avail} < replicas {floor}")
 
     # Ports: the Service → the public containerPort; probes → the admin one.
     r.check("service-type", svc["spec"].get("type") == "LoadBalancer", f"type {svc['spec'].get('type')}")
@@ -215,6 +228,10 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     if cms:
         keys = set(cms[0].get("data", {})) | set(cms[0].get("binaryData", {}))
         r.check("handlers-files", {"wasmlet.toml", "hello.wasm"} <= keys, f"ConfigMap keys {sorted(keys)}")
+        manifest = cms[0].get("data", {}).get("wasmlet.toml", "")
+        named = manifest_components(manifest)
+        r.check("handlers-components", named is not None and set(named) <= keys,
+                f"wasmlet.toml names {named} (canaries included), all in the ConfigMap")
     cache_dir = env.get("WASMLET_CACHE_DIR") or image_env.get("WASMLET_CACHE_DIR") or DEFAULT_CACHE_DIR
     # The cache is a folder the host creates inside the emptyDir (or is its mount point).
     cm = next((m for path, m in mounts.items()
@@ -256,7 +273,51 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
             f"scrape annotations point at :{ann.get('prometheus.io/port')}{ann.get('prometheus.io/path')}")
 
     check_network_policy(r, docs, labels, ports, http, probe_ports[0] if probe_ports else None)
+    if hpas:
+        pdb_min = pdbs[0]["spec"].get("minAvailable") if pdbs else None
+        check_hpa(r, hpas, c, floor, pdb_min)
     return r
+
+
+def manifest_components(text: str) -> list[str] | None:
+    """The component files a wasmlet.toml names, canaries included; None if it does not parse."""
+    try:
+        routes = tomllib.loads(text).get("route", [])
+    except tomllib.TOMLDecodeError:
+        return None
+    named = []
+    for route in routes:
+        named.append(route.get("component"))
+        if isinstance(route.get("canary"), dict):
+            named.append(route["canary"].get("component"))
+    return [n for n in named if isinstance(n, str)]
+
+
+def check_hpa(r: Report, hpas: list[dict], c: dict, floor: int, pdb_min) -> None:
+    hpa = hpas[0]
+    spec = hpa["spec"]
+    ref = spec.get("scaleTargetRef", {})
+    r.check("hpa-target", len(hpas) == 1 and hpa.get("apiVersion") == "autoscaling/v2"
+            and ref.get("kind") == "Deployment" and ref.get("name") == NAME,
+            f"one autoscaling/v2 HPA on Deployment {ref.get('name')}")
+    r.check("hpa-range", spec.get("maxReplicas", 0) > floor == REPLICAS,
+            f"minReplicas {floor} (want {REPLICAS}) < maxReplicas {spec.get('maxReplicas')}")
+    cpu = [m["resource"]["target"] for m in spec.get("metrics", [])
+           if m.get("type") == "Resource" and m.get("resource", {}).get("name") == "cpu"]
+    target = cpu[0].get("averageUtilization") if cpu and cpu[0].get("type") == "Utilization" else None
+    r.check("hpa-cpu", isinstance(target, int) and 0 < target < 100,
+            f"CPU utilization target {target}% (0 < target < 100)")
+    r.check("hpa-cpu-request", "cpu" in c.get("resources", {}).get("requests", {}),
+            "the container requests CPU (utilization is relative to it)")
+    # Scale-down is a voluntary disruption too: no more pods at a time than the PDB lets go.
+    down = spec.get("behavior", {}).get("scaleDown", {})
+    steps = [p.get("value") for p in down.get("policies", []) if p.get("type") == "Pods"]
+    others = [p for p in down.get("policies", []) if p.get("type") != "Pods"]
+    room = floor - pdb_min if isinstance(pdb_min, int) else 0
+    r.check("hpa-scale-down", bool(steps) and not others and max(steps) <= room
+            and down.get("selectPolicy", "Max") != "Disabled",
+            f"scale-down removes at most {max(steps) if steps else None} pod(s) at a time, "
+            f"PDB allows {room} (only Pods policies)")
 
 
 def check_network_policy(r: Report, docs: list[dict], labels: dict, ports: list[dict],
@@ -371,13 +432,51 @@ MUTATIONS = [
 ]
 
 
+def _hpa(docs):
+    return find(docs, "HorizontalPodAutoscaler")[0]["spec"]
+
+
+def _handlers_toml(docs, text):
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    cm["data"]["wasmlet.toml"] = text
+
+
+# Applied only to manifests with a HorizontalPodAutoscaler (k8s/autoscaling/).
+HPA_MUTATIONS = [
+    ("HPA on another Deployment", "hpa-target", lambda d: _hpa(d)["scaleTargetRef"].update(name="other")),
+    ("HPA with minReplicas 2", "hpa-range", lambda d: _hpa(d).update(minReplicas=2)),
+    ("HPA with maxReplicas 3", "hpa-range", lambda d: _hpa(d).update(maxReplicas=3)),
+    ("Deployment keeps replicas next to the HPA", "replicas", lambda d: _dep(d)["spec"].update(replicas=3)),
+    ("CPU target of 100%", "hpa-cpu",
+     lambda d: _hpa(d)["metrics"][0]["resource"]["target"].update(averageUtilization=100)),
+    ("no CPU request", "hpa-cpu-request", lambda d: _ctr(d)["resources"]["requests"].pop("cpu")),
+    ("scale-down 2 pods at a time", "hpa-scale-down",
+     lambda d: _hpa(d)["behavior"]["scaleDown"]["policies"][0].update(value=2)),
+    ("scale-down by percent", "hpa-scale-down",
+     lambda d: _hpa(d)["behavior"]["scaleDown"]["policies"].append(
+         {"type": "Percent", "value": 50, "periodSeconds": 60})),
+    ("PDB minAvailable 3 with minReplicas 3", "pdb-allows-drain",
+     lambda d: find(d, "PodDisruptionBudget")[0]["spec"].update(minAvailable=3)),
+]
+
+MANIFEST_MUTATIONS = [
+    ("wasmlet.toml names a canary the ConfigMap lacks", "handlers-components",
+     lambda d: _handlers_toml(d, '[[route]]\npath = "/..."\ncomponent = "hello.wasm"\n'
+                                 'canary = { component = "missing.wasm", weight = 5 }\n')),
+]
+
+
 def self_test(docs: list[dict]) -> int:
     baseline = run_checks(copy.deepcopy(docs))
     if baseline.failures:
         print("self-test: the unmutated manifests already fail:", *baseline.failures, sep="\n  ")
         return 1
     bad = 0
-    for what, check, mutate in MUTATIONS:
+    mutations = MUTATIONS + MANIFEST_MUTATIONS
+    if find(docs, "HorizontalPodAutoscaler"):
+        # Without `replicas` the base's replica mutation has nothing to change.
+        mutations = [m for m in mutations if m[1] != "replicas"] + HPA_MUTATIONS
+    for what, check, mutate in mutations:
         mutated = copy.deepcopy(docs)
         mutate(mutated)
         failed = {f.split(":", 1)[0] for f in run_checks(mutated).failures}
@@ -385,7 +484,7 @@ def self_test(docs: list[dict]) -> int:
         bad += not ok
         print(f"{'PASS' if ok else 'FAIL'} negative: {what} → {check} fails"
               + ("" if ok else f" (failed instead: {sorted(failed) or 'nothing'})"))
-    print(f"self-test: {len(MUTATIONS) - bad} passed, {bad} failed")
+    print(f"self-test: {len(mutations) - bad} passed, {bad} failed")
     return 1 if bad else 0
 
 

@@ -7,11 +7,16 @@
 //! - `GET /handlers`: JSON, per route: component, digest, generation, loaded_at, last_error.
 //! - `POST /reload`: reloads from disk and answers with the outcome; needs
 //!   the header [`RELOAD_HEADER`], so a cross-site form or fetch cannot.
+//! - `POST /routes/{route}/promote`, `POST /routes/{route}/abort`: the
+//!   route's canary becomes its stable version, or gets weight 0 (see
+//!   `canary`); `{route}` is the pattern as written (`/routes/api/.../abort`),
+//!   and the same header is needed.
 //!
 //! Every request must name an IP address, `localhost` or a host listed in
 //! --admin-allowed-hosts (421 otherwise), so DNS rebinding cannot read it.
 
 use crate::app::App;
+use crate::canary::ActionError;
 use crate::config::NetLimits;
 use crate::connection::{Connections, Policy};
 use bytes::Bytes;
@@ -102,11 +107,57 @@ async fn route(
                 &serde_json::json!({ "outcome": "error", "error": format!("{e:#}") }),
             ),
         },
+        (method, path) if canary_action(path).is_some() => {
+            let (route, action) = canary_action(path).expect("checked by the guard");
+            if method != Method::POST {
+                method_not_allowed("POST")
+            } else if !request.headers().contains_key(RELOAD_HEADER) {
+                text(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "POST /routes{route}/{action} needs the header `x-wasmlet-reload: 1`\n"
+                    ),
+                )
+            } else {
+                canary(&app, route, action).await
+            }
+        }
         (_, "/healthz" | "/readyz" | "/metrics" | "/handlers") => method_not_allowed("GET"),
         (_, "/reload") => method_not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// `/routes{route}/promote` or `/routes{route}/abort` as `(route, action)`.
+fn canary_action(path: &str) -> Option<(&str, &str)> {
+    let (route, action) = path.strip_prefix("/routes")?.rsplit_once('/')?;
+    (route.starts_with('/') && matches!(action, "promote" | "abort")).then_some((route, action))
+}
+
+/// Promotes or aborts `route`'s canary; answers with the route's
+/// `/handlers` entry.
+async fn canary(app: &App, route: &str, action: &str) -> Response<Full<Bytes>> {
+    let done = match action {
+        "promote" => app.reloader.promote(route).await,
+        _ => app.reloader.abort(route).await,
+    };
+    let status = match &done {
+        Ok(()) => StatusCode::OK,
+        Err(ActionError::NoRoute(_)) => StatusCode::NOT_FOUND,
+        Err(ActionError::NoCanary(_) | ActionError::Finished(..)) => StatusCode::CONFLICT,
+    };
+    match done {
+        Ok(()) => {
+            let doc = app.registry.describe();
+            let entry = doc.routes.iter().find(|r| r.route == route);
+            json(status, &entry)
+        }
+        Err(e) => json(
+            status,
+            &serde_json::json!({ "outcome": "error", "error": e.to_string() }),
+        ),
+    }
 }
 
 /// The host a request names: the authority of an absolute-form target,

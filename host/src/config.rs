@@ -108,6 +108,11 @@ pub struct NetLimits {
         value_name = "NAME"
     )]
     pub admin_allowed_hosts: Vec<String>,
+
+    /// Do not add `x-wasmlet-version: stable|canary` to the responses of
+    /// routes with a canary.
+    #[arg(long, env = "WASMLET_NO_VERSION_HEADER")]
+    pub no_version_header: bool,
 }
 
 impl Default for NetLimits {
@@ -116,6 +121,7 @@ impl Default for NetLimits {
             write_timeout: Duration::from_secs(30),
             min_body_rate: 16 << 10,
             admin_allowed_hosts: Vec::new(),
+            no_version_header: false,
         }
     }
 }

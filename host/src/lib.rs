@@ -18,6 +18,7 @@
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
+//! - [`canary`]: a route's second version: weighted split, sticky keys, automatic rollback.
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod canary;
 pub mod cgroup;
 pub mod compiler;
 pub mod component;

@@ -9,10 +9,14 @@
 //! max_body_size = "1MiB"
 //! env = { GREETING = "hi" }       # granted environment variables
 //! allowed_outbound_hosts = ["http://127.0.0.1:8080"]
+//! canary = { component = "hello-v2.wasm", weight = 10 }   # see `canary`
+//! sticky = "header:x-user"        # or "cookie:NAME"; needs a canary
+//! rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
+use crate::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use crate::limits::{self, RouteLimits};
 use crate::outbound::OutboundRule;
 use crate::router::{Pattern, Router};
@@ -35,8 +39,8 @@ struct ManifestFile {
 struct RouteFile {
     /// `path = "/api/..."`
     path: String,
-    /// `component = "api.wasm"`
-    component: PathBuf,
+    /// `component = "api.wasm"` (optional only to say what a canary lacks)
+    component: Option<PathBuf>,
     /// `timeout = "5s"`
     #[serde(default, deserialize_with = "limits::duration_opt")]
     timeout: Option<Duration>,
@@ -52,6 +56,12 @@ struct RouteFile {
     /// `allowed_outbound_hosts = ["https://api.example.com"]`
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
+    /// `canary = { component = "api-v2.wasm", weight = 10 }`
+    canary: Option<toml::Spanned<CanaryFile>>,
+    /// `sticky = "header:x-user"` or `"cookie:NAME"`
+    sticky: Option<toml::Spanned<String>>,
+    /// `rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }`
+    rollback: Option<toml::Spanned<RollbackFile>>,
 }
 
 /// One validated route.
@@ -63,6 +73,8 @@ pub struct RouteSpec {
     pub limits: RouteLimits,
     pub env: Vec<(String, String)>,
     pub outbound: Vec<OutboundRule>,
+    /// A second version taking a share of the requests.
+    pub canary: Option<CanarySpec>,
 }
 
 impl RouteSpec {
@@ -74,6 +86,7 @@ impl RouteSpec {
             limits: RouteLimits::default(),
             env: Vec::new(),
             outbound: Vec::new(),
+            canary: None,
         }
     }
 }
@@ -111,8 +124,8 @@ impl Manifest {
         for spanned in file.route {
             let line = line_of(text, &spanned.span());
             let route = spanned.into_inner();
-            let spec =
-                validate_route(route, base).with_context(|| format!("route at line {line}"))?;
+            let spec = validate_route(route, base, text)
+                .with_context(|| format!("route at line {line}"))?;
             routes.push(spec);
         }
         Router::new(routes.iter().map(|r| (r.pattern.clone(), ()))).map_err(anyhow::Error::msg)?;
@@ -127,11 +140,15 @@ impl Manifest {
     }
 }
 
-fn validate_route(route: RouteFile, base: &Path) -> Result<RouteSpec> {
+fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec> {
     let pattern = Pattern::parse(&route.path).map_err(anyhow::Error::msg)?;
-    if route.component.as_os_str().is_empty() {
-        bail!("`component` is empty");
-    }
+    let component = match route.component {
+        Some(component) => component_ref(base, &component)?,
+        None if route.canary.is_some() => {
+            bail!("a canary needs a stable version: `component` is missing")
+        }
+        None => bail!("missing field `component`"),
+    };
     for name in route.env.keys() {
         if name.is_empty() || name.contains(['=', '\0']) {
             bail!("`env`: invalid variable name `{name}`");
@@ -143,9 +160,10 @@ fn validate_route(route: RouteFile, base: &Path) -> Result<RouteSpec> {
         .map(|rule| OutboundRule::parse(rule).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()
         .context("`allowed_outbound_hosts`")?;
+    let canary = validate_canary(route.canary, route.sticky, route.rollback, base, text)?;
     Ok(RouteSpec {
         pattern,
-        component: base.join(&route.component),
+        component,
         limits: RouteLimits {
             timeout: route.timeout,
             max_memory: route.max_memory,
@@ -153,7 +171,69 @@ fn validate_route(route: RouteFile, base: &Path) -> Result<RouteSpec> {
         },
         env: route.env.into_iter().collect(),
         outbound,
+        canary,
     })
+}
+
+/// A route's (or a canary's) `component`, resolved against `base`.
+fn component_ref(base: &Path, component: &Path) -> Result<PathBuf> {
+    if component.as_os_str().is_empty() {
+        bail!("`component` is empty");
+    }
+    Ok(base.join(component))
+}
+
+/// `canary`, `sticky` and `rollback`; each error names its own line.
+fn validate_canary(
+    canary: Option<toml::Spanned<CanaryFile>>,
+    sticky: Option<toml::Spanned<String>>,
+    rollback: Option<toml::Spanned<RollbackFile>>,
+    base: &Path,
+    text: &str,
+) -> Result<Option<CanarySpec>> {
+    let at = |span: Range<usize>| line_of(text, &span);
+    let Some(canary) = canary else {
+        if let Some(key) = sticky
+            .as_ref()
+            .map(|s| ("sticky", at(s.span())))
+            .or_else(|| rollback.as_ref().map(|r| ("rollback", at(r.span()))))
+        {
+            bail!("line {}: `{}` needs a `canary`", key.1, key.0);
+        }
+        return Ok(None);
+    };
+    let line = at(canary.span());
+    let file = canary.into_inner();
+    let weight = u8::try_from(file.weight)
+        .ok()
+        .filter(|w| *w <= 100)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "line {line}: canary `weight` must be between 0 and 100 (percent), not {}",
+                file.weight
+            )
+        })?;
+    let component =
+        component_ref(base, &file.component).with_context(|| format!("line {line}: canary"))?;
+    let sticky = sticky
+        .map(|s| {
+            let line = at(s.span());
+            Sticky::parse(s.get_ref()).with_context(|| format!("line {line}"))
+        })
+        .transpose()?;
+    let rollback = rollback
+        .map(|r| {
+            let line = at(r.span());
+            RollbackPolicy::validate(r.into_inner())
+                .with_context(|| format!("line {line}: `rollback`"))
+        })
+        .transpose()?;
+    Ok(Some(CanarySpec {
+        component,
+        weight,
+        sticky,
+        rollback,
+    }))
 }
 
 /// 1-based line number of a byte span's start.
@@ -233,6 +313,100 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
             "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n",
         );
         assert!(e.contains("duplicate route `/a`"), "{e}");
+    }
+
+    const CANARY_ROUTE: &str = "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\n";
+
+    #[test]
+    fn parses_a_canary() {
+        let m = parse(&format!(
+            "{CANARY_ROUTE}canary = {{ component = \"b.wasm\", weight = 10 }}\nsticky = \"cookie:user\"\nrollback = {{ max_error_rate = 0.05, min_requests = 200, window = \"1m\" }}\n"
+        ))
+        .unwrap();
+        let canary = m.routes[0].canary.as_ref().unwrap();
+        assert_eq!(canary.component, PathBuf::from("/srv/b.wasm"));
+        assert_eq!(canary.weight, 10);
+        assert_eq!(canary.sticky, Some(Sticky::Cookie("user".into())));
+        let rollback = canary.rollback.unwrap();
+        assert_eq!(rollback.min_requests, 200);
+        assert_eq!(rollback.window, Duration::from_secs(60));
+        for weight in [0, 100] {
+            let m = parse(&format!(
+                "{CANARY_ROUTE}canary = {{ component = \"b.wasm\", weight = {weight} }}\n"
+            ))
+            .unwrap();
+            assert_eq!(m.routes[0].canary.as_ref().unwrap().weight, weight);
+        }
+    }
+
+    #[test]
+    fn bad_canaries_name_their_line() {
+        let canary =
+            |weight: &str| format!("canary = {{ component = \"b.wasm\", weight = {weight} }}\n");
+        for (text, want) in [
+            (
+                format!("[[route]]\npath = \"/\"\n{}", canary("10")),
+                "route at line 1: a canary needs a stable version",
+            ),
+            (
+                format!("{CANARY_ROUTE}{}", canary("101")),
+                "line 4: canary `weight` must be between 0 and 100",
+            ),
+            (
+                format!("{CANARY_ROUTE}{}", canary("-1")),
+                "line 4: canary `weight`",
+            ),
+            (format!("{CANARY_ROUTE}{}", canary("\"ten\"")), "line 4"),
+            (
+                format!("{CANARY_ROUTE}canary = {{ component = \"\", weight = 1 }}\n"),
+                "line 4: canary: `component` is empty",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}canary = {{ component = \"b.wasm\", weight = 1, extra = 2 }}\n"
+                ),
+                "unknown field `extra`",
+            ),
+            (
+                format!("{CANARY_ROUTE}sticky = \"header:x-user\"\n"),
+                "line 4: `sticky` needs a `canary`",
+            ),
+            (
+                format!("{CANARY_ROUTE}{}sticky = \"query:x\"\n", canary("5")),
+                "line 5: `sticky` must be `header:NAME` or `cookie:NAME`",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}{}rollback = {{ max_error_rate = 5.0, min_requests = 200, window = \"1m\" }}\n",
+                    canary("5")
+                ),
+                "line 5: `rollback`: `max_error_rate` must be between 0 and 1",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}{}rollback = {{ max_error_rate = 0.05, min_requests = 0, window = \"1m\" }}\n",
+                    canary("5")
+                ),
+                "line 5: `rollback`: `min_requests` must be at least 1",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}{}rollback = {{ max_error_rate = 0.05, min_requests = 10, window = \"a while\" }}\n",
+                    canary("5")
+                ),
+                "line 5: `rollback`: `window`",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}{}rollback = {{ max_error_rate = 0.05, min_requests = 10 }}\n",
+                    canary("5")
+                ),
+                "missing field `window`",
+            ),
+        ] {
+            let e = error(&text);
+            assert!(e.contains(want), "{text}\n=> {e}");
+        }
     }
 
     #[test]

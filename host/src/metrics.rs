@@ -22,6 +22,14 @@ pub struct RouteStatus {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionStatus {
+    pub route: String,
+    /// `stable` or `canary`.
+    pub version: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
 }
@@ -89,6 +97,8 @@ pub struct Metrics {
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
     pub outbound_denied: Family<DeniedLabels, Counter>,
+    pub canary_requests: Family<VersionStatus, Counter>,
+    pub canary_rollbacks: Family<RouteLabel, Counter>,
     resident_memory: Gauge,
     open_fds: Gauge,
     /// The cgroup's working set, when the process's cgroup can be read.
@@ -233,8 +243,23 @@ impl Metrics {
             outbound_denied.clone(),
         );
 
+        let canary_requests = Family::<VersionStatus, Counter>::default();
+        host.register(
+            "canary_requests",
+            "HTTP requests answered on routes with a canary, by route, version (stable, canary) and status class",
+            canary_requests.clone(),
+        );
+        let canary_rollbacks = Family::<RouteLabel, Counter>::default();
+        host.register(
+            "canary_rollbacks",
+            "Canaries this replica rolled back on its own (weight set to 0), by route",
+            canary_rollbacks.clone(),
+        );
+
         Metrics {
             registry,
+            canary_requests,
+            canary_rollbacks,
             working_set,
             requests,
             duration,
@@ -319,6 +344,28 @@ impl Metrics {
             body_in: self.body_in.get_or_create(&label).clone(),
             body_out: self.body_out.get_or_create(&label).clone(),
         }
+    }
+
+    /// One version's `wasmlet_canary_requests_total` series, by status class.
+    pub fn canary_requests(&self, route: &str, version: &str) -> [Counter; 5] {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            self.canary_requests
+                .get_or_create(&VersionStatus {
+                    route: route.to_string(),
+                    version: version.to_string(),
+                    code: class.to_string(),
+                })
+                .clone()
+        })
+    }
+
+    /// A route's `wasmlet_canary_rollbacks_total`, there from 0 on.
+    pub fn canary_rollbacks(&self, route: &str) -> Counter {
+        self.canary_rollbacks
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .clone()
     }
 
     pub fn reload(&self, outcome: &str) {

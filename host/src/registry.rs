@@ -4,6 +4,7 @@
 //! handler; a swap stores a new table and never mutates one a request
 //! holds, so requests in flight finish on the version they started with.
 
+use crate::canary::{Canary, CanaryDoc, CanaryState};
 use crate::component::LoadedComponent;
 use crate::limits::RequestLimits;
 use crate::manifest::RouteSpec;
@@ -29,6 +30,11 @@ pub struct Handler {
     /// The table generation in which this route got its current component.
     pub generation: u64,
     pub loaded_at: SystemTime,
+    /// A second version taking a share of the route's requests.
+    pub canary: Option<Canary>,
+    /// The canary this route's component was promoted from, kept so that
+    /// reloads of the same manifest keep the promotion.
+    pub promoted: Option<Arc<CanaryState>>,
 }
 
 /// An immutable set of routes; replaced whole on every swap.
@@ -110,6 +116,8 @@ impl Registry {
                     generation: Some(handler.generation),
                     loaded_at: Some(rfc3339(handler.loaded_at)),
                     last_error: error.map(|e| e.error.clone()),
+                    canary: handler.canary.as_ref().map(Canary::describe),
+                    promoted_from_canary: handler.promoted.is_some(),
                 });
             }
         }
@@ -122,6 +130,8 @@ impl Registry {
                     generation: None,
                     loaded_at: None,
                     last_error: Some(error.error.clone()),
+                    canary: None,
+                    promoted_from_canary: false,
                 });
             }
         }
@@ -152,6 +162,10 @@ pub struct HandlerDoc {
     pub generation: Option<u64>,
     pub loaded_at: Option<String>,
     pub last_error: Option<String>,
+    /// The route's canary, if it has one.
+    pub canary: Option<CanaryDoc>,
+    /// Whether `component` is a canary promoted by `POST /routes/{route}/promote`.
+    pub promoted_from_canary: bool,
 }
 
 /// `2026-11-25T21:32:49.123Z`

@@ -22,6 +22,7 @@
 //! version stays.
 
 use crate::cache::CompileCache;
+use crate::canary::{self, ActionError, Canary, CanaryState, Phase};
 use crate::component::{self, LoadedComponent, WasmFile};
 use crate::config::LoadLimits;
 use crate::engine::{PerComponent, TickerHandle, Wasmtime};
@@ -74,12 +75,17 @@ impl Source {
         }
     }
 
-    /// Directories to watch: the manifest's and every component's.
+    /// Directories to watch: the manifest's and every component's
+    /// (canaries included).
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.home()];
         if let Ok(manifest) = self.manifest() {
-            for route in manifest.routes {
-                if let Some(dir) = route.component.parent() {
+            let components = manifest.routes.into_iter().flat_map(|route| {
+                let canary = route.canary.map(|c| c.component);
+                std::iter::once(route.component).chain(canary)
+            });
+            for component in components {
+                if let Some(dir) = component.parent() {
                     let dir = if dir.as_os_str().is_empty() {
                         Path::new(".")
                     } else {
@@ -223,7 +229,10 @@ impl Reloader {
         let known: HashMap<&str, &Arc<LoadedComponent>> = current
             .iter()
             .flat_map(|t| t.router.iter())
-            .map(|(_, h)| (h.component.digest.as_str(), &h.component))
+            .flat_map(|(_, h)| {
+                std::iter::once(&h.component).chain(h.canary.as_ref().map(|c| &c.handler.component))
+            })
+            .map(|c| (c.digest.as_str(), c))
             .collect();
 
         let mut handlers = Vec::with_capacity(manifest.routes.len());
@@ -231,16 +240,16 @@ impl Reloader {
         let mut compiled = 0;
         for spec in manifest.routes {
             let label = spec.pattern.to_string();
-            match self.load_route(&spec, &known).await {
-                Ok((component, fresh)) => {
-                    compiled += usize::from(fresh);
+            match self.load_versions(&spec, &known).await {
+                Ok((component, canary, fresh)) => {
+                    compiled += fresh;
                     let previous = current.as_ref().and_then(|t| {
                         t.router
                             .iter()
                             .find(|(p, _)| *p == spec.pattern)
                             .map(|(_, h)| h.clone())
                     });
-                    handlers.push(self.handler(spec, component, previous, generation));
+                    handlers.push(self.handler(spec, component, canary, previous, generation));
                 }
                 Err(error) => {
                     errors.insert(
@@ -286,6 +295,57 @@ impl Reloader {
             routes,
             compiled,
         })
+    }
+
+    /// A route's component and its canary's, each loaded by [`Self::load_route`].
+    /// Returns how many were compiled.
+    async fn load_versions(
+        &self,
+        spec: &RouteSpec,
+        known: &HashMap<&str, &Arc<LoadedComponent>>,
+    ) -> Result<(Arc<LoadedComponent>, Option<Arc<LoadedComponent>>, usize)> {
+        let (stable, fresh) = self.load_route(spec, known).await?;
+        let Some(canary) = &spec.canary else {
+            return Ok((stable, None, usize::from(fresh)));
+        };
+        let canary_spec = RouteSpec {
+            component: canary.component.clone(),
+            canary: None,
+            ..spec.clone()
+        };
+        let (canary, canary_fresh) = self
+            .load_route(&canary_spec, known)
+            .await
+            .context("canary")?;
+        Ok((
+            stable,
+            Some(canary),
+            usize::from(fresh) + usize::from(canary_fresh),
+        ))
+    }
+
+    /// `POST /routes/{route}/promote`: publishes a table in which the
+    /// route's canary is its stable version.
+    pub async fn promote(&self, route: &str) -> Result<(), ActionError> {
+        let _running = self.running.lock().await;
+        let table = self
+            .registry
+            .table()
+            .ok_or_else(|| ActionError::NoRoute(route.into()))?;
+        let promoted = canary::promote(&table, route)?;
+        self.update_info_metric(&promoted.router);
+        self.registry.publish(promoted);
+        Ok(())
+    }
+
+    /// `POST /routes/{route}/abort`: the route's canary gets weight 0.
+    pub async fn abort(&self, route: &str) -> Result<(), ActionError> {
+        let _running = self.running.lock().await;
+        let table = self
+            .registry
+            .table()
+            .ok_or_else(|| ActionError::NoRoute(route.into()))?;
+        canary::abort(&table, route)
     }
 
     /// The component for one route: reused when its digest is known,
@@ -388,30 +448,77 @@ impl Reloader {
     }
 
     /// A handler for `spec`; keeps the previous one's identity (generation,
-    /// load time) when nothing about the route changed.
+    /// load time) when nothing about the route changed. What was decided
+    /// about a canary (rollback, abort, promotion) carries over while its
+    /// digest stays.
     fn handler(
         &self,
         spec: RouteSpec,
         component: Arc<LoadedComponent>,
+        canary: Option<Arc<LoadedComponent>>,
         previous: Option<Arc<Handler>>,
         generation: u64,
     ) -> Arc<Handler> {
+        let state = canary.as_ref().map(|canary| {
+            previous
+                .as_ref()
+                .and_then(|p| {
+                    p.canary
+                        .as_ref()
+                        .map(|c| c.state.clone())
+                        .or(p.promoted.clone())
+                })
+                .filter(|state| state.digest == canary.digest)
+                .unwrap_or_else(|| Arc::new(CanaryState::new(&canary.digest)))
+        });
+        let promoted = state
+            .clone()
+            .filter(|state| state.phase() == Phase::Promoted);
+        let (component, canary) = match (&promoted, canary) {
+            (Some(_), Some(canary)) => (canary, None),
+            (_, canary) => (component, canary),
+        };
         if let Some(previous) = previous
             && previous.spec == spec
             && Arc::ptr_eq(&previous.component, &component)
+            && match (&previous.canary, &canary) {
+                (Some(before), Some(now)) => Arc::ptr_eq(&before.handler.component, now),
+                (None, None) => true,
+                _ => false,
+            }
+            && previous.promoted.is_some() == promoted.is_some()
         {
             return previous;
         }
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
-        Arc::new(Handler {
-            limits: RequestLimits::resolve(&self.limits, &spec.limits),
-            grants: self.grants(&spec, label.clone()),
-            metrics: self.metrics.route(&label),
-            label,
-            spec,
+        let limits = RequestLimits::resolve(&self.limits, &spec.limits);
+        let grants = self.grants(&spec, label.clone());
+        let metrics = self.metrics.route(&label);
+        let version = |component| Handler {
+            spec: spec.clone(),
+            label: label.clone(),
             component,
+            limits,
+            grants: grants.clone(),
+            metrics: metrics.clone(),
             generation,
             loaded_at: SystemTime::now(),
+            canary: None,
+            promoted: None,
+        };
+        let canary = match (canary, spec.canary.clone(), state) {
+            (Some(canary), Some(canary_spec), Some(state)) => Some(Canary::new(
+                Arc::new(version(canary)),
+                canary_spec,
+                state,
+                &self.metrics,
+            )),
+            _ => None,
+        };
+        Arc::new(Handler {
+            canary,
+            promoted,
+            ..version(component)
         })
     }
 

@@ -8,6 +8,7 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
+use crate::canary::{self, VERSION_HEADER};
 use crate::config::NetLimits;
 use crate::connection::{Connections, Policy};
 use crate::invoke::{self, InFlight, ResponseBody};
@@ -47,6 +48,7 @@ pub async fn serve(
         max_header_size: app.limits.max_header_size,
     }));
     let min_body_rate = net.min_body_rate;
+    let version_header = !net.no_version_header;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -76,7 +78,9 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |request| handle(app.clone(), request, min_body_rate));
+            let service = service_fn(move |request| {
+                handle(app.clone(), request, min_body_rate, version_header)
+            });
             let connection = watcher.watch(connections.serve(stream, service));
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -106,6 +110,7 @@ async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
     min_body_rate: u64,
+    version_header: bool,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = app.request_ids.take_or_make(&request);
@@ -119,6 +124,15 @@ async fn handle(
         Ok(()) => app.registry.route(&path),
         Err(_) => None,
     };
+    // On a route with a canary, the version that serves this request.
+    let (serving, version) = match &handler {
+        Some(route) => {
+            let (serving, version) = canary::choose(route, request.headers());
+            (Some(serving), version)
+        }
+        None => (None, None),
+    };
+    let mut invoked = false;
     // Borrowed from the handler this request holds: no per-request clones.
     let metrics = handler.as_ref().map_or(&app.no_route, |h| &h.metrics);
     let mut response = match (&checked, &handler) {
@@ -130,8 +144,9 @@ async fn handle(
         (Ok(()), Some(handler)) => match app.admission.admit().await {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
+                invoked = true;
                 invoke::invoke(
-                    handler.clone(),
+                    serving.unwrap_or(handler).clone(),
                     request,
                     request_id.clone(),
                     slot,
@@ -162,13 +177,27 @@ async fn handle(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.record(status, elapsed.as_secs_f64());
+    // A refusal before a handler ran (503 overloaded) says nothing about
+    // either version.
+    if invoked
+        && let (Some(version), Some(canary)) =
+            (version, handler.as_ref().and_then(|h| h.canary.as_ref()))
+    {
+        canary.record(version, status);
+        if version_header {
+            response
+                .headers_mut()
+                .insert(VERSION_HEADER, HeaderValue::from_static(version.as_str()));
+        }
+    }
     tracing::info!(
         method = %method,
         path = %path,
         route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.label),
         status,
         duration_ms = elapsed.as_secs_f64() * 1e3,
-        digest = %handler.as_ref().map_or("", |h| h.component.digest.as_str()),
+        digest = %serving.map_or("", |h| h.component.digest.as_str()),
+        version = version.map_or("", |v| v.as_str()),
         request_id = %request_id,
         "request"
     );

@@ -238,8 +238,21 @@ fn exposed_metrics(exposition: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_metrics_table_matches_a_live_metrics_endpoint() {
-    // --max-total-memory makes the guest-memory gauges exist.
-    let host = Wasmlet::serve(&[wasm::HELLO, "--max-total-memory", "64MiB"]);
+    // --max-total-memory makes the guest-memory gauges exist, and a route
+    // with a canary the canary series.
+    let dir = tempdir();
+    copy(wasm::HELLO, &dir.path().join("hello.wasm"));
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/...\"\ncomponent = \"hello.wasm\"\ncanary = { component = \"hello.wasm\", weight = 50 }\n",
+    );
+    let host = Wasmlet::serve(&[
+        "--config",
+        path_str(&manifest),
+        "--max-total-memory",
+        "64MiB",
+    ]);
     assert_eq!(get(host.public, "/").await.status, 200);
     // A family without samples is left out of the exposition, and the
     // rejection counters get their first sample at the first rejection.

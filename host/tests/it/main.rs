@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_input;
+mod canary;
 mod docs;
 mod foundation;
 mod hostile;

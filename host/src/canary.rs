@@ -1,0 +1,693 @@
+//! Weighted canaries: a second version of a route's handler takes a share
+//! of its requests, and is rolled back on its own when it fails more often
+//! than the stable version.
+//!
+//! Each request goes to one version: by the hash of the route's sticky
+//! header or cookie when the request carries it (the same value picks the
+//! same version on every replica), otherwise at random. With a `rollback`
+//! policy, outcomes (5xx answers, faults included) are counted per version
+//! in a sliding window; when the canary's failure rate exceeds the stable
+//! version's by more than `max_error_rate` after `min_requests` canary
+//! requests, its weight becomes 0. A rollback, an abort and a promotion
+//! belong to the canary's digest: they survive reloads until it changes.
+//! Every replica decides alone, from its own traffic.
+
+use crate::metrics::Metrics;
+use crate::registry::{Handler, RoutingTable};
+use crate::router::Router;
+use anyhow::{Result, bail};
+use http::HeaderMap;
+use http::header::{COOKIE, HeaderName};
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The response header naming the version that answered.
+pub const VERSION_HEADER: &str = "x-wasmlet-version";
+
+/// Slots of the sliding window: outcomes older than `window` drop out in
+/// steps of `window / WINDOW_SLOTS`.
+const WINDOW_SLOTS: u32 = 20;
+/// Shortest and longest `rollback.window`: a slot must span a few
+/// milliseconds, and a day of history outlives any rollout.
+const MIN_WINDOW: Duration = Duration::from_secs(1);
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `canary = { component = "hello-v2.wasm", weight = 10 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryFile {
+    /// `component = "hello-v2.wasm"`, resolved like the route's.
+    pub component: PathBuf,
+    /// `weight = 10`: the percentage of the route's requests it serves.
+    pub weight: i64,
+}
+
+/// `rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackFile {
+    /// `max_error_rate = 0.05`: how much higher the canary's failure rate
+    /// may be than the stable version's.
+    pub max_error_rate: f64,
+    /// `min_requests = 200`: canary requests in the window before it is judged.
+    pub min_requests: i64,
+    /// `window = "1m"`
+    pub window: String,
+}
+
+/// A validated canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanarySpec {
+    /// The canary's component, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// Percent of requests, 0–100.
+    pub weight: u8,
+    pub sticky: Option<Sticky>,
+    pub rollback: Option<RollbackPolicy>,
+}
+
+/// What pins a request to one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Header(HeaderName),
+    Cookie(String),
+}
+
+impl Sticky {
+    /// `header:NAME` or `cookie:NAME`.
+    pub fn parse(text: &str) -> Result<Sticky> {
+        let bad =
+            || anyhow::anyhow!("`sticky` must be `header:NAME` or `cookie:NAME`, not `{text}`");
+        match text.split_once(':') {
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(Sticky::Header)
+                .map_err(|_| bad()),
+            Some(("cookie", name))
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) =>
+            {
+                Ok(Sticky::Cookie(name.to_string()))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The request's value for this key, if it has one.
+    fn value<'a>(&self, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+        match self {
+            Sticky::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+            Sticky::Cookie(name) => headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_bytes()),
+        }
+        .filter(|v| !v.is_empty())
+    }
+}
+
+impl std::fmt::Display for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sticky::Header(name) => write!(f, "header:{name}"),
+            Sticky::Cookie(name) => write!(f, "cookie:{name}"),
+        }
+    }
+}
+
+/// When a canary is rolled back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RollbackPolicy {
+    pub max_error_rate: f64,
+    pub min_requests: u64,
+    pub window: Duration,
+}
+
+impl RollbackPolicy {
+    pub fn validate(file: RollbackFile) -> Result<RollbackPolicy> {
+        let rate = file.max_error_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("`max_error_rate` must be between 0 and 1 (a fraction), not {rate}");
+        }
+        let Ok(min_requests) = u64::try_from(file.min_requests) else {
+            bail!(
+                "`min_requests` must be at least 1, not {}",
+                file.min_requests
+            );
+        };
+        if min_requests == 0 {
+            bail!("`min_requests` must be at least 1, not 0");
+        }
+        let window = humantime::parse_duration(&file.window)
+            .map_err(|e| anyhow::anyhow!("`window`: `{}`: {e}", file.window))?;
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+            bail!(
+                "`window` must be between {} and {}, not `{}`",
+                humantime::format_duration(MIN_WINDOW),
+                humantime::format_duration(MAX_WINDOW),
+                file.window
+            );
+        }
+        Ok(RollbackPolicy {
+            max_error_rate: rate,
+            min_requests,
+            window,
+        })
+    }
+
+    /// Why the canary must go, if it must: its failure rate is more than
+    /// `max_error_rate` above the stable version's, over at least
+    /// `min_requests` canary requests.
+    pub fn verdict(&self, stable: Counts, canary: Counts) -> Option<String> {
+        if canary.total < self.min_requests {
+            return None;
+        }
+        let (s, c) = (stable.rate(), canary.rate());
+        (c - s > self.max_error_rate).then(|| {
+            format!(
+                "canary failed {}/{} requests ({:.1}%), stable {}/{} ({:.1}%): more than {:.1} points worse within {}",
+                canary.failed,
+                canary.total,
+                c * 100.0,
+                stable.failed,
+                stable.total,
+                s * 100.0,
+                self.max_error_rate * 100.0,
+                humantime::format_duration(self.window)
+            )
+        })
+    }
+}
+
+/// The version of a route that serves a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Stable = 0,
+    Canary = 1,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Stable => "stable",
+            Version::Canary => "canary",
+        }
+    }
+}
+
+/// Requests and failures of one version.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub total: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    fn rate(self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.total as f64
+        }
+    }
+}
+
+/// Outcomes per version over the last `width * WINDOW_SLOTS`.
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    width: Duration,
+    /// Per slot: the tick it holds, and its counts by version.
+    slots: Vec<(u64, [Counts; 2])>,
+}
+
+impl Window {
+    fn new(window: Duration, now: Instant) -> Window {
+        Window {
+            started: now,
+            width: window / WINDOW_SLOTS,
+            slots: vec![(0, [Counts::default(); 2]); WINDOW_SLOTS as usize],
+        }
+    }
+
+    /// Counts one outcome at `now`; returns the window's totals.
+    fn record(&mut self, now: Instant, version: Version, failed: bool) -> [Counts; 2] {
+        let tick = (now.saturating_duration_since(self.started).as_nanos()
+            / self.width.as_nanos().max(1)) as u64;
+        let slot = &mut self.slots[(tick % u64::from(WINDOW_SLOTS)) as usize];
+        if slot.0 != tick {
+            *slot = (tick, [Counts::default(); 2]);
+        }
+        let counts = &mut slot.1[version as usize];
+        counts.total += 1;
+        counts.failed += u64::from(failed);
+        self.totals(tick)
+    }
+
+    fn totals(&self, tick: u64) -> [Counts; 2] {
+        let mut sum = [Counts::default(); 2];
+        for (at, counts) in &self.slots {
+            if tick.saturating_sub(*at) < u64::from(WINDOW_SLOTS) {
+                for (sum, c) in sum.iter_mut().zip(counts) {
+                    sum.total += c.total;
+                    sum.failed += c.failed;
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// Where a canary stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Serving its configured weight.
+    Active = 0,
+    /// Weight 0: it failed more than the rollback policy allows.
+    RolledBack = 1,
+    /// Weight 0: an operator called `POST /routes/{route}/abort`.
+    Aborted = 2,
+    /// It became the route's stable version (`POST /routes/{route}/promote`).
+    Promoted = 3,
+}
+
+/// What is decided about one canary digest on a route; carried from
+/// table to table while the digest stays.
+#[derive(Debug)]
+pub struct CanaryState {
+    pub digest: String,
+    phase: AtomicU8,
+    /// Why it left `Active`, and when.
+    reason: Mutex<Option<(String, SystemTime)>>,
+    window: Mutex<Option<Window>>,
+}
+
+impl CanaryState {
+    pub fn new(digest: &str) -> CanaryState {
+        CanaryState {
+            digest: digest.to_string(),
+            phase: AtomicU8::new(Phase::Active as u8),
+            reason: Mutex::new(None),
+            window: Mutex::new(None),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Active,
+            1 => Phase::RolledBack,
+            2 => Phase::Aborted,
+            _ => Phase::Promoted,
+        }
+    }
+
+    /// Moves from `Active` (or, for a promotion, from anything but
+    /// `Promoted`) to `phase`; false if another decision came first.
+    fn leave(&self, phase: Phase, reason: String) -> bool {
+        let mut held = self.reason.lock().unwrap();
+        let current = self.phase();
+        let allowed = match phase {
+            Phase::Promoted => current != Phase::Promoted,
+            _ => current == Phase::Active,
+        };
+        if allowed {
+            *held = Some((reason, SystemTime::now()));
+            self.phase.store(phase as u8, Ordering::Release);
+        }
+        allowed
+    }
+
+    fn reason(&self) -> Option<(String, SystemTime)> {
+        self.reason.lock().unwrap().clone()
+    }
+}
+
+/// A route's canary in one routing table.
+pub struct Canary {
+    /// The canary version: its own component, the route's limits and grants.
+    pub handler: Arc<Handler>,
+    pub spec: CanarySpec,
+    pub state: Arc<CanaryState>,
+    /// `wasmlet_canary_requests_total` by version and status class.
+    requests: [[Counter; 5]; 2],
+    rollbacks: Counter,
+}
+
+impl Canary {
+    pub fn new(
+        handler: Arc<Handler>,
+        spec: CanarySpec,
+        state: Arc<CanaryState>,
+        metrics: &Metrics,
+    ) -> Canary {
+        let route = handler.label.to_string();
+        let requests =
+            [Version::Stable, Version::Canary].map(|v| metrics.canary_requests(&route, v.as_str()));
+        Canary {
+            rollbacks: metrics.canary_rollbacks(&route),
+            handler,
+            spec,
+            state,
+            requests,
+        }
+    }
+
+    /// The weight in force: the configured one while active, else 0.
+    pub fn weight(&self) -> u8 {
+        match self.state.phase() {
+            Phase::Active => self.spec.weight,
+            _ => 0,
+        }
+    }
+
+    /// Counts one answered request; rolls the canary back when the
+    /// policy says so.
+    pub fn record(&self, version: Version, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[version as usize][class].inc();
+        let Some(policy) = self.spec.rollback else {
+            return;
+        };
+        if self.state.phase() != Phase::Active {
+            return;
+        }
+        let now = Instant::now();
+        let totals = {
+            let mut window = self.state.window.lock().unwrap();
+            let window = match &mut *window {
+                Some(w) if w.width == policy.window / WINDOW_SLOTS => w,
+                other => other.insert(Window::new(policy.window, now)),
+            };
+            window.record(now, version, status >= 500)
+        };
+        if version == Version::Canary
+            && let Some(reason) = policy.verdict(totals[0], totals[1])
+            && self.state.leave(Phase::RolledBack, reason.clone())
+        {
+            self.rollbacks.inc();
+            tracing::warn!(
+                route = %self.handler.label,
+                canary_digest = %self.state.digest,
+                reason = %reason,
+                "canary rolled back: its weight is now 0"
+            );
+        }
+    }
+
+    pub fn describe(&self) -> CanaryDoc {
+        let reason = self.state.reason();
+        let window = self.state.window.lock().unwrap().as_ref().map(|w| {
+            let tick = (w.started.elapsed().as_nanos() / w.width.as_nanos().max(1)) as u64;
+            let [stable, canary] = w.totals(tick);
+            WindowDoc { stable, canary }
+        });
+        CanaryDoc {
+            component: self.handler.component.path.display().to_string(),
+            digest: format!("sha256:{}", self.handler.component.digest),
+            weight: self.spec.weight,
+            effective_weight: self.weight(),
+            state: self.state.phase(),
+            reason: reason.as_ref().map(|(r, _)| r.clone()),
+            since: reason.map(|(_, at)| crate::registry::rfc3339(at)),
+            sticky: self.spec.sticky.as_ref().map(|s| s.to_string()),
+            window,
+        }
+    }
+}
+
+/// A canary in `/handlers`.
+#[derive(Debug, Serialize)]
+pub struct CanaryDoc {
+    pub component: String,
+    pub digest: String,
+    /// The manifest's weight.
+    pub weight: u8,
+    /// The weight in force: 0 once rolled back or aborted.
+    pub effective_weight: u8,
+    pub state: Phase,
+    pub reason: Option<String>,
+    pub since: Option<String>,
+    pub sticky: Option<String>,
+    /// Outcomes in the rollback window, when the route has a policy.
+    pub window: Option<WindowDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowDoc {
+    pub stable: Counts,
+    pub canary: Counts,
+}
+
+/// The version of `handler`'s route that serves a request with `headers`:
+/// the handler to run and, on a route with a canary, which one it is.
+pub fn choose<'a>(
+    handler: &'a Arc<Handler>,
+    headers: &HeaderMap,
+) -> (&'a Arc<Handler>, Option<Version>) {
+    let Some(canary) = &handler.canary else {
+        return (handler, None);
+    };
+    let weight = canary.weight();
+    let roll = match canary.spec.sticky.as_ref().and_then(|s| s.value(headers)) {
+        Some(value) => percentile(value),
+        None => random_percentile(),
+    };
+    if roll < weight {
+        (&canary.handler, Some(Version::Canary))
+    } else {
+        (handler, Some(Version::Stable))
+    }
+}
+
+/// 0–99 from a sticky value, the same in every process of this build:
+/// SipHash with fixed keys.
+fn percentile(value: &[u8]) -> u8 {
+    #[allow(deprecated)] // SipHasher's keys are fixed, which is the point here.
+    let mut hasher = std::hash::SipHasher::new();
+    value.hash(&mut hasher);
+    (hasher.finish() % 100) as u8
+}
+
+/// 0–99 at random: each `RandomState` gets fresh keys.
+fn random_percentile() -> u8 {
+    (std::hash::RandomState::new().hash_one(0u8) % 100) as u8
+}
+
+/// Why an admin action on a route's canary cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no route `{0}`")]
+    NoRoute(String),
+    #[error("route `{0}` has no canary")]
+    NoCanary(String),
+    #[error("the canary of route `{0}` is {1}")]
+    Finished(String, &'static str),
+}
+
+/// `POST /routes/{route}/abort`: the canary's weight becomes 0 until its
+/// digest changes.
+pub fn abort(table: &RoutingTable, route: &str) -> Result<(), ActionError> {
+    let canary = canary_of(table, route)?;
+    if !canary.state.leave(
+        Phase::Aborted,
+        format!("aborted by POST /routes{route}/abort"),
+    ) {
+        let phase = canary.state.phase();
+        return Err(ActionError::Finished(route.into(), phase_name(phase)));
+    }
+    tracing::warn!(route, canary_digest = %canary.state.digest, "canary aborted: its weight is now 0");
+    Ok(())
+}
+
+/// `POST /routes/{route}/promote`: a table in which the canary is the
+/// route's stable version and there is no canary.
+pub fn promote(table: &RoutingTable, route: &str) -> Result<RoutingTable, ActionError> {
+    let stable = find(table, route)?;
+    let canary = canary_of(table, route)?;
+    canary.state.leave(
+        Phase::Promoted,
+        format!("promoted by POST /routes{route}/promote"),
+    );
+    let generation = table.generation + 1;
+    let promoted = Arc::new(promoted_handler(stable, canary, generation));
+    tracing::info!(route, digest = %canary.state.digest, generation, "canary promoted to stable");
+    let router = Router::new(table.router.iter().map(|(pattern, h)| {
+        let h = if Arc::ptr_eq(h, stable) {
+            promoted.clone()
+        } else {
+            h.clone()
+        };
+        (pattern.clone(), h)
+    }))
+    .expect("the patterns of a published table are distinct");
+    Ok(RoutingTable { generation, router })
+}
+
+/// `stable`'s route served by its canary's component, with no canary;
+/// the promotion is remembered so that reloads keep it.
+pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> Handler {
+    Handler {
+        spec: stable.spec.clone(),
+        label: stable.label.clone(),
+        component: canary.handler.component.clone(),
+        limits: stable.limits,
+        grants: stable.grants.clone(),
+        metrics: stable.metrics.clone(),
+        generation,
+        loaded_at: SystemTime::now(),
+        canary: None,
+        promoted: Some(canary.state.clone()),
+    }
+}
+
+fn find<'a>(table: &'a RoutingTable, route: &str) -> Result<&'a Arc<Handler>, ActionError> {
+    table
+        .router
+        .iter()
+        .find(|(_, h)| &*h.label == route)
+        .map(|(_, h)| h)
+        .ok_or_else(|| ActionError::NoRoute(route.into()))
+}
+
+fn canary_of<'a>(table: &'a RoutingTable, route: &str) -> Result<&'a Canary, ActionError> {
+    let handler = find(table, route)?;
+    handler
+        .canary
+        .as_ref()
+        .ok_or_else(|| match handler.promoted {
+            Some(_) => ActionError::Finished(route.into(), "promoted"),
+            None => ActionError::NoCanary(route.into()),
+        })
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Active => "active",
+        Phase::RolledBack => "rolled back",
+        Phase::Aborted => "aborted",
+        Phase::Promoted => "promoted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RollbackPolicy {
+        RollbackPolicy {
+            max_error_rate: 0.05,
+            min_requests: 200,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    fn counts(total: u64, failed: u64) -> Counts {
+        Counts { total, failed }
+    }
+
+    #[test]
+    fn verdict_waits_for_min_requests_and_compares_with_stable() {
+        let p = policy();
+        assert_eq!(p.verdict(counts(1000, 0), counts(199, 199)), None);
+        assert!(p.verdict(counts(1000, 0), counts(200, 200)).is_some());
+        // 6% against 1%: 5 points worse is not more than 5.
+        assert_eq!(p.verdict(counts(1000, 10), counts(200, 12)), None);
+        assert!(p.verdict(counts(1000, 10), counts(200, 13)).is_some());
+        // A stable version that fails as much excuses the canary.
+        assert_eq!(p.verdict(counts(1000, 500), counts(500, 270)), None);
+        // No stable traffic: the canary is held to 0%.
+        assert!(p.verdict(counts(0, 0), counts(200, 20)).is_some());
+        let reason = p.verdict(counts(100, 1), counts(200, 200)).unwrap();
+        assert!(
+            reason.contains("200/200") && reason.contains("1/100"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn window_forgets_what_is_older_than_its_length() {
+        let start = Instant::now();
+        let mut w = Window::new(Duration::from_secs(20), start);
+        w.record(start, Version::Canary, true);
+        let t = w.record(start + Duration::from_secs(10), Version::Stable, false);
+        assert_eq!(t, [counts(1, 0), counts(1, 1)]);
+        // 20 s later the first outcome has dropped out, the second not yet.
+        let t = w.record(start + Duration::from_secs(21), Version::Stable, false);
+        assert_eq!(t, [counts(2, 0), counts(0, 0)]);
+        let t = w.record(start + Duration::from_secs(100), Version::Canary, false);
+        assert_eq!(t, [counts(0, 0), counts(1, 0)]);
+    }
+
+    #[test]
+    fn sticky_keys_parse_and_read_their_value() {
+        let header = Sticky::parse("header:X-User").unwrap();
+        assert_eq!(header, Sticky::Header(HeaderName::from_static("x-user")));
+        let cookie = Sticky::parse("cookie:session").unwrap();
+        for bad in [
+            "",
+            "header:",
+            "cookie:",
+            "user",
+            "query:x",
+            "cookie:a;b",
+            "header:a b",
+        ] {
+            assert!(Sticky::parse(bad).is_err(), "{bad}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "alice".parse().unwrap());
+        headers.append(COOKIE, "theme=dark; session=abc".parse().unwrap());
+        assert_eq!(header.value(&headers), Some(&b"alice"[..]));
+        assert_eq!(cookie.value(&headers), Some(&b"abc"[..]));
+        assert_eq!(Sticky::Cookie("sess".into()).value(&headers), None);
+    }
+
+    #[test]
+    fn percentiles_are_stable_and_spread() {
+        assert_eq!(percentile(b"alice"), percentile(b"alice"));
+        let below_10 = (0..10_000)
+            .filter(|i| percentile(format!("user-{i}").as_bytes()) < 10)
+            .count();
+        // Binomial(10 000, 0.1): 99.9% within ±99.
+        assert!((901..=1099).contains(&below_10), "{below_10}");
+        let random_below_10 = (0..10_000).filter(|_| random_percentile() < 10).count();
+        assert!((901..=1099).contains(&random_below_10), "{random_below_10}");
+    }
+
+    #[test]
+    fn rollback_policies_are_checked() {
+        let file = |rate: f64, min: i64, window: &str| RollbackFile {
+            max_error_rate: rate,
+            min_requests: min,
+            window: window.into(),
+        };
+        assert_eq!(
+            RollbackPolicy::validate(file(0.05, 200, "1m")).unwrap(),
+            policy()
+        );
+        for (f, want) in [
+            (file(1.5, 200, "1m"), "max_error_rate"),
+            (file(-0.1, 200, "1m"), "max_error_rate"),
+            (file(f64::NAN, 200, "1m"), "max_error_rate"),
+            (file(0.05, 0, "1m"), "min_requests"),
+            (file(0.05, -5, "1m"), "min_requests"),
+            (file(0.05, 200, "soon"), "window"),
+            (file(0.05, 200, "10ms"), "window"),
+            (file(0.05, 200, "400d"), "window"),
+        ] {
+            let e = format!("{:#}", RollbackPolicy::validate(f).unwrap_err());
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Issue 19: a weighted canary per route, sticky keys, automatic rollback,
+//! promote and abort, over real sockets with real components.
+
+use crate::common::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+const VERSION: &str = "x-wasmlet-version";
+const ADMIN_HEADER: (&str, &str) = ("x-wasmlet-reload", "1");
+
+/// Concurrent keep-alive connections the bursts below use.
+const CLIENTS: usize = 8;
+
+/// One request of a burst: its path and extra headers.
+type Planned = (String, Vec<(&'static str, String)>);
+
+/// Sends `plan` over `CLIENTS` keep-alive connections; the replies come
+/// back in the plan's order.
+async fn burst(addr: SocketAddr, plan: Vec<Planned>) -> Vec<Reply> {
+    let plan = std::sync::Arc::new(plan);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let plan = plan.clone();
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let mut replies = Vec::new();
+                for i in (client..plan.len()).step_by(CLIENTS) {
+                    let (path, headers) = &plan[i];
+                    let mut request = http::Request::get(path.as_str()).header("host", "localhost");
+                    for (name, value) in headers {
+                        request = request.header(*name, value.as_str());
+                    }
+                    sender.ready().await.unwrap();
+                    let response = sender
+                        .send_request(request.body(Full::new(Bytes::new())).unwrap())
+                        .await
+                        .unwrap();
+                    let (parts, body) = response.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    replies.push((
+                        i,
+                        Reply {
+                            status: parts.status.as_u16(),
+                            headers: parts.headers,
+                            body,
+                        },
+                    ));
+                }
+                replies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(plan.len());
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+fn plain(path: &str, n: usize) -> Vec<Planned> {
+    (0..n).map(|_| (path.to_string(), Vec::new())).collect()
+}
+
+fn version(reply: &Reply) -> &str {
+    reply.header(VERSION).unwrap_or("(none)")
+}
+
+fn serve(dir: &Path, manifest: &str, extra: &[&str]) -> Wasmlet {
+    write(&dir.join("wasmlet.toml"), manifest);
+    let config = dir.join("wasmlet.toml");
+    let mut args = vec!["--config", path_str(&config)];
+    args.extend_from_slice(extra);
+    Wasmlet::serve(&args)
+}
+
+/// `/handlers`' entry for `route`.
+async fn route_doc(host: &Wasmlet, route: &str) -> serde_json::Value {
+    let doc = handlers(host).await;
+    doc["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == route)
+        .unwrap_or_else(|| panic!("no route {route} in {doc:#}"))
+        .clone()
+}
+
+async fn admin_post(host: &Wasmlet, path: &str) -> Reply {
+    request_with(host.admin, "POST", path, &[ADMIN_HEADER], Bytes::new()).await
+}
+
+fn digest_of(file: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{:x}",
+        sha2::Sha256::digest(std::fs::read(file).unwrap())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weight_10_splits_within_the_binomial_bound() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 10 }\n",
+        &[],
+    );
+    const N: usize = 2000;
+    let replies = burst(host.public, plain("/", N)).await;
+    let mut canary = 0;
+    for r in &replies {
+        assert_eq!(r.status, 200);
+        match (r.text().as_str(), version(r)) {
+            ("v1", "stable") => {}
+            ("v2", "canary") => canary += 1,
+            (body, v) => panic!("`{body}` answered as `{v}`"),
+        }
+    }
+    // Binomial(2000, 0.1): mean 200, sd 13.4; 99.9% two-sided is ±3.29 sd.
+    let (mean, sd) = (N as f64 * 0.1, (N as f64 * 0.1 * 0.9).sqrt());
+    let bound = 3.29 * sd;
+    assert!(
+        (canary as f64 - mean).abs() <= bound,
+        "{canary} of {N} went to the canary, want {mean} ± {bound:.0}"
+    );
+
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["digest"], digest_of(wasm::V1));
+    assert_eq!(route["canary"]["digest"], digest_of(wasm::V2));
+    assert_eq!(route["canary"]["weight"], 10);
+    assert_eq!(route["canary"]["effective_weight"], 10);
+    assert_eq!(route["canary"]["state"], "active");
+    let series = |v: &str| {
+        format!("wasmlet_canary_requests_total{{route=\"/...\",version=\"{v}\",code=\"2xx\"}}")
+    };
+    assert_eq!(metric(&host, &series("canary")).await, canary as f64);
+    assert_eq!(metric(&host, &series("stable")).await, (N - canary) as f64);
+    assert_eq!(
+        metric(&host, "wasmlet_requests_total{route=\"/...\",code=\"2xx\"}").await,
+        N as f64,
+        "the route's own series count both versions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_version_header_is_on_routes_with_a_canary_unless_turned_off() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let manifest = "[[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100 }\n\n[[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n";
+    let host = serve(dir.path(), manifest, &[]);
+    let r = get(host.public, "/c").await;
+    assert_eq!((r.text().as_str(), version(&r)), ("v2", "canary"));
+    let r = get(host.public, "/plain").await;
+    assert_eq!((r.text().as_str(), version(&r)), ("v1", "(none)"));
+    drop(host);
+    let host = serve(dir.path(), manifest, &["--no-version-header"]);
+    let r = get(host.public, "/c").await;
+    assert_eq!((r.text().as_str(), version(&r)), ("v2", "(none)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sticky_users_keep_their_version() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let canary = "canary = { component = \"v2.wasm\", weight = 50 }";
+    let host = serve(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/h\"\ncomponent = \"v1.wasm\"\n{canary}\nsticky = \"header:x-user\"\n\n\
+             [[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\n{canary}\nsticky = \"cookie:user\"\n"
+        ),
+        &[],
+    );
+    const USERS: usize = 100;
+    const ROUNDS: usize = 5;
+    for (path, header) in [("/h", "x-user"), ("/c", "cookie")] {
+        // Every user asks ROUNDS times, the rounds interleaved.
+        let plan: Vec<Planned> = (0..USERS * ROUNDS)
+            .map(|i| {
+                let user = format!("user-{}", i % USERS);
+                let value = match header {
+                    "cookie" => format!("theme=dark; user={user}"),
+                    _ => user,
+                };
+                (path.to_string(), vec![(header, value)])
+            })
+            .collect();
+        let replies = burst(host.public, plan).await;
+        let mut seen: Vec<Option<String>> = vec![None; USERS];
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(r.status, 200);
+            let body = r.text();
+            let first = seen[i % USERS].get_or_insert_with(|| body.clone());
+            assert_eq!(*first, body, "{path}: user-{} switched versions", i % USERS);
+        }
+        let on_canary = seen.iter().filter(|b| b.as_deref() == Some("v2")).count();
+        // Binomial(100, 0.5): 99.9% within 50 ± 17.
+        assert!(
+            (33..=67).contains(&on_canary),
+            "{path}: {on_canary} of {USERS} users on the canary"
+        );
+    }
+    // Without the key a request is split at random: both versions answer.
+    let replies = burst(host.public, plain("/h", 200)).await;
+    let v2 = replies.iter().filter(|r| r.text() == "v2").count();
+    assert!(
+        (50..=150).contains(&v2),
+        "{v2} of 200 unkeyed requests on the canary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::STATUS, &dir.path().join("canary.wasm"));
+    const MIN_REQUESTS: usize = 50;
+    let host = serve(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
+             canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
+             rollback = {{ max_error_rate = 0.05, min_requests = {MIN_REQUESTS}, window = \"1m\" }}\n"
+        ),
+        &[],
+    );
+    // The canary answers 500 to these, the stable version 200.
+    let replies = burst(host.public, plain("/?code=500", 600)).await;
+    let mut canary_failures = 0;
+    for r in &replies {
+        match version(r) {
+            "stable" => assert_eq!((r.status, r.text().as_str()), (200, "v1")),
+            "canary" => {
+                assert_eq!(r.status, 500);
+                canary_failures += 1;
+            }
+            other => panic!("version `{other}`"),
+        }
+    }
+    // Rolled back at the MIN_REQUESTS-th failure; requests already sent
+    // to the canary on the other connections still finish there.
+    assert!(
+        (MIN_REQUESTS..MIN_REQUESTS + CLIENTS).contains(&canary_failures),
+        "{canary_failures} canary failures"
+    );
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["state"], "rolled_back", "{route:#}");
+    assert_eq!(route["canary"]["effective_weight"], 0);
+    assert_eq!(route["canary"]["weight"], 50);
+    let reason = route["canary"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("canary failed") && reason.contains("stable 0/"),
+        "{reason}"
+    );
+    assert_eq!(
+        metric(&host, "wasmlet_canary_rollbacks_total{route=\"/...\"}").await,
+        1.0
+    );
+    assert!(
+        host.wait_for_log(Duration::from_secs(5), |l| l.contains("canary rolled back"))
+            .is_some()
+    );
+
+    // After it: no canary request at all; a reload keeps the rollback.
+    let after = |replies: Vec<Reply>| {
+        for r in replies {
+            assert_eq!(
+                (r.status, r.text().as_str(), version(&r)),
+                (200, "v1", "stable")
+            );
+        }
+    };
+    after(burst(host.public, plain("/?code=500", 200)).await);
+    // A changed weight alone does not revive the same canary.
+    write(
+        &dir.path().join("wasmlet.toml"),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canary.wasm\", weight = 60 }\n",
+    );
+    assert_eq!(reload(host.admin).await.status, 200);
+    after(burst(host.public, plain("/?code=500", 200)).await);
+    assert_eq!(
+        route_doc(&host, "/...").await["canary"]["state"],
+        "rolled_back"
+    );
+
+    // A new canary digest starts afresh.
+    copy(wasm::V2, &dir.path().join("canary.wasm"));
+    assert_eq!(reload(host.admin).await.status, 200);
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["state"], "active", "{route:#}");
+    assert_eq!(route["canary"]["digest"], digest_of(wasm::V2));
+    let replies = burst(host.public, plain("/", 200)).await;
+    assert!(
+        replies
+            .iter()
+            .any(|r| version(r) == "canary" && r.text() == "v2")
+    );
+    assert!(replies.iter().all(|r| r.status == 200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_canary_is_not_rolled_back_at_a_steady_1_percent_error_rate() {
+    let dir = tempdir();
+    // Both versions answer the status asked for: one request in 100 is a 500.
+    copy(wasm::STATUS, &dir.path().join("stable.wasm"));
+    copy(wasm::STATUS, &dir.path().join("canary.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/...\"\ncomponent = \"stable.wasm\"\n\
+         canary = { component = \"canary.wasm\", weight = 50 }\n\
+         rollback = { max_error_rate = 0.05, min_requests = 200, window = \"1m\" }\n",
+        &[],
+    );
+    const N: usize = 5000;
+    let plan: Vec<Planned> = (0..N)
+        .map(|i| {
+            let code = if i % 100 == 0 { 500 } else { 200 };
+            (format!("/?code={code}"), Vec::new())
+        })
+        .collect();
+    let replies = burst(host.public, plan).await;
+    let failed = |v: &str| {
+        replies
+            .iter()
+            .filter(|r| version(r) == v && r.status == 500)
+            .count()
+    };
+    assert_eq!(failed("stable") + failed("canary"), N / 100);
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["state"], "active", "{route:#}");
+    assert_eq!(route["canary"]["effective_weight"], 50);
+    let window = &route["canary"]["window"];
+    assert_eq!(
+        window["stable"]["total"].as_u64().unwrap() + window["canary"]["total"].as_u64().unwrap(),
+        N as u64
+    );
+    assert_eq!(window["canary"]["failed"], failed("canary") as u64);
+    assert_eq!(
+        metric(&host, "wasmlet_canary_rollbacks_total{route=\"/...\"}").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_and_abort_under_load_fail_no_request() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+         [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+         [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n",
+        &[],
+    );
+    let (load_a, load_p) = (
+        Load::start(host.public, "/a/x", 2),
+        Load::start(host.public, "/p/x", 2),
+    );
+    // Both versions answer on both routes before anything changes.
+    for path in ["/a/x", "/p/x"] {
+        until_body(host.public, path, "v2", Duration::from_secs(5)).await;
+        until_body(host.public, path, "v1", Duration::from_secs(5)).await;
+    }
+
+    let r = admin_post(&host, "/routes/a/.../abort").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(doc["canary"]["state"], "aborted");
+    assert_eq!(doc["canary"]["effective_weight"], 0);
+    let r = admin_post(&host, "/routes/p/.../promote").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(doc["digest"], digest_of(wasm::V2));
+    assert_eq!(doc["canary"], serde_json::Value::Null);
+    assert_eq!(doc["promoted_from_canary"], true);
+
+    for r in burst(host.public, plain("/a/x", 100)).await {
+        assert_eq!((r.text().as_str(), version(&r)), ("v1", "stable"));
+    }
+    for r in burst(host.public, plain("/p/x", 100)).await {
+        assert_eq!((r.text().as_str(), version(&r)), ("v2", "(none)"));
+    }
+    // A reload of the same manifest keeps both decisions.
+    assert_eq!(reload(host.admin).await.status, 200);
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "aborted"
+    );
+    assert_eq!(
+        route_doc(&host, "/p/...").await["digest"],
+        digest_of(wasm::V2)
+    );
+
+    for (load, path) in [(load_a, "/a/x"), (load_p, "/p/x")] {
+        let stats = load.finish().await;
+        assert!(stats.failures.is_empty(), "{path}: {:?}", stats.failures);
+        assert!(stats.ok > 0);
+    }
+    assert_eq!(get(host.public, "/p/x").await.text(), "v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_and_abort_follow_the_admin_rules() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+         [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n",
+        &[],
+    );
+    // No header: refused like POST /reload, nothing changes.
+    let r = request(host.admin, "POST", "/routes//abort", Bytes::new()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("x-wasmlet-reload"));
+    let r = get(host.admin, "/routes//promote").await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    // A Host that is not allowed: 421, as everywhere on the admin port.
+    let evil = http::Request::post("/routes//abort")
+        .header("host", "evil.example")
+        .header(ADMIN_HEADER.0, ADMIN_HEADER.1)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = send(host.admin, evil).await.unwrap();
+    assert_eq!(r.status, 421);
+    assert_eq!(route_doc(&host, "/").await["canary"]["state"], "active");
+
+    assert_eq!(admin_post(&host, "/routes/nowhere/abort").await.status, 404);
+    let r = admin_post(&host, "/routes/plain/promote").await;
+    assert_eq!(r.status, 409);
+    assert!(r.text().contains("has no canary"), "{}", r.text());
+    assert_eq!(admin_post(&host, "/routes//abort").await.status, 200);
+    let r = admin_post(&host, "/routes//abort").await;
+    assert_eq!(r.status, 409, "aborting twice: {}", r.text());
+    // An aborted canary can still be promoted, once.
+    assert_eq!(admin_post(&host, "/routes//promote").await.status, 200);
+    assert_eq!(admin_post(&host, "/routes//promote").await.status, 409);
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_that_fails_to_load_keeps_the_last_good_table() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n",
+        &["--no-watch"],
+    );
+    write(&dir.path().join("broken.wasm"), CORE_MODULE);
+    write(
+        &dir.path().join("wasmlet.toml"),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"broken.wasm\", weight = 50 }\n",
+    );
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("canary") && r.text().contains("broken.wasm"),
+        "{}",
+        r.text()
+    );
+    write(
+        &dir.path().join("wasmlet.toml"),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v1.wasm\", weight = 101 }\n",
+    );
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("line 4") && r.text().contains("weight"),
+        "{}",
+        r.text()
+    );
+    for r in burst(host.public, plain("/", 50)).await {
+        assert_eq!(
+            (r.status, r.text().as_str(), version(&r)),
+            (200, "v1", "(none)")
+        );
+    }
+
+    // At start-up the same manifest is refused before binding.
+    let (status, _, stderr) = run(&[
+        "serve",
+        "--config",
+        path_str(&dir.path().join("wasmlet.toml")),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("wasmlet.toml") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_kubernetes_canary_example_is_a_valid_manifest() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/canary/wasmlet.toml");
+    let manifest = wasmlet::manifest::Manifest::load(&path).unwrap();
+    let canary = manifest.routes[0].canary.as_ref().expect("a canary");
+    assert_eq!(canary.weight, 10);
+    assert!(canary.component.ends_with("hello-v2.wasm"));
+    assert!(canary.rollback.is_some() && canary.sticky.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_in_another_folder_is_watched_like_a_route_component() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    std::fs::create_dir(dir.path().join("canaries")).unwrap();
+    copy(wasm::V1, &dir.path().join("canaries/next.wasm"));
+    let host = serve(
+        dir.path(),
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canaries/next.wasm\", weight = 100 }\n",
+        &[],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    copy(wasm::V2, &dir.path().join("canaries/next.wasm"));
+    until_body(host.public, "/", "v2", Duration::from_secs(5)).await;
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["digest"], digest_of(wasm::V2));
+}
