@@ -76,6 +76,14 @@ async fn route(
     hosts: Arc<AllowedHosts>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // RFC 9112 section 3.2: a request with more than one Host is a 400.
+    // Reading only one of them would let a second name past the check.
+    if request.headers().get_all(header::HOST).iter().count() > 1 {
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            "admin: more than one Host header\n",
+        ));
+    }
     if !hosts.allows(request_host(&request)) {
         return Ok(text(
             StatusCode::MISDIRECTED_REQUEST,

@@ -153,6 +153,24 @@ async fn the_admin_port_answers_only_ip_literals_localhost_and_listed_names() {
     )
     .await;
     assert!(missing.starts_with("HTTP/1.0 421"), "{missing}");
+    // Two Host headers: RFC 9112 section 3.2 says 400, whichever comes first.
+    for (first, second) in [
+        (format!("127.0.0.1:{port}"), "evil.example".to_string()),
+        ("evil.example".to_string(), format!("127.0.0.1:{port}")),
+    ] {
+        let reply = exchange(
+            host.admin,
+            &format!(
+                "GET /handlers HTTP/1.1\r\nhost: {first}\r\nhost: {second}\r\nconnection: close\r\n\r\n"
+            ),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            reply.starts_with("HTTP/1.1 400"),
+            "{first} then {second}: {reply}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
