@@ -9,11 +9,18 @@
 //! max_body_size = "1MiB"
 //! env = { GREETING = "hi" }       # granted environment variables
 //! allowed_outbound_hosts = ["http://127.0.0.1:8080"]
+//!
+//! [[route]]
+//! path = "/api/..."
+//! component = "oci://ghcr.io/acme/api:v2"  # or @sha256:… (see `oci`)
+//! follow = "30s"                  # re-resolve the tag at this interval
+//! cosign_key = "keys/cosign.pub"  # serve only what this key signed
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
 use crate::limits::{self, RouteLimits};
+use crate::oci::OciRef;
 use crate::outbound::OutboundRule;
 use crate::router::{Pattern, Router};
 use anyhow::{Context, Result, bail};
@@ -35,7 +42,7 @@ struct ManifestFile {
 struct RouteFile {
     /// `path = "/api/..."`
     path: String,
-    /// `component = "api.wasm"`
+    /// `component = "api.wasm"` or `"oci://REGISTRY/REPO:TAG"` (or `@sha256:HEX`)
     component: PathBuf,
     /// `timeout = "5s"`
     #[serde(default, deserialize_with = "limits::duration_opt")]
@@ -49,17 +56,33 @@ struct RouteFile {
     /// `env = { NAME = "value" }`
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `follow = "30s"` (an `oci://…:TAG` component only)
+    #[serde(default, deserialize_with = "limits::duration_opt")]
+    follow: Option<Duration>,
     /// `allowed_outbound_hosts = ["https://api.example.com"]`
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
+    /// `cosign_key = "cosign.pub"` (an `oci://` component only)
+    cosign_key: Option<PathBuf>,
 }
+
+/// The shortest `follow` interval: one manifest HEAD per route per second.
+pub const MIN_FOLLOW: Duration = Duration::from_secs(1);
 
 /// One validated route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
     pub pattern: Pattern,
-    /// The component's path, resolved against the manifest's folder.
+    /// The component's path, resolved against the manifest's folder, or
+    /// the `oci://` reference as written.
     pub component: PathBuf,
+    /// Set when `component` is an `oci://` reference.
+    pub oci: Option<OciRef>,
+    /// How often to ask the registry whether the tag moved.
+    pub follow: Option<Duration>,
+    /// The cosign public key whose signature the component needs,
+    /// resolved against the manifest's folder.
+    pub cosign_key: Option<PathBuf>,
     pub limits: RouteLimits,
     pub env: Vec<(String, String)>,
     pub outbound: Vec<OutboundRule>,
@@ -71,6 +94,9 @@ impl RouteSpec {
         RouteSpec {
             pattern: Pattern::Prefix(String::new()),
             component,
+            oci: None,
+            follow: None,
+            cosign_key: None,
             limits: RouteLimits::default(),
             env: Vec::new(),
             outbound: Vec::new(),
@@ -143,9 +169,39 @@ fn validate_route(route: RouteFile, base: &Path) -> Result<RouteSpec> {
         .map(|rule| OutboundRule::parse(rule).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()
         .context("`allowed_outbound_hosts`")?;
+    let (component, oci) = match route.component.to_str() {
+        Some(text) if OciRef::is_oci(text) => (
+            route.component.clone(),
+            Some(OciRef::parse(text).context("`component`")?),
+        ),
+        _ => (base.join(&route.component), None),
+    };
+    if let Some(every) = route.follow {
+        match &oci {
+            Some(r) if r.pinned().is_none() => {}
+            _ => {
+                bail!("`follow` needs a tag reference (`component = \"oci://REGISTRY/REPO:TAG\"`)")
+            }
+        }
+        if every < MIN_FOLLOW {
+            bail!(
+                "`follow` must be at least {}",
+                humantime::format_duration(MIN_FOLLOW)
+            );
+        }
+    }
     Ok(RouteSpec {
         pattern,
-        component: base.join(&route.component),
+        component,
+        follow: route.follow,
+        cosign_key: match route.cosign_key {
+            Some(_) if oci.is_none() => {
+                bail!("`cosign_key` needs an `oci://` component (a local file is trusted as it is)")
+            }
+            Some(key) => Some(base.join(key)),
+            None => None,
+        },
+        oci,
         limits: RouteLimits {
             timeout: route.timeout,
             max_memory: route.max_memory,
@@ -225,6 +281,47 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
         assert!(e.contains("line 4"), "{e}");
         assert!(error("").contains("no routes"));
         assert!(error("[[route]\n").contains("line 1"));
+    }
+
+    #[test]
+    fn oci_references() {
+        let m = parse("[[route]]\npath = \"/\"\ncomponent = \"oci://127.0.0.1:5000/hello:v1\"\n")
+            .unwrap();
+        let route = &m.routes[0];
+        assert_eq!(
+            route.component,
+            PathBuf::from("oci://127.0.0.1:5000/hello:v1")
+        );
+        assert_eq!(route.oci.as_ref().unwrap().reference.tag(), Some("v1"));
+        let m = parse(
+            "[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/a/b:v1\"\nfollow = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.routes[0].follow, Some(Duration::from_secs(30)));
+        for (component, follow, expected) in [
+            ("a.wasm", "30s", "needs a tag reference"),
+            (
+                "oci://ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "30s",
+                "needs a tag reference",
+            ),
+            ("oci://ghcr.io/a/b:v1", "10ms", "at least 1s"),
+        ] {
+            let e = error(&format!(
+                "[[route]]\npath = \"/\"\ncomponent = \"{component}\"\nfollow = \"{follow}\"\n"
+            ));
+            assert!(e.contains(expected), "{e}");
+        }
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\ncosign_key = \"k.pub\"\n");
+        assert!(e.contains("`cosign_key` needs an `oci://`"), "{e}");
+        let m = parse("[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/a/b:v1\"\ncosign_key = \"k.pub\"\n")
+            .unwrap();
+        assert_eq!(m.routes[0].cosign_key, Some(PathBuf::from("/srv/k.pub")));
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/hello\"\n");
+        assert!(
+            e.contains("route at line 1") && e.contains("`component`") && e.contains("no tag"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ use crate::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
+use crate::oci::cosign::CosignKey;
+use crate::oci::pull::PullSettings;
+use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::router::Router;
@@ -78,7 +81,7 @@ impl Source {
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.home()];
         if let Ok(manifest) = self.manifest() {
-            for route in manifest.routes {
+            for route in manifest.routes.into_iter().filter(|r| r.oci.is_none()) {
                 if let Some(dir) = route.component.parent() {
                     let dir = if dir.as_os_str().is_empty() {
                         Path::new(".")
@@ -143,6 +146,8 @@ pub struct Reloader {
     /// timed-out compile waits for it (within its own time limit), so slow
     /// compiles cannot pile up on the blocking threads.
     compiling: Arc<tokio::sync::Semaphore>,
+    /// Fetches `oci://` components into `--cache-dir`; none without one.
+    oci: Option<Puller>,
 }
 
 /// What a [`Reloader`] needs besides the engine and the registry.
@@ -155,12 +160,24 @@ pub struct ReloaderParts {
     pub load_limits: LoadLimits,
     pub memory_budget: Option<MemoryBudget>,
     pub own_addresses: OwnAddresses,
+    /// Where pulled `oci://` components are kept (`--cache-dir`/oci).
+    pub oci_store: Option<PathBuf>,
 }
 
 impl Reloader {
     /// A reloader compiling with `parts.wasmtime`'s engine and linker.
     pub fn new(parts: ReloaderParts, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Reloader {
+        let oci = parts.oci_store.map(|store| {
+            Puller::new(PullSettings {
+                store,
+                insecure: parts.load_limits.registry.insecure_registries.clone(),
+                timeout: parts.load_limits.pull_timeout,
+                max_size: parts.load_limits.max_component_size,
+                docker_config: crate::oci::auth::config_dir(),
+            })
+        });
         Reloader {
+            oci,
             source: parts.source,
             engine: parts.wasmtime.engine,
             linker: parts.wasmtime.linker,
@@ -232,7 +249,7 @@ impl Reloader {
         for spec in manifest.routes {
             let label = spec.pattern.to_string();
             match self.load_route(&spec, &known).await {
-                Ok((component, fresh)) => {
+                Ok((component, fresh, resolved)) => {
                     compiled += usize::from(fresh);
                     let previous = current.as_ref().and_then(|t| {
                         t.router
@@ -240,7 +257,7 @@ impl Reloader {
                             .find(|(p, _)| *p == spec.pattern)
                             .map(|(_, h)| h.clone())
                     });
-                    handlers.push(self.handler(spec, component, previous, generation));
+                    handlers.push(self.handler(spec, component, previous, generation, resolved));
                 }
                 Err(error) => {
                     errors.insert(
@@ -289,12 +306,13 @@ impl Reloader {
     }
 
     /// The component for one route: reused when its digest is known,
-    /// compiled and validated otherwise. Returns whether it was compiled.
+    /// compiled and validated otherwise. Returns whether it was compiled,
+    /// and for an `oci://` reference the manifest digest it resolved to.
     async fn load_route(
         &self,
         spec: &RouteSpec,
         known: &HashMap<&str, &Arc<LoadedComponent>>,
-    ) -> Result<(Arc<LoadedComponent>, bool)> {
+    ) -> Result<(Arc<LoadedComponent>, bool, Option<String>)> {
         if let Some(max) = spec.limits.max_memory
             && max > self.limits.max_memory
         {
@@ -304,13 +322,23 @@ impl Reloader {
                 self.limits.max_memory
             );
         }
-        let path = spec.component.clone();
+        let pulled = match &spec.oci {
+            Some(reference) => Some(self.pull(spec, reference).await?),
+            None => None,
+        };
+        let path = pulled
+            .as_ref()
+            .map_or_else(|| spec.component.clone(), |p| p.path.clone());
         let max_size = self.load_limits.max_component_size;
-        let file = self
+        let mut file = self
             .blocking(move || WasmFile::read(&path, max_size))
             .await??;
+        let resolved = match pulled {
+            Some(pulled) => Some(self.check_pulled(spec, &mut file, pulled)?),
+            None => None,
+        };
         if let Some(component) = known.get(file.digest.as_str()) {
-            return Ok(((*component).clone(), false));
+            return Ok(((*component).clone(), false, resolved));
         }
         let loaded = self.compile(file).await?;
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
@@ -336,7 +364,64 @@ impl Reloader {
             cache = %loaded.cache.as_str(),
             "component loaded"
         );
-        Ok((Arc::new(loaded), true))
+        Ok((Arc::new(loaded), true, resolved))
+    }
+
+    /// The digest `reference`'s tag names now (one manifest HEAD).
+    pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
+        let Some(puller) = &self.oci else {
+            bail!("`{reference}`: `oci://` components need --cache-dir");
+        };
+        puller.resolve(reference).await
+    }
+
+    /// Fetches an `oci://` component into the store, and checks its
+    /// signature when the route names a `cosign_key`.
+    async fn pull(&self, spec: &RouteSpec, reference: &OciRef) -> Result<Pulled> {
+        let Some(puller) = &self.oci else {
+            bail!(
+                "`{reference}`: `oci://` components need --cache-dir, where pulled layers are kept"
+            );
+        };
+        let pulled = puller.fetch(reference).await?;
+        if let Some(key) = &spec.cosign_key {
+            let key = CosignKey::load(key)?;
+            puller
+                .check_signature(reference, &pulled.manifest_digest, &key)
+                .await?;
+        }
+        tracing::info!(
+            reference = %reference,
+            digest = %pulled.manifest_digest,
+            layer = %pulled.layer_digest,
+            from_cache = pulled.from_cache,
+            "component resolved"
+        );
+        Ok(pulled)
+    }
+
+    /// The file read from the store is the layer that was verified (a blob
+    /// changed on disk since is dropped, and the next load pulls it again);
+    /// from here on it is named by its reference. Returns the manifest
+    /// digest.
+    fn check_pulled(
+        &self,
+        spec: &RouteSpec,
+        file: &mut WasmFile,
+        pulled: Pulled,
+    ) -> Result<String> {
+        if format!("sha256:{}", file.digest) != pulled.layer_digest {
+            if let Some(puller) = &self.oci {
+                puller.store().remove(&pulled.layer_digest);
+            }
+            bail!(
+                "`{}`: the stored layer {} no longer matches its digest; removed, the next load pulls it again",
+                spec.component.display(),
+                pulled.layer_digest
+            );
+        }
+        file.path = spec.component.clone();
+        Ok(pulled.manifest_digest)
     }
 
     /// Compiles `file` off the runtime. Once something is served, a
@@ -395,10 +480,12 @@ impl Reloader {
         component: Arc<LoadedComponent>,
         previous: Option<Arc<Handler>>,
         generation: u64,
+        resolved: Option<String>,
     ) -> Arc<Handler> {
         if let Some(previous) = previous
             && previous.spec == spec
             && Arc::ptr_eq(&previous.component, &component)
+            && previous.resolved == resolved
         {
             return previous;
         }
@@ -411,6 +498,7 @@ impl Reloader {
             spec,
             component,
             generation,
+            resolved,
             loaded_at: SystemTime::now(),
         })
     }
@@ -422,8 +510,9 @@ impl Reloader {
                 .handler_info
                 .get_or_create(&HandlerLabels {
                     route: h.label.to_string(),
-                    component: h.component.path.display().to_string(),
+                    component: h.spec.component.display().to_string(),
                     digest: format!("sha256:{}", h.component.digest),
+                    resolved_digest: h.resolved.clone(),
                 })
                 .set(1);
         }
