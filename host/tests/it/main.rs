@@ -5,12 +5,15 @@ mod common;
 
 mod bad_input;
 mod docs;
+mod fake_registry;
 mod foundation;
 mod hostile;
 mod inprocess;
 mod limits;
 mod net;
 mod observability;
+mod oci;
+mod oci_e2e;
 mod parity;
 mod swap;
 mod toolchains;
