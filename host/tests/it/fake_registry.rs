@@ -42,6 +42,10 @@ struct State {
     fault: Fault,
     /// `user:password` that requests must carry as HTTP basic auth.
     basic: Option<String>,
+    /// With `basic`: the bearer-token flow instead. `/v2/` challenges
+    /// with `Bearer realm=…/token`, `/token` trades the basic credentials
+    /// for this token, and everything else needs the token.
+    bearer: Option<String>,
     log: Vec<String>,
 }
 
@@ -96,7 +100,16 @@ impl FakeRegistry {
     }
 
     pub fn require_basic(&self, credentials: &str) {
-        self.state.lock().unwrap().basic = Some(credentials.to_string());
+        let mut state = self.state.lock().unwrap();
+        state.basic = Some(credentials.to_string());
+        state.bearer = None;
+    }
+
+    /// The token flow: `credentials` get `token` from `/token`.
+    pub fn require_bearer(&self, credentials: &str, token: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.basic = Some(credentials.to_string());
+        state.bearer = Some(token.to_string());
     }
 
     /// Every request answered so far, as `METHOD PATH`.
@@ -279,9 +292,28 @@ fn route(
     method: &str,
     path: &str,
     authorization: Option<String>,
-    _addr: SocketAddr,
+    addr: SocketAddr,
 ) -> Response {
-    if let Some(credentials) = &state.basic {
+    if let (Some(credentials), Some(token)) = (&state.basic, &state.bearer) {
+        let basic = format!("Basic {}", base64(credentials.as_bytes()));
+        if path.starts_with("/token") {
+            if authorization.as_deref() != Some(basic.as_str()) {
+                return error("401 Unauthorized", "UNAUTHORIZED");
+            }
+            let mut r = response("200 OK", format!(r#"{{"token":"{token}"}}"#).into_bytes());
+            r.headers
+                .push(("Content-Type".into(), "application/json".into()));
+            return r;
+        }
+        if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) {
+            let mut r = error("401 Unauthorized", "UNAUTHORIZED");
+            r.headers.push((
+                "WWW-Authenticate".into(),
+                format!("Bearer realm=\"http://{addr}/token\",service=\"fake\""),
+            ));
+            return r;
+        }
+    } else if let Some(credentials) = &state.basic {
         let expected = format!("Basic {}", base64(credentials.as_bytes()));
         if authorization.as_deref() != Some(expected.as_str()) {
             let mut r = error("401 Unauthorized", "UNAUTHORIZED");

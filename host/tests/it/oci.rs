@@ -280,14 +280,31 @@ async fn credentials_come_from_the_docker_config_and_never_show() {
         handlers(&host).await["routes"][0]["resolved_digest"],
         digest.as_str()
     );
+
+    // The bearer-token flow: the same credentials traded for a token.
+    let token = "t0ken-never-shown";
+    registry.require_bearer(&format!("robot:{secret}"), token);
+    let v2 = registry.push(Some("v1"), &wasm(wasm::V2));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        v2.as_str()
+    );
+    assert!(registry.log().iter().any(|l| l.starts_with("GET /token")));
+
     // A bad credential: the error names the registry, not the secret.
     registry.require_basic("robot:another");
-    registry.push(Some("v1"), &wasm(wasm::V2));
+    registry.push(Some("v1"), &wasm(wasm::V1));
     let r = reload(host.admin).await;
     assert_eq!(r.status, 422);
     let doc = handlers(&host).await.to_string();
     for text in [r.text(), doc, host.logs().join("\n")] {
-        assert!(!text.contains(secret) && !text.contains(&auth), "{text}");
+        assert!(
+            !text.contains(secret) && !text.contains(&auth) && !text.contains(token),
+            "{text}"
+        );
     }
 }
 
