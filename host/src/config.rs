@@ -282,4 +282,46 @@ mod tests {
         let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--write-timeout", "0s"]);
         assert!(zero.is_err());
     }
+
+    #[test]
+    fn registry_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmlet",
+            "serve",
+            "x.wasm",
+            "--insecure-registry",
+            "127.0.0.1:5000",
+            "--insecure-registry",
+            "a:1,b:2",
+            "--pull-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            args.load.registry.insecure_registries,
+            ["127.0.0.1:5000", "a:1", "b:2"]
+        );
+        assert_eq!(args.load.pull_timeout, Duration::from_secs(5));
+        let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--pull-timeout", "0s"]);
+        assert!(zero.is_err());
+        let defaults = Cli::try_parse_from(["wasmlet", "serve", "x.wasm"]).unwrap();
+        let Command::Serve(args) = defaults.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.load.pull_timeout, LoadLimits::default().pull_timeout);
+        assert!(args.load.registry.insecure_registries.is_empty());
+        let push = Cli::try_parse_from([
+            "wasmlet",
+            "push",
+            "x.wasm",
+            "oci://r:5000/a:1",
+            "--insecure-registry",
+            "r:5000",
+        ])
+        .unwrap();
+        assert!(matches!(push.command, Command::Push(_)));
+    }
 }
