@@ -554,3 +554,41 @@ async fn cosign_key_serves_only_what_the_key_signed() {
     assert!(!status.success());
     assert!(stderr.contains("no cosign signature"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_layer_changed_on_disk_is_refused_then_pulled_again() {
+    let registry = FakeRegistry::start().await;
+    let digest = registry.push(None, &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(&format!("@{digest}")));
+    drop(serve(&registry, &config, &cache, &[]));
+
+    let layer = crate::fake_registry::sha256(&wasm(wasm::V1));
+    let blob = cache
+        .join("oci/blobs/sha256")
+        .join(&layer["sha256:".len()..]);
+    std::fs::copy(wasm::V2, &blob).unwrap();
+    let insecure = registry.addr.to_string();
+    let args = [
+        "serve",
+        "--config",
+        &config,
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &insecure,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let (status, _, stderr) = run(&args);
+    assert!(!status.success());
+    assert!(stderr.contains("no longer matches its digest"), "{stderr}");
+    assert!(!blob.exists(), "the bad blob is removed");
+    // The next start pulls it again and serves v1, never the v2 written over it.
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(std::fs::read(&blob).unwrap(), wasm(wasm::V1));
+}
