@@ -59,6 +59,10 @@ LABEL org.opencontainers.image.title="wasmlet" \
       org.opencontainers.image.description="Serverless-style host for wasi:http WebAssembly components" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/ /
+# The system's CA roots, for handlers pulled from registries over HTTPS (`oci://`).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 # The compiled-component cache. The root filesystem may be read-only (Kubernetes mounts an
 # emptyDir here, `docker run` a --tmpfs); without a writable cache the host still runs, it just
 # compiles at every start. The host uses a folder of its own inside it (created private to its

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Render the Kubernetes manifests and check them, without a cluster:
 #   1. `kubectl kustomize` renders k8s/ (hashed ConfigMap → rolling update), k8s/in-place/
-#      (fixed ConfigMap name → in-place hot swap), k8s/autoscaling/ (k8s/ + an HPA) and
-#      k8s/canary/ (a canary through the ConfigMap; a stand-in hello-v2.wasm if none is there);
+#      (fixed ConfigMap name → in-place hot swap), k8s/autoscaling/ (k8s/ + an HPA),
+#      k8s/canary/ (a canary through the ConfigMap; a stand-in hello-v2.wasm if none is there)
+#      and k8s/oci/ (oci:// handlers, registry Secret);
 #   2. kubernetes-validate --strict validates both against the oldest and newest Kubernetes
 #      releases it has schemas for, from 1.32 on (K8S_VERSIONS overrides);
 #   3. scripts/k8s_check.py checks that the objects agree with each other and with the Dockerfile;
@@ -88,7 +89,7 @@ if [[ ! -f k8s/canary/hello-v2.wasm ]]; then
   printf 'v2' >>"$tmp/k8s-canary/canary/hello-v2.wasm"
 fi
 
-for pair in "base k8s" "in-place k8s/in-place" "autoscaling k8s/autoscaling" "canary $tmp/k8s-canary/canary"; do
+for pair in "base k8s" "in-place k8s/in-place" "autoscaling k8s/autoscaling" "canary $tmp/k8s-canary/canary" "oci k8s/oci"; do
   set -- $pair
   render "$1" "$2" || continue
   validate "$tmp/$1.yaml" "$2"
@@ -113,6 +114,20 @@ if [[ -f $tmp/base.yaml && -f $tmp/in-place.yaml ]]; then
     pass "in-place mode: a new handler keeps the ConfigMap name ($i1), the Deployment is unchanged"
   else
     fail "in-place mode: ConfigMap name $i1 → $i2, or the Deployment changed"
+  fi
+
+  # k8s/oci/: a swap is one digest edited in wasmlet.toml; the ConfigMap keeps its name and
+  # the Deployment does not change, so every replica hot-swaps without a restart.
+  if [[ -f $tmp/oci.yaml ]]; then
+    sed -i 's/@sha256:0\{64\}/@sha256:'"$(printf '1%.0s' {1..64})"'/' "$tmp/k8s-v2/oci/wasmlet.toml"
+    kubectl kustomize "$tmp/k8s-v2/oci" >"$tmp/oci-v2.yaml"
+    o1=$(configmap_name "$tmp/oci.yaml") o2=$(configmap_name "$tmp/oci-v2.yaml")
+    if [[ $o1 == hello-world-handlers && $o1 == "$o2" ]] && ! cmp -s "$tmp/oci.yaml" "$tmp/oci-v2.yaml" &&
+      [[ "$(deployment_of "$tmp/oci.yaml")" == "$(deployment_of "$tmp/oci-v2.yaml")" ]]; then
+      pass "oci mode: a new digest changes only the ConfigMap's wasmlet.toml ($o1), the Deployment is unchanged"
+    else
+      fail "oci mode: ConfigMap name $o1 → $o2, the digest edit did not show, or the Deployment changed"
+    fi
   fi
 
   # Negative tests: the checks must be able to fail.

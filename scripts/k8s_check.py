@@ -227,11 +227,18 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     r.check("handlers-configmap", len(cms) == 1, f"ConfigMap {cm_name} is in the rendered output")
     if cms:
         keys = set(cms[0].get("data", {})) | set(cms[0].get("binaryData", {}))
-        r.check("handlers-files", {"wasmlet.toml", "hello.wasm"} <= keys, f"ConfigMap keys {sorted(keys)}")
-        manifest = cms[0].get("data", {}).get("wasmlet.toml", "")
-        named = manifest_components(manifest)
-        r.check("handlers-components", named is not None and set(named) <= keys,
-                f"wasmlet.toml names {named} (canaries included), all in the ConfigMap")
+        # Every local component the manifest names, canaries included, is in the ConfigMap;
+        # `oci://` ones are pulled (k8s/oci/) and must be pinned by digest, so that every
+        # replica serves the same bytes.
+        named = manifest_components(cms[0].get("data", {}).get("wasmlet.toml", ""))
+        local = {c for c in named or [] if not c.startswith("oci://")}
+        pulled = set(named or []) - local
+        r.check("handlers-files", bool(named) and "wasmlet.toml" in keys,
+                f"ConfigMap keys {sorted(keys)} hold a wasmlet.toml naming components")
+        r.check("handlers-components", named is not None and local <= keys,
+                f"wasmlet.toml's local components {sorted(local)} (canaries included) all in the ConfigMap")
+        r.check("handlers-pinned", all(re.search(r"@sha256:[0-9a-f]{64}$", c) for c in pulled),
+                f"oci:// components pinned by digest: {sorted(pulled) or 'none'}")
     cache_dir = env.get("WASMLET_CACHE_DIR") or image_env.get("WASMLET_CACHE_DIR") or DEFAULT_CACHE_DIR
     # The cache is a folder the host creates inside the emptyDir (or is its mount point).
     cm = next((m for path, m in mounts.items()
@@ -408,6 +415,11 @@ MUTATIONS = [
     ("runs as root", "non-root",
      lambda d: [x.update(runAsUser=0) for x in (_ctr(d)["securityContext"],
                                                  _dep(d)["spec"]["template"]["spec"]["securityContext"])]),
+    ("handler ConfigMap without the component it names", "handlers-components",
+     lambda d: find(d, "ConfigMap")[0].get("binaryData", {}).pop("hello.wasm", None)),
+    ("a handler from a registry by tag, not digest", "handlers-pinned",
+     lambda d: find(d, "ConfigMap")[0]["data"].update(
+         {"wasmlet.toml": '[[route]]\npath = "/..."\ncomponent = "oci://r.example/h:latest"\n'})),
     ("no memory limit", "resources", lambda d: _ctr(d)["resources"]["limits"].pop("memory")),
     ("handlers' memory budget above the memory limit", "memory-budget",
      lambda d: [e.update(value="600MiB") for e in _ctr(d)["env"] if e["name"] == "WASMLET_MAX_TOTAL_MEMORY"]),

@@ -76,6 +76,7 @@ impl App {
                 load_limits,
                 memory_budget: memory_budget.clone(),
                 own_addresses: own_addresses.clone(),
+                oci_store: cache_dir.map(|dir| dir.join("oci")),
             },
             registry.clone(),
             metrics.clone(),
@@ -133,6 +134,10 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     );
     app.reloader.reload("startup").await?;
     let _watch = watcher.map(|watcher| watcher.drive(app.reloader.clone()));
+    tokio::spawn(crate::oci::follow::run(
+        app.reloader.clone(),
+        app.registry.clone(),
+    ));
 
     let public = TcpListener::bind(args.listen)
         .await

@@ -63,8 +63,11 @@ pub struct RollbackFile {
 /// A validated canary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanarySpec {
-    /// The canary's component, resolved against the manifest's folder.
+    /// The canary's component, resolved against the manifest's folder, or
+    /// the `oci://` reference as written.
     pub component: PathBuf,
+    /// Set when `component` is an `oci://` reference.
+    pub oci: Option<crate::oci::OciRef>,
     /// Percent of requests, 0–100.
     pub weight: u8,
     pub sticky: Option<Sticky>,
@@ -541,6 +544,7 @@ pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> H
         spec: stable.spec.clone(),
         label: stable.label.clone(),
         component: canary.handler.component.clone(),
+        resolved: canary.handler.resolved.clone(),
         limits: stable.limits,
         grants: stable.grants.clone(),
         metrics: stable.metrics.clone(),

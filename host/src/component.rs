@@ -129,7 +129,7 @@ fn stat(path: &Path) -> Result<(u64, Option<SystemTime>)> {
     Ok((meta.len(), meta.modified().ok()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -27,6 +27,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a component and print its digest, imports and exports.
     Check(CheckArgs),
+    /// Push a component to an OCI registry (CNCF wasm layout) and print
+    /// its manifest digest, for `component = "oci://…@DIGEST"`.
+    Push(PushArgs),
     /// Internal: compile the component on stdin, write the artifact to
     /// stdout (the host runs this in a child process).
     #[command(hide = true)]
@@ -140,6 +143,14 @@ pub struct LoadLimits {
     /// the next compile waits for it. Start-up loads are not timed.
     #[arg(long, env = "WASMLET_COMPILE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub compile_timeout: Duration,
+
+    /// Longest one attempt to pull an `oci://` component may take (its
+    /// manifest and layer); a failed attempt is retried twice with backoff.
+    #[arg(long, env = "WASMLET_PULL_TIMEOUT", default_value = "60s", value_parser = parse_nonzero_duration)]
+    pub pull_timeout: Duration,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 impl Default for LoadLimits {
@@ -147,8 +158,40 @@ impl Default for LoadLimits {
         LoadLimits {
             max_component_size: 64 << 20,
             compile_timeout: Duration::from_secs(120),
+            pull_timeout: Duration::from_secs(60),
+            registry: RegistryArgs::default(),
         }
     }
+}
+
+/// How OCI registries are reached (see the `oci` module). Credentials come
+/// from the Docker config in $DOCKER_CONFIG (default ~/.docker).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// A registry (HOST:PORT) reached over plain HTTP instead of HTTPS.
+    /// Repeatable; comma-separated in the environment variable.
+    #[arg(
+        long = "insecure-registry",
+        env = "WASMLET_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The component to push.
+    pub component: PathBuf,
+
+    /// Where to: oci://REGISTRY/REPOSITORY:TAG.
+    pub reference: String,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// A duration above zero: a zero timeout would close every connection.
@@ -244,5 +287,47 @@ mod tests {
         );
         let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--write-timeout", "0s"]);
         assert!(zero.is_err());
+    }
+
+    #[test]
+    fn registry_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmlet",
+            "serve",
+            "x.wasm",
+            "--insecure-registry",
+            "127.0.0.1:5000",
+            "--insecure-registry",
+            "a:1,b:2",
+            "--pull-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            args.load.registry.insecure_registries,
+            ["127.0.0.1:5000", "a:1", "b:2"]
+        );
+        assert_eq!(args.load.pull_timeout, Duration::from_secs(5));
+        let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--pull-timeout", "0s"]);
+        assert!(zero.is_err());
+        let defaults = Cli::try_parse_from(["wasmlet", "serve", "x.wasm"]).unwrap();
+        let Command::Serve(args) = defaults.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.load.pull_timeout, LoadLimits::default().pull_timeout);
+        assert!(args.load.registry.insecure_registries.is_empty());
+        let push = Cli::try_parse_from([
+            "wasmlet",
+            "push",
+            "x.wasm",
+            "oci://r:5000/a:1",
+            "--insecure-registry",
+            "r:5000",
+        ])
+        .unwrap();
+        assert!(matches!(push.command, Command::Push(_)));
     }
 }

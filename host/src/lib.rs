@@ -15,6 +15,7 @@
 //! - [`footprint`]: what one instance of a component needs: core instances, memories, tables.
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
+//! - [`oci`]: components from OCI registries: pull, verify, store, push.
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
@@ -49,6 +50,7 @@ pub mod limits;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod oci;
 pub mod outbound;
 pub mod registry;
 pub mod reload;

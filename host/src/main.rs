@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
 use wasmlet::compiler::{self, Compiler};
-use wasmlet::config::{CheckArgs, Cli, Command, LoadLimits};
+use wasmlet::config::{CheckArgs, Cli, Command, LoadLimits, PushArgs};
 use wasmlet::engine::{EpochTicker, PerComponent, Wasmtime};
 use wasmlet::footprint::{Footprint, human_bytes};
 use wasmlet::limits::{RequestLimits, RouteLimits};
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let log = match &cli.command {
         Command::Serve(args) => &args.log,
         Command::Check(args) => &args.log,
+        Command::Push(args) => &args.log,
         Command::Precompile => return precompile(),
     };
     let guard = logging::init(log.log_format);
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => app::run(args, compiler_child()).await,
             Command::Check(args) => check(args).await,
+            Command::Push(args) => push(args).await,
             Command::Precompile => unreachable!("handled before the runtime starts"),
         }
     });
@@ -113,6 +115,20 @@ async fn check(args: CheckArgs) -> Result<()> {
     for name in imports {
         println!("  {name}");
     }
+    Ok(())
+}
+
+/// `wasmlet push`: validate, push, print the digest.
+async fn push(args: PushArgs) -> Result<()> {
+    let digest = wasmlet::oci::push::push(
+        &args.component,
+        &args.reference,
+        &args.registry.insecure_registries,
+        wasmlet::oci::auth::config_dir().as_deref(),
+        LoadLimits::default().max_component_size,
+    )
+    .await?;
+    println!("{digest}");
     Ok(())
 }
 

@@ -12,12 +12,19 @@
 //! canary = { component = "hello-v2.wasm", weight = 10 }   # see `canary`
 //! sticky = "header:x-user"        # or "cookie:NAME"; needs a canary
 //! rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }
+//!
+//! [[route]]
+//! path = "/api/..."
+//! component = "oci://ghcr.io/acme/api:v2"  # or @sha256:… (see `oci`)
+//! follow = "30s"                  # re-resolve the tag at this interval
+//! cosign_key = "keys/cosign.pub"  # serve only what this key signed
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
 use crate::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use crate::limits::{self, RouteLimits};
+use crate::oci::OciRef;
 use crate::outbound::OutboundRule;
 use crate::router::{Pattern, Router};
 use anyhow::{Context, Result, bail};
@@ -39,7 +46,8 @@ struct ManifestFile {
 struct RouteFile {
     /// `path = "/api/..."`
     path: String,
-    /// `component = "api.wasm"` (optional only to say what a canary lacks)
+    /// `component = "api.wasm"` or `"oci://REGISTRY/REPO:TAG"` (or `@sha256:HEX`);
+    /// optional only to say what a canary lacks
     component: Option<PathBuf>,
     /// `timeout = "5s"`
     #[serde(default, deserialize_with = "limits::duration_opt")]
@@ -53,6 +61,9 @@ struct RouteFile {
     /// `env = { NAME = "value" }`
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// `follow = "30s"` (an `oci://…:TAG` component only)
+    #[serde(default, deserialize_with = "limits::duration_opt")]
+    follow: Option<Duration>,
     /// `allowed_outbound_hosts = ["https://api.example.com"]`
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
@@ -62,14 +73,27 @@ struct RouteFile {
     sticky: Option<toml::Spanned<String>>,
     /// `rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }`
     rollback: Option<toml::Spanned<RollbackFile>>,
+    /// `cosign_key = "cosign.pub"` (an `oci://` component only)
+    cosign_key: Option<PathBuf>,
 }
+
+/// The shortest `follow` interval: one manifest HEAD per route per second.
+pub const MIN_FOLLOW: Duration = Duration::from_secs(1);
 
 /// One validated route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
     pub pattern: Pattern,
-    /// The component's path, resolved against the manifest's folder.
+    /// The component's path, resolved against the manifest's folder, or
+    /// the `oci://` reference as written.
     pub component: PathBuf,
+    /// Set when `component` is an `oci://` reference.
+    pub oci: Option<OciRef>,
+    /// How often to ask the registry whether the tag moved.
+    pub follow: Option<Duration>,
+    /// The cosign public key whose signature the component needs,
+    /// resolved against the manifest's folder.
+    pub cosign_key: Option<PathBuf>,
     pub limits: RouteLimits,
     pub env: Vec<(String, String)>,
     pub outbound: Vec<OutboundRule>,
@@ -83,6 +107,9 @@ impl RouteSpec {
         RouteSpec {
             pattern: Pattern::Prefix(String::new()),
             component,
+            oci: None,
+            follow: None,
+            cosign_key: None,
             limits: RouteLimits::default(),
             env: Vec::new(),
             outbound: Vec::new(),
@@ -142,7 +169,7 @@ impl Manifest {
 
 fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec> {
     let pattern = Pattern::parse(&route.path).map_err(anyhow::Error::msg)?;
-    let component = match route.component {
+    let (component, oci) = match route.component {
         Some(component) => component_ref(base, &component)?,
         None if route.canary.is_some() => {
             bail!("a canary needs a stable version: `component` is missing")
@@ -161,9 +188,33 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
         .collect::<Result<Vec<_>>>()
         .context("`allowed_outbound_hosts`")?;
     let canary = validate_canary(route.canary, route.sticky, route.rollback, base, text)?;
+    if let Some(every) = route.follow {
+        match &oci {
+            Some(r) if r.pinned().is_none() => {}
+            _ => {
+                bail!("`follow` needs a tag reference (`component = \"oci://REGISTRY/REPO:TAG\"`)")
+            }
+        }
+        if every < MIN_FOLLOW {
+            bail!(
+                "`follow` must be at least {}",
+                humantime::format_duration(MIN_FOLLOW)
+            );
+        }
+    }
+    let any_oci = oci.is_some() || canary.as_ref().is_some_and(|c| c.oci.is_some());
     Ok(RouteSpec {
         pattern,
         component,
+        follow: route.follow,
+        cosign_key: match route.cosign_key {
+            Some(_) if !any_oci => {
+                bail!("`cosign_key` needs an `oci://` component (a local file is trusted as it is)")
+            }
+            Some(key) => Some(base.join(key)),
+            None => None,
+        },
+        oci,
         limits: RouteLimits {
             timeout: route.timeout,
             max_memory: route.max_memory,
@@ -175,12 +226,19 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
     })
 }
 
-/// A route's (or a canary's) `component`, resolved against `base`.
-fn component_ref(base: &Path, component: &Path) -> Result<PathBuf> {
+/// A route's (or a canary's) `component`: an `oci://` reference as
+/// written, or a path resolved against `base`.
+fn component_ref(base: &Path, component: &Path) -> Result<(PathBuf, Option<OciRef>)> {
     if component.as_os_str().is_empty() {
         bail!("`component` is empty");
     }
-    Ok(base.join(component))
+    Ok(match component.to_str() {
+        Some(text) if OciRef::is_oci(text) => (
+            component.to_path_buf(),
+            Some(OciRef::parse(text).context("`component`")?),
+        ),
+        _ => (base.join(component), None),
+    })
 }
 
 /// `canary`, `sticky` and `rollback`; each error names its own line.
@@ -213,7 +271,7 @@ fn validate_canary(
                 file.weight
             )
         })?;
-    let component =
+    let (component, oci) =
         component_ref(base, &file.component).with_context(|| format!("line {line}: canary"))?;
     let sticky = sticky
         .map(|s| {
@@ -230,6 +288,7 @@ fn validate_canary(
         .transpose()?;
     Ok(Some(CanarySpec {
         component,
+        oci,
         weight,
         sticky,
         rollback,
@@ -305,6 +364,47 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
         assert!(e.contains("line 4"), "{e}");
         assert!(error("").contains("no routes"));
         assert!(error("[[route]\n").contains("line 1"));
+    }
+
+    #[test]
+    fn oci_references() {
+        let m = parse("[[route]]\npath = \"/\"\ncomponent = \"oci://127.0.0.1:5000/hello:v1\"\n")
+            .unwrap();
+        let route = &m.routes[0];
+        assert_eq!(
+            route.component,
+            PathBuf::from("oci://127.0.0.1:5000/hello:v1")
+        );
+        assert_eq!(route.oci.as_ref().unwrap().reference.tag(), Some("v1"));
+        let m = parse(
+            "[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/a/b:v1\"\nfollow = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.routes[0].follow, Some(Duration::from_secs(30)));
+        for (component, follow, expected) in [
+            ("a.wasm", "30s", "needs a tag reference"),
+            (
+                "oci://ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "30s",
+                "needs a tag reference",
+            ),
+            ("oci://ghcr.io/a/b:v1", "10ms", "at least 1s"),
+        ] {
+            let e = error(&format!(
+                "[[route]]\npath = \"/\"\ncomponent = \"{component}\"\nfollow = \"{follow}\"\n"
+            ));
+            assert!(e.contains(expected), "{e}");
+        }
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\ncosign_key = \"k.pub\"\n");
+        assert!(e.contains("`cosign_key` needs an `oci://`"), "{e}");
+        let m = parse("[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/a/b:v1\"\ncosign_key = \"k.pub\"\n")
+            .unwrap();
+        assert_eq!(m.routes[0].cosign_key, Some(PathBuf::from("/srv/k.pub")));
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"oci://ghcr.io/hello\"\n");
+        assert!(
+            e.contains("route at line 1") && e.contains("`component`") && e.contains("no tag"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -51,11 +51,31 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct HandlerLabels {
     pub route: String,
     pub component: String,
     pub digest: String,
+    /// For an `oci://` component, the manifest digest it resolved to; the
+    /// label is left out for files.
+    pub resolved_digest: Option<String>,
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for HandlerLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let mut labels = vec![
+            ("route", self.route.as_str()),
+            ("component", self.component.as_str()),
+            ("digest", self.digest.as_str()),
+        ];
+        if let Some(resolved) = &self.resolved_digest {
+            labels.push(("resolved_digest", resolved.as_str()));
+        }
+        prometheus_client::encoding::EncodeLabelSet::encode(&labels, encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -29,6 +29,8 @@ pub struct Handler {
     pub metrics: RouteMetrics,
     /// The table generation in which this route got its current component.
     pub generation: u64,
+    /// For an `oci://` component: the manifest digest it resolved to.
+    pub resolved: Option<String>,
     pub loaded_at: SystemTime,
     /// A second version taking a share of the route's requests.
     pub canary: Option<Canary>,
@@ -111,8 +113,9 @@ impl Registry {
                 let error = status.route_errors.get(&*handler.label);
                 routes.push(HandlerDoc {
                     route: handler.label.to_string(),
-                    component: handler.component.path.display().to_string(),
+                    component: handler.spec.component.display().to_string(),
                     digest: Some(format!("sha256:{}", handler.component.digest)),
+                    resolved_digest: handler.resolved.clone(),
                     generation: Some(handler.generation),
                     loaded_at: Some(rfc3339(handler.loaded_at)),
                     last_error: error.map(|e| e.error.clone()),
@@ -127,6 +130,7 @@ impl Registry {
                     route: route.clone(),
                     component: error.component.display().to_string(),
                     digest: None,
+                    resolved_digest: None,
                     generation: None,
                     loaded_at: None,
                     last_error: Some(error.error.clone()),
@@ -157,8 +161,12 @@ pub struct HandlersDoc {
 #[derive(Debug, Serialize)]
 pub struct HandlerDoc {
     pub route: String,
+    /// A file's path, or an `oci://` reference as the manifest gives it.
     pub component: String,
+    /// sha256 of the component file (for `oci://`, the layer's digest).
     pub digest: Option<String>,
+    /// For `oci://`: the manifest digest the reference resolved to.
+    pub resolved_digest: Option<String>,
     pub generation: Option<u64>,
     pub loaded_at: Option<String>,
     pub last_error: Option<String>,

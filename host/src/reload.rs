@@ -29,6 +29,9 @@ use crate::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
+use crate::oci::cosign::CosignKey;
+use crate::oci::pull::PullSettings;
+use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::router::Router;
@@ -43,6 +46,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
+
+/// One version of a route's handler: its component, and for an `oci://`
+/// reference the manifest digest it resolved to.
+type Version = (Arc<LoadedComponent>, Option<String>);
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -81,8 +88,12 @@ impl Source {
         let mut dirs = vec![self.home()];
         if let Ok(manifest) = self.manifest() {
             let components = manifest.routes.into_iter().flat_map(|route| {
-                let canary = route.canary.map(|c| c.component);
-                std::iter::once(route.component).chain(canary)
+                let canary = route
+                    .canary
+                    .filter(|c| c.oci.is_none())
+                    .map(|c| c.component);
+                let stable = route.oci.is_none().then_some(route.component);
+                stable.into_iter().chain(canary)
             });
             for component in components {
                 if let Some(dir) = component.parent() {
@@ -149,6 +160,8 @@ pub struct Reloader {
     /// timed-out compile waits for it (within its own time limit), so slow
     /// compiles cannot pile up on the blocking threads.
     compiling: Arc<tokio::sync::Semaphore>,
+    /// Fetches `oci://` components into `--cache-dir`; none without one.
+    oci: Option<Puller>,
 }
 
 /// What a [`Reloader`] needs besides the engine and the registry.
@@ -161,12 +174,24 @@ pub struct ReloaderParts {
     pub load_limits: LoadLimits,
     pub memory_budget: Option<MemoryBudget>,
     pub own_addresses: OwnAddresses,
+    /// Where pulled `oci://` components are kept (`--cache-dir`/oci).
+    pub oci_store: Option<PathBuf>,
 }
 
 impl Reloader {
     /// A reloader compiling with `parts.wasmtime`'s engine and linker.
     pub fn new(parts: ReloaderParts, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Reloader {
+        let oci = parts.oci_store.map(|store| {
+            Puller::new(PullSettings {
+                store,
+                insecure: parts.load_limits.registry.insecure_registries.clone(),
+                timeout: parts.load_limits.pull_timeout,
+                max_size: parts.load_limits.max_component_size,
+                docker_config: crate::oci::auth::config_dir(),
+            })
+        });
         Reloader {
+            oci,
             source: parts.source,
             engine: parts.wasmtime.engine,
             linker: parts.wasmtime.linker,
@@ -303,23 +328,28 @@ impl Reloader {
         &self,
         spec: &RouteSpec,
         known: &HashMap<&str, &Arc<LoadedComponent>>,
-    ) -> Result<(Arc<LoadedComponent>, Option<Arc<LoadedComponent>>, usize)> {
-        let (stable, fresh) = self.load_route(spec, known).await?;
+    ) -> Result<(Version, Option<Version>, usize)> {
+        let (stable, fresh, resolved) = self.load_route(spec, known).await?;
         let Some(canary) = &spec.canary else {
-            return Ok((stable, None, usize::from(fresh)));
+            return Ok(((stable, resolved), None, usize::from(fresh)));
         };
+        // The canary is loaded as the route's own component would be: the
+        // same limits and grants, and for `oci://` the same cosign key;
+        // only the stable version's tag is followed.
         let canary_spec = RouteSpec {
             component: canary.component.clone(),
+            oci: canary.oci.clone(),
+            follow: None,
             canary: None,
             ..spec.clone()
         };
-        let (canary, canary_fresh) = self
+        let (canary, canary_fresh, canary_resolved) = self
             .load_route(&canary_spec, known)
             .await
             .context("canary")?;
         Ok((
-            stable,
-            Some(canary),
+            (stable, resolved),
+            Some((canary, canary_resolved)),
             usize::from(fresh) + usize::from(canary_fresh),
         ))
     }
@@ -349,12 +379,13 @@ impl Reloader {
     }
 
     /// The component for one route: reused when its digest is known,
-    /// compiled and validated otherwise. Returns whether it was compiled.
+    /// compiled and validated otherwise. Returns whether it was compiled,
+    /// and for an `oci://` reference the manifest digest it resolved to.
     async fn load_route(
         &self,
         spec: &RouteSpec,
         known: &HashMap<&str, &Arc<LoadedComponent>>,
-    ) -> Result<(Arc<LoadedComponent>, bool)> {
+    ) -> Result<(Arc<LoadedComponent>, bool, Option<String>)> {
         if let Some(max) = spec.limits.max_memory
             && max > self.limits.max_memory
         {
@@ -364,13 +395,23 @@ impl Reloader {
                 self.limits.max_memory
             );
         }
-        let path = spec.component.clone();
+        let pulled = match &spec.oci {
+            Some(reference) => Some(self.pull(spec, reference).await?),
+            None => None,
+        };
+        let path = pulled
+            .as_ref()
+            .map_or_else(|| spec.component.clone(), |p| p.path.clone());
         let max_size = self.load_limits.max_component_size;
-        let file = self
+        let mut file = self
             .blocking(move || WasmFile::read(&path, max_size))
             .await??;
+        let resolved = match pulled {
+            Some(pulled) => Some(self.check_pulled(spec, &mut file, pulled)?),
+            None => None,
+        };
         if let Some(component) = known.get(file.digest.as_str()) {
-            return Ok(((*component).clone(), false));
+            return Ok(((*component).clone(), false, resolved));
         }
         let loaded = self.compile(file).await?;
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
@@ -396,7 +437,64 @@ impl Reloader {
             cache = %loaded.cache.as_str(),
             "component loaded"
         );
-        Ok((Arc::new(loaded), true))
+        Ok((Arc::new(loaded), true, resolved))
+    }
+
+    /// The digest `reference`'s tag names now (one manifest HEAD).
+    pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
+        let Some(puller) = &self.oci else {
+            bail!("`{reference}`: `oci://` components need --cache-dir");
+        };
+        puller.resolve(reference).await
+    }
+
+    /// Fetches an `oci://` component into the store, and checks its
+    /// signature when the route names a `cosign_key`.
+    async fn pull(&self, spec: &RouteSpec, reference: &OciRef) -> Result<Pulled> {
+        let Some(puller) = &self.oci else {
+            bail!(
+                "`{reference}`: `oci://` components need --cache-dir, where pulled layers are kept"
+            );
+        };
+        let pulled = puller.fetch(reference).await?;
+        if let Some(key) = &spec.cosign_key {
+            let key = CosignKey::load(key)?;
+            puller
+                .check_signature(reference, &pulled.manifest_digest, &key)
+                .await?;
+        }
+        tracing::info!(
+            reference = %reference,
+            digest = %pulled.manifest_digest,
+            layer = %pulled.layer_digest,
+            from_cache = pulled.from_cache,
+            "component resolved"
+        );
+        Ok(pulled)
+    }
+
+    /// The file read from the store is the layer that was verified (a blob
+    /// changed on disk since is dropped, and the next load pulls it again);
+    /// from here on it is named by its reference. Returns the manifest
+    /// digest.
+    fn check_pulled(
+        &self,
+        spec: &RouteSpec,
+        file: &mut WasmFile,
+        pulled: Pulled,
+    ) -> Result<String> {
+        if format!("sha256:{}", file.digest) != pulled.layer_digest {
+            if let Some(puller) = &self.oci {
+                puller.store().remove(&pulled.layer_digest);
+            }
+            bail!(
+                "`{}`: the stored layer {} no longer matches its digest; removed, the next load pulls it again",
+                spec.component.display(),
+                pulled.layer_digest
+            );
+        }
+        file.path = spec.component.clone();
+        Ok(pulled.manifest_digest)
     }
 
     /// Compiles `file` off the runtime. Once something is served, a
@@ -454,12 +552,12 @@ impl Reloader {
     fn handler(
         &self,
         spec: RouteSpec,
-        component: Arc<LoadedComponent>,
-        canary: Option<Arc<LoadedComponent>>,
+        stable: Version,
+        canary: Option<Version>,
         previous: Option<Arc<Handler>>,
         generation: u64,
     ) -> Arc<Handler> {
-        let state = canary.as_ref().map(|canary| {
+        let state = canary.as_ref().map(|(canary, _)| {
             previous
                 .as_ref()
                 .and_then(|p| {
@@ -474,19 +572,23 @@ impl Reloader {
         let promoted = state
             .clone()
             .filter(|state| state.phase() == Phase::Promoted);
-        let (component, canary) = match (&promoted, canary) {
+        let ((component, resolved), canary) = match (&promoted, canary) {
             (Some(_), Some(canary)) => (canary, None),
-            (_, canary) => (component, canary),
+            (_, canary) => (stable, canary),
         };
         if let Some(previous) = previous
             && previous.spec == spec
             && Arc::ptr_eq(&previous.component, &component)
             && match (&previous.canary, &canary) {
-                (Some(before), Some(now)) => Arc::ptr_eq(&before.handler.component, now),
+                (Some(before), Some(now)) => {
+                    Arc::ptr_eq(&before.handler.component, &now.0)
+                        && before.handler.resolved == now.1
+                }
                 (None, None) => true,
                 _ => false,
             }
             && previous.promoted.is_some() == promoted.is_some()
+            && previous.resolved == resolved
         {
             return previous;
         }
@@ -494,7 +596,7 @@ impl Reloader {
         let limits = RequestLimits::resolve(&self.limits, &spec.limits);
         let grants = self.grants(&spec, label.clone());
         let metrics = self.metrics.route(&label);
-        let version = |component| Handler {
+        let version = |(component, resolved): Version| Handler {
             spec: spec.clone(),
             label: label.clone(),
             component,
@@ -502,6 +604,7 @@ impl Reloader {
             grants: grants.clone(),
             metrics: metrics.clone(),
             generation,
+            resolved,
             loaded_at: SystemTime::now(),
             canary: None,
             promoted: None,
@@ -518,7 +621,7 @@ impl Reloader {
         Arc::new(Handler {
             canary,
             promoted,
-            ..version(component)
+            ..version((component, resolved))
         })
     }
 
@@ -529,8 +632,9 @@ impl Reloader {
                 .handler_info
                 .get_or_create(&HandlerLabels {
                     route: h.label.to_string(),
-                    component: h.component.path.display().to_string(),
+                    component: h.spec.component.display().to_string(),
                     digest: format!("sha256:{}", h.component.digest),
+                    resolved_digest: h.resolved.clone(),
                 })
                 .set(1);
         }

@@ -1,0 +1,50 @@
+//! Handlers from OCI registries: `component = "oci://REGISTRY/REPO@sha256:HEX"`
+//! (pinned) or `"oci://REGISTRY/REPO:TAG"` (resolved at each load).
+//!
+//! A pulled component is a file under `--cache-dir` keyed by its digest; the
+//! reloader then reads, validates and compiles it exactly as it does a local
+//! file. The registry protocol is `oci-client`'s; this module adds what a
+//! server needs around it.
+//!
+//! - [`reference`]: parsing `oci://` references (pure logic).
+//! - [`layout`]: which manifests are handlers: layer media types, index platforms.
+//! - [`store`]: the blob store under `--cache-dir`, written by streaming and verifying.
+//! - [`auth`]: registry credentials from a Docker `config.json`.
+//! - [`pull`]: resolving a reference to a verified local file: timeout, retries, cache.
+//! - [`push`]: `wasmlet push FILE oci://…` in the CNCF wasm layout.
+//! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
+//! - [`cosign`]: `cosign_key = "key.pub"`, checking cosign signatures (pure logic).
+
+pub mod auth;
+pub mod cosign;
+pub mod follow;
+pub mod layout;
+pub mod pull;
+pub mod push;
+pub mod reference;
+pub mod store;
+
+pub use pull::{Pulled, Puller};
+pub use reference::OciRef;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+
+/// A registry client: HTTPS with the system's roots (rustls with ring as
+/// its crypto provider), plain HTTP only to `insecure` registries.
+pub fn client(insecure: &[String]) -> oci_client::Client {
+    // reqwest is built without a provider; the first caller installs ring.
+    // A second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    oci_client::Client::new(ClientConfig {
+        protocol: if insecure.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(insecure.to_vec())
+        },
+        // Index entries are chosen by `layout`, never by the host's platform.
+        platform_resolver: None,
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        user_agent: concat!("wasmlet/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    })
+}

@@ -1,0 +1,469 @@
+//! Resolving an `oci://` reference to a verified component file on disk.
+//!
+//! A pinned reference whose manifest and layer are in the store is served
+//! from it without a single request, so a restart with the registry down
+//! serves at once. Anything else is pulled: the manifest (checked against
+//! the pinned digest, or the registry's `Docker-Content-Digest`), for an
+//! index the wasm platform's manifest, then the one layer, whose declared
+//! size is capped before the download and whose bytes are capped, hashed
+//! and written to disk while they stream (see [`super::store`]).
+//!
+//! Each attempt is bounded by `--pull-timeout`; a failure that may pass
+//! (connection refused or reset, a timeout, a 5xx or 429, a download cut
+//! short) is retried with a doubling backoff. A refusal that will not pass
+//! (401, 404, a digest mismatch, a wrong layout, over the size cap) is not.
+
+use super::auth;
+use super::cosign::{self, CosignKey};
+use super::layout::{self, ACCEPTED_MANIFESTS, Selected, WasmLayer};
+use super::reference::OciRef;
+use super::store::BlobStore;
+use anyhow::{Result, anyhow};
+use oci_client::errors::OciDistributionError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Attempts per pull, the first included.
+pub const PULL_ATTEMPTS: u32 = 3;
+/// The wait before the first retry; doubled before each next one.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// A component pulled (or found in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The verified layer on disk.
+    pub path: PathBuf,
+    /// The manifest (or index) digest the reference resolved to.
+    pub manifest_digest: String,
+    /// The layer's digest: the sha256 of the component file.
+    pub layer_digest: String,
+    /// Whether the store had it all, so no request was made.
+    pub from_cache: bool,
+}
+
+/// How pulls are made.
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// Where manifests and layers are kept (`--cache-dir`/oci).
+    pub store: PathBuf,
+    /// `HOST:PORT`s spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// One attempt's time limit.
+    pub timeout: Duration,
+    /// The largest layer accepted (`--max-component-size`).
+    pub max_size: u64,
+    /// The Docker config folder with registry credentials.
+    pub docker_config: Option<PathBuf>,
+}
+
+pub struct Puller {
+    store: BlobStore,
+    settings: PullSettings,
+}
+
+impl Puller {
+    pub fn new(settings: PullSettings) -> Puller {
+        Puller {
+            store: BlobStore::new(settings.store.clone()),
+            settings,
+        }
+    }
+
+    /// A fresh client per pull: oci-client keeps the first credentials it
+    /// is given for a registry, and a mounted Secret may have rotated them.
+    fn client(&self) -> oci_client::Client {
+        super::client(&self.settings.insecure)
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
+    /// The component `reference` names, from the store or the registry.
+    pub async fn fetch(&self, reference: &OciRef) -> Result<Pulled> {
+        if let Some(digest) = reference.pinned()
+            && let Some(pulled) = self.cached(digest)?
+        {
+            return Ok(pulled);
+        }
+        let client = self.client();
+        self.retrying(reference, "pull", || self.pull_once(&client, reference))
+            .await
+    }
+
+    /// The digest a tag points to now: one manifest HEAD (GET if the
+    /// registry sends no digest header).
+    pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
+        let client = self.client();
+        self.retrying(reference, "resolve", || async {
+            let auth = self.auth(reference)?;
+            let digest = client
+                .fetch_manifest_digest(&reference.reference, &auth)
+                .await?;
+            layout::check_digest(&digest).map_err(Failure::stop)?;
+            Ok(digest)
+        })
+        .await
+    }
+
+    async fn retrying<T, F, Fut>(&self, reference: &OciRef, what: &str, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let timeout = self.settings.timeout;
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Failure { error, retry } = match tokio::time::timeout(timeout, attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(failure)) => failure,
+                Err(_) => Failure {
+                    error: anyhow!(
+                        "no answer within --pull-timeout ({})",
+                        humantime::format_duration(timeout)
+                    ),
+                    retry: true,
+                },
+            };
+            if !retry || tries >= PULL_ATTEMPTS {
+                let attempts = if retry {
+                    format!(" after {tries} attempts")
+                } else {
+                    String::new()
+                };
+                return Err(error.context(format!("`{reference}`: {what} failed{attempts}")));
+            }
+            tracing::warn!(
+                reference = %reference,
+                attempt = tries,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %format!("{error:#}"),
+                "registry {what} failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+
+    /// Checks that `digest` (what `reference` resolved to) carries a valid
+    /// cosign signature by `key`: from the store when a signature checked
+    /// before is there, else from the registry (`REPO:sha256-HEX.sig`).
+    pub async fn check_signature(
+        &self,
+        reference: &OciRef,
+        digest: &str,
+        key: &CosignKey,
+    ) -> Result<()> {
+        if let Some(signature) = self.store.signature(digest)
+            && let Ok(Some(manifest)) = self.store.read_manifest(&signature)
+            && self.verify_stored(&manifest, digest, key).is_ok()
+        {
+            return Ok(());
+        }
+        let client = self.client();
+        self.retrying(reference, "signature check", || {
+            self.fetch_signature(&client, reference, digest, key)
+        })
+        .await
+    }
+
+    /// Verifies a signature manifest whose payloads are all in the store.
+    fn verify_stored(&self, manifest: &[u8], digest: &str, key: &CosignKey) -> Result<()> {
+        let mut last = anyhow!("no signature layer");
+        for layer in cosign::signature_layers(manifest)? {
+            let (Some(signature), Some(path)) = (&layer.signature, self.store.get(&layer.digest)?)
+            else {
+                continue;
+            };
+            let payload = std::fs::read(path)?;
+            if super::store::sha256(&payload) != layer.digest {
+                continue;
+            }
+            match cosign::verify(key, digest, &payload, signature) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_signature(
+        &self,
+        client: &oci_client::Client,
+        reference: &OciRef,
+        digest: &str,
+        key: &CosignKey,
+    ) -> Result<(), Failure> {
+        let auth = self.auth(reference)?;
+        let image = &reference.reference;
+        let tag = cosign::signature_tag(digest);
+        let signature_ref = oci_client::Reference::with_tag(
+            image.registry().to_string(),
+            image.repository().to_string(),
+            tag.clone(),
+        );
+        let (manifest, signature) = match client
+            .pull_manifest_raw(&signature_ref, &auth, &ACCEPTED_MANIFESTS)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if is_not_found(&e) => {
+                return Err(Failure::stop(anyhow!(
+                    "no cosign signature: `{}:{tag}` does not exist (sign with `cosign sign --key`)",
+                    reference.repository()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        layout::check_digest(&signature).map_err(Failure::stop)?;
+        self.store.put(&signature, &manifest).await?;
+        let layers = cosign::signature_layers(&manifest).map_err(Failure::stop)?;
+        let mut reasons = Vec::new();
+        for layer in layers {
+            let Some(sig) = &layer.signature else {
+                reasons.push(format!(
+                    "{}: no {} annotation",
+                    layer.digest,
+                    cosign::SIGNATURE_ANNOTATION
+                ));
+                continue;
+            };
+            if layer.size > cosign::MAX_PAYLOAD {
+                reasons.push(format!(
+                    "{}: payload of {} bytes, too large",
+                    layer.digest, layer.size
+                ));
+                continue;
+            }
+            layout::check_digest(&layer.digest).map_err(Failure::stop)?;
+            let path = match self.store.get(&layer.digest)? {
+                Some(path) => path,
+                None => {
+                    let stream = client
+                        .pull_blob_stream(image, layer.digest.as_str())
+                        .await?;
+                    self.store
+                        .write(&layer.digest, layer.size, stream.stream)
+                        .await?
+                }
+            };
+            let payload = std::fs::read(&path)?;
+            match cosign::verify(key, digest, &payload, sig) {
+                Ok(()) => {
+                    self.store.set_signature(digest, &signature)?;
+                    return Ok(());
+                }
+                Err(e) => reasons.push(format!("{}: {e}", layer.digest)),
+            }
+        }
+        Err(Failure::stop(anyhow!(
+            "no valid cosign signature for {digest} in `{}:{tag}` ({})",
+            reference.repository(),
+            reasons.join("; ")
+        )))
+    }
+
+    fn auth(&self, reference: &OciRef) -> Result<oci_client::secrets::RegistryAuth, Failure> {
+        auth::for_registry(
+            self.settings.docker_config.as_deref(),
+            reference.reference.resolve_registry(),
+        )
+        .map_err(Failure::stop)
+    }
+
+    /// The pinned `digest`, if its manifest (and index entry) and layer are
+    /// all in the store.
+    fn cached(&self, digest: &str) -> Result<Option<Pulled>> {
+        let Some(manifest) = self.store.read_manifest(digest)? else {
+            return Ok(None);
+        };
+        let layer = match layout::select(&manifest)? {
+            Selected::Layer(layer) => layer,
+            Selected::Platform(child) => {
+                let Some(manifest) = self.store.read_manifest(&child)? else {
+                    return Ok(None);
+                };
+                match layout::select(&manifest)? {
+                    Selected::Layer(layer) => layer,
+                    Selected::Platform(_) => return Ok(None),
+                }
+            }
+        };
+        Ok(self.store.get(&layer.digest)?.map(|path| Pulled {
+            path,
+            manifest_digest: digest.to_string(),
+            layer_digest: layer.digest,
+            from_cache: true,
+        }))
+    }
+
+    async fn pull_once(
+        &self,
+        client: &oci_client::Client,
+        reference: &OciRef,
+    ) -> Result<Pulled, Failure> {
+        let auth = self.auth(reference)?;
+        let image = &reference.reference;
+        let (manifest, digest) = client
+            .pull_manifest_raw(image, &auth, &ACCEPTED_MANIFESTS)
+            .await?;
+        layout::check_digest(&digest).map_err(Failure::stop)?;
+        self.store.put(&digest, &manifest).await?;
+        let layer = match layout::select(&manifest).map_err(Failure::stop)? {
+            Selected::Layer(layer) => layer,
+            Selected::Platform(child) => {
+                let (manifest, child) = client
+                    .pull_manifest_raw(&image.clone_with_digest(child), &auth, &ACCEPTED_MANIFESTS)
+                    .await?;
+                self.store.put(&child, &manifest).await?;
+                match layout::select(&manifest).map_err(Failure::stop)? {
+                    Selected::Layer(layer) => layer,
+                    Selected::Platform(_) => {
+                        return Err(Failure::stop(anyhow!(
+                            "the index's wasm entry {child} is itself an index"
+                        )));
+                    }
+                }
+            }
+        };
+        let path = match self.store.get(&layer.digest)? {
+            Some(path) => path,
+            None => self.download(client, reference, &layer).await?,
+        };
+        Ok(Pulled {
+            path,
+            manifest_digest: digest,
+            layer_digest: layer.digest,
+            from_cache: false,
+        })
+    }
+
+    async fn download(
+        &self,
+        client: &oci_client::Client,
+        reference: &OciRef,
+        layer: &WasmLayer,
+    ) -> Result<PathBuf, Failure> {
+        let max = self.settings.max_size;
+        if layer.size > max {
+            return Err(Failure::stop(anyhow!(
+                "layer {} is {} bytes, larger than --max-component-size ({max} bytes); not downloaded",
+                layer.digest,
+                layer.size
+            )));
+        }
+        let stream = client
+            .pull_blob_stream(&reference.reference, layer.digest.as_str())
+            .await?;
+        if let Some(length) = stream.content_length
+            && length > layer.size
+        {
+            return Err(Failure::stop(anyhow!(
+                "layer {}: the registry sends {length} bytes, its manifest says {}",
+                layer.digest,
+                layer.size
+            )));
+        }
+        // Capped at the declared size: a blob longer than its descriptor
+        // is wrong however it hashes.
+        let written = self
+            .store
+            .write(&layer.digest, layer.size, stream.stream)
+            .await;
+        match written {
+            Err(e) if !is_io(&e) => Err(Failure::stop(e)),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// A failed attempt, and whether another could succeed.
+#[derive(Debug)]
+struct Failure {
+    error: anyhow::Error,
+    retry: bool,
+}
+
+impl Failure {
+    /// A refusal retrying will not cure.
+    fn stop(error: anyhow::Error) -> Failure {
+        Failure {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// Any other error is classified by what it is.
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        let error = error.into();
+        Failure {
+            retry: transient(&error),
+            error,
+        }
+    }
+}
+
+fn is_not_found(error: &OciDistributionError) -> bool {
+    match error {
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::ManifestUnknown)),
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        _ => false,
+    }
+}
+
+fn is_io(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some())
+}
+
+/// Whether `error` may pass on its own (network trouble, a registry
+/// overloaded or restarting), so a retry is worth it.
+fn transient(error: &anyhow::Error) -> bool {
+    for cause in error.chain() {
+        if let Some(oci) = cause.downcast_ref::<OciDistributionError>() {
+            return match oci {
+                OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
+                OciDistributionError::ServerError { code, .. } => {
+                    *code >= 500 || *code == 429 || *code == 408
+                }
+                _ => false,
+            };
+        }
+    }
+    // A stream cut short: an io::Error in the chain.
+    is_io(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_failures_are_retried() {
+        let server = |code| {
+            anyhow::Error::from(OciDistributionError::ServerError {
+                code,
+                url: "http://x".into(),
+                message: String::new(),
+            })
+        };
+        assert!(transient(&server(503)));
+        assert!(transient(&server(429)));
+        assert!(!transient(&server(404)));
+        assert!(!transient(&anyhow::Error::from(
+            OciDistributionError::UnauthorizedError { url: "u".into() }
+        )));
+        let cut =
+            anyhow::Error::from(std::io::Error::other("reset")).context("download interrupted");
+        assert!(transient(&cut));
+        assert!(!transient(&anyhow!("digest mismatch")));
+    }
+}

@@ -1,0 +1,594 @@
+//! Issue 17: handlers from an OCI registry. The error paths run against
+//! the in-process fake registry (`fake_registry.rs`); pushes and pulls
+//! against a real registry (distribution) are in `oci_e2e.rs`.
+
+use crate::common::*;
+use crate::fake_registry::{FakeRegistry, Fault, OCI_INDEX, OCI_MANIFEST, base64};
+use std::path::Path;
+use std::time::Duration;
+
+/// A manifest with one catch-all route serving `component`.
+fn manifest(dir: &Path, component: &str) -> String {
+    let path = dir.join("wasmlet.toml");
+    write(
+        &path,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"{component}\"\n"),
+    );
+    path_str(&path).to_string()
+}
+
+fn serve(registry: &FakeRegistry, config: &str, cache: &Path, env: &[(&str, &str)]) -> Wasmlet {
+    let insecure = registry.addr.to_string();
+    Wasmlet::serve_with_env(
+        &[
+            "--config",
+            config,
+            "--cache-dir",
+            path_str(cache),
+            "--insecure-registry",
+            &insecure,
+            "--pull-timeout",
+            "1s",
+        ],
+        env,
+    )
+}
+
+fn wasm(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+fn gets(registry: &FakeRegistry) -> usize {
+    registry.log().len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_digest_is_pulled_once_then_served_from_the_cache() {
+    let registry = FakeRegistry::start().await;
+    let digest = registry.push(None, &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let reference = registry.reference(&format!("@{digest}"));
+    let config = manifest(dir.path(), &reference);
+
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let doc = handlers(&host).await;
+    let route = &doc["routes"][0];
+    assert_eq!(route["component"], reference.as_str());
+    assert_eq!(route["resolved_digest"], digest.as_str());
+    let layer = crate::fake_registry::sha256(&wasm(wasm::V1));
+    assert_eq!(route["digest"], layer.as_str());
+    let metrics = get(host.admin, "/metrics").await.text();
+    let series = format!(
+        "wasmlet_handler_info{{route=\"/...\",component=\"{reference}\",digest=\"{layer}\",resolved_digest=\"{digest}\"}} 1"
+    );
+    assert!(metrics.contains(&series), "{series}\n{metrics}");
+    drop(host);
+
+    // A restart finds manifest and layer in the cache: not one request,
+    // so it serves with the registry gone.
+    let before = gets(&registry);
+    registry.stop();
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(gets(&registry), before, "{:?}", registry.log());
+    assert!(
+        host.logs()
+            .iter()
+            .any(|l| l.contains("component resolved") && l.contains("from_cache=true")),
+        "{:?}",
+        host.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_version() {
+    let registry = FakeRegistry::start().await;
+    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        v1.as_str()
+    );
+
+    // Each fault in turn, with the tag moved to v2: the reload fails, v1
+    // serves, and /handlers says why.
+    let v2 = wasm(wasm::V2);
+    let cases: Vec<(Fault, &str)> = vec![
+        (Fault::CorruptBlob, "digest mismatch"),
+        (Fault::TruncatedBlob, "after 3 attempts"),
+        (Fault::Slow(Duration::from_secs(3)), "--pull-timeout (1s)"),
+        (Fault::GarbageManifest, "not valid JSON"),
+        (Fault::Unavailable(10), "503"),
+    ];
+    for (fault, expected) in cases {
+        registry.push(Some("live"), &v2);
+        registry.set_fault(fault.clone());
+        let r = reload(host.admin).await;
+        assert_eq!(r.status, 422, "{fault:?}: {}", r.text());
+        assert!(r.text().contains(expected), "{fault:?}: {}", r.text());
+        assert_eq!(get(host.public, "/").await.text(), "v1", "{fault:?}");
+        let doc = handlers(&host).await;
+        let route = &doc["routes"][0];
+        assert_eq!(route["resolved_digest"], v1.as_str(), "{fault:?}");
+        assert!(
+            route["last_error"].as_str().unwrap().contains(expected),
+            "{fault:?}: {doc}"
+        );
+        registry.set_fault(Fault::None);
+    }
+    // Nothing half-downloaded was kept.
+    let blobs = std::fs::read_dir(cache.join("oci/blobs/sha256")).unwrap();
+    let names: Vec<String> = blobs
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(".temp")), "{names:?}");
+    let v2_layer = crate::fake_registry::sha256(&v2);
+    assert!(!names.contains(&v2_layer["sha256:".len()..].to_string()));
+
+    // A registry that fails twice and then answers: retried, published.
+    registry.set_fault(Fault::Unavailable(2));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    assert!(host.logs().iter().any(|l| l.contains("retrying")));
+
+    // The tag moves back: v1 again, from its cached layer.
+    let moved = registry.push(Some("live"), &wasm(wasm::V1));
+    assert_eq!(moved, v1);
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        v1.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layouts_sizes_and_redirects() {
+    let registry = FakeRegistry::start().await;
+    let v1 = wasm(wasm::V1);
+    registry.push(Some("live"), &v1);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    // A layer declared over --max-component-size is not downloaded.
+    let v2 = wasm(wasm::V2);
+    registry.push_with(Some("live"), &v2, "application/wasm", Some(1 << 40));
+    let before = registry.log();
+    let r = reload(host.admin).await;
+    assert!(
+        r.text().contains("larger than --max-component-size"),
+        "{}",
+        r.text()
+    );
+    let blob_gets = registry.log()[before.len()..]
+        .iter()
+        .filter(|l| l.contains("/blobs/"))
+        .count();
+    assert_eq!(blob_gets, 0, "{:?}", registry.log());
+
+    // A container image is refused, naming what it holds.
+    registry.push_with(
+        Some("live"),
+        &v2,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        None,
+    );
+    let r = reload(host.admin).await;
+    assert!(
+        r.text()
+            .contains("application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{}",
+        r.text()
+    );
+
+    // Spin's layer type, through an image index, with blobs redirected.
+    let image = registry.push_with(
+        None,
+        &v2,
+        "application/vnd.wasm.content.layer.v1+wasm",
+        None,
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+             "size": 10, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": image, "size": 10,
+             "platform": {"architecture": "wasm", "os": "wasip2"}},
+        ],
+    });
+    let index = registry.put_manifest(
+        Some("live"),
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    registry.set_fault(Fault::RedirectBlobs);
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    assert!(
+        registry
+            .log()
+            .iter()
+            .any(|l| l.starts_with("GET /redirected/"))
+    );
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        index.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_the_docker_config_and_never_show() {
+    let registry = FakeRegistry::start().await;
+    let secret = "pa55-w0rd-never-shown";
+    registry.require_basic(&format!("robot:{secret}"));
+    let digest = registry.push(Some("v1"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":v1"));
+
+    // No credentials: a 401, refused at start-up, not retried.
+    let insecure = registry.addr.to_string();
+    let (status, _, stderr) = run(&[
+        "serve",
+        "--config",
+        &config,
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &insecure,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&registry.reference(":v1")) && stderr.contains("Not authorized"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64(format!("robot:{secret}").as_bytes());
+    write(
+        &docker.join("config.json"),
+        format!(r#"{{"auths": {{"{insecure}": {{"auth": "{auth}"}}}}}}"#),
+    );
+    let host = serve(
+        &registry,
+        &config,
+        &cache,
+        &[("DOCKER_CONFIG", path_str(&docker)), ("RUST_LOG", "debug")],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        digest.as_str()
+    );
+
+    // The bearer-token flow: the same credentials traded for a token.
+    let token = "t0ken-never-shown";
+    registry.require_bearer(&format!("robot:{secret}"), token);
+    let v2 = registry.push(Some("v1"), &wasm(wasm::V2));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        v2.as_str()
+    );
+    assert!(registry.log().iter().any(|l| l.starts_with("GET /token")));
+
+    // A bad credential: the error names the registry, not the secret.
+    registry.require_basic("robot:another");
+    registry.push(Some("v1"), &wasm(wasm::V1));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422);
+    let doc = handlers(&host).await.to_string();
+    for text in [r.text(), doc, host.logs().join("\n")] {
+        assert!(
+            !text.contains(secret) && !text.contains(&auth) && !text.contains(token),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_references_and_setups_fail_start_up() {
+    let registry = FakeRegistry::start().await;
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let insecure = registry.addr.to_string();
+    let start = |config: &str, extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--config",
+            config,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--insecure-registry",
+            &insecure,
+        ];
+        args.extend_from_slice(extra);
+        let (status, _, stderr) = run(&args);
+        assert!(!status.success(), "{stderr}");
+        stderr
+    };
+    let cache_arg = ["--cache-dir", path_str(&cache)];
+    let missing = registry.reference(":missing");
+    let e = start(&manifest(dir.path(), &missing), &cache_arg);
+    assert!(
+        e.contains(&missing) && e.contains("MANIFEST_UNKNOWN"),
+        "{e}"
+    );
+    let e = start(&manifest(dir.path(), &registry.reference(":v1")), &[]);
+    assert!(e.contains("need --cache-dir"), "{e}");
+    let e = start(
+        &manifest(dir.path(), "oci://ghcr.io/acme/hello"),
+        &cache_arg,
+    );
+    assert!(
+        e.contains("no tag or digest") && e.contains("wasmlet.toml"),
+        "{e}"
+    );
+    // Not wasm at all: pulled, then refused by the same checks as a file.
+    registry.push(Some("text"), b"hello, not wasm");
+    let e = start(
+        &manifest(dir.path(), &registry.reference(":text")),
+        &cache_arg,
+    );
+    assert!(e.contains("not a WebAssembly file"), "{e}");
+    // Plain HTTP only to the registries named insecure.
+    let config = manifest(dir.path(), &registry.reference(":v1"));
+    let (status, _, stderr) = run(&[
+        "serve",
+        "--config",
+        &config,
+        "--cache-dir",
+        path_str(&cache),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--pull-timeout",
+        "1s",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains(&registry.reference(":v1")), "{stderr}");
+    assert!(
+        registry.log().iter().all(|l| !l.contains("/v1")),
+        "a TLS hello is not an HTTP request: {:?}",
+        registry.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_swaps_when_the_tag_moves_with_one_head_per_interval() {
+    let registry = FakeRegistry::start().await;
+    registry.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    // Outside the manifest's (watched) folder: the cache's first write
+    // would otherwise be a file event, and its reload a manifest GET.
+    let cache_dir = tempdir();
+    let cache = cache_dir.path().join("cache");
+    let path = dir.path().join("wasmlet.toml");
+    write(
+        &path,
+        format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\nfollow = \"1s\"\n",
+            registry.reference(":live")
+        ),
+    );
+    let host = serve(&registry, path_str(&path), &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    // Quiet: only HEADs, about one a second.
+    let before = registry.log().len();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let quiet: Vec<String> = registry.log()[before..].to_vec();
+    let heads = quiet.iter().filter(|l| l.starts_with("HEAD ")).count();
+    assert!((2..=5).contains(&heads), "{quiet:?}");
+    assert!(
+        quiet
+            .iter()
+            .all(|l| l.starts_with("HEAD ") || l == "GET /v2/"),
+        "{quiet:?}"
+    );
+
+    // The tag moves: swapped without a reload request.
+    let v2 = registry.push(Some("live"), &wasm(wasm::V2));
+    until_body(host.public, "/", "v2", Duration::from_secs(10)).await;
+    assert_eq!(
+        handlers(&host).await["routes"][0]["resolved_digest"],
+        v2.as_str()
+    );
+
+    // A bad push: one failed reload, not one per interval; v2 serves.
+    registry.push(Some("live"), b"not wasm");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&host, "wasmlet_reloads_total{outcome=\"error\"}").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no failed reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        metric(&host, "wasmlet_reloads_total{outcome=\"error\"}").await,
+        1.0
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+}
+
+/// Stores a cosign signature for `signed` (the tag cosign uses), by
+/// `key`, over a payload naming `named`.
+fn cosign(registry: &FakeRegistry, signed: &str, named: &str, key: &p256::ecdsa::SigningKey) {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/team/hello", registry.addr)},
+            "image": {"docker-manifest-digest": named},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    }))
+    .unwrap();
+    let signature: p256::ecdsa::Signature = key.sign(&payload);
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes());
+    let payload_digest = registry.put_blob(&payload);
+    let config = registry.put_blob(b"{}");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest, "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature}
+        }],
+    });
+    let tag = format!("{}.sig", signed.replace(':', "-"));
+    registry.put_manifest(
+        Some(&tag),
+        OCI_MANIFEST,
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cosign_key_serves_only_what_the_key_signed() {
+    use p256::pkcs8::EncodePublicKey;
+    let registry = FakeRegistry::start().await;
+    let signer = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let stranger = p256::ecdsa::SigningKey::from_slice(&[8; 32]).unwrap();
+    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
+    cosign(&registry, &v1, &v1, &signer);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let pem = signer
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    write(&dir.path().join("cosign.pub"), pem);
+    let with_key = |component: &str| {
+        let path = dir.path().join("wasmlet.toml");
+        write(
+            &path,
+            format!(
+                "[[route]]\npath = \"/...\"\ncomponent = \"{component}\"\ncosign_key = \"cosign.pub\"\n"
+            ),
+        );
+        path_str(&path).to_string()
+    };
+    let config = with_key(&registry.reference(":live"));
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    let v2 = registry.push(Some("live"), &wasm(wasm::V2));
+    let refused = |expected: &'static str| {
+        let host = &host;
+        async move {
+            let r = reload(host.admin).await;
+            assert_eq!(r.status, 422, "{}", r.text());
+            assert!(r.text().contains(expected), "{expected}: {}", r.text());
+            assert_eq!(get(host.public, "/").await.text(), "v1");
+        }
+    };
+    refused("no cosign signature").await;
+    cosign(&registry, &v2, &v2, &stranger);
+    refused("does not verify").await;
+    // v1's signature copied onto v2: signed by the key, but for v1.
+    cosign(&registry, &v2, &v1, &signer);
+    refused("is for").await;
+    cosign(&registry, &v2, &v2, &signer);
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    drop(host);
+
+    // Pinned and signed: a restart checks the stored signature, offline.
+    let pinned = with_key(&registry.reference(&format!("@{v2}")));
+    let host = serve(&registry, &pinned, &cache, &[]);
+    drop(host);
+    let before = registry.log().len();
+    registry.stop();
+    let host = serve(&registry, &pinned, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    assert_eq!(registry.log().len(), before);
+    drop(host);
+
+    // An unsigned pin fails start-up.
+    let unsigned = FakeRegistry::start().await;
+    let digest = unsigned.push(None, &wasm(wasm::V1));
+    let config = with_key(&unsigned.reference(&format!("@{digest}")));
+    let insecure = unsigned.addr.to_string();
+    let (status, _, stderr) = run(&[
+        "serve",
+        "--config",
+        &config,
+        "--cache-dir",
+        path_str(&dir.path().join("other")),
+        "--insecure-registry",
+        &insecure,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("no cosign signature"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_layer_changed_on_disk_is_refused_then_pulled_again() {
+    let registry = FakeRegistry::start().await;
+    let digest = registry.push(None, &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(&format!("@{digest}")));
+    drop(serve(&registry, &config, &cache, &[]));
+
+    let layer = crate::fake_registry::sha256(&wasm(wasm::V1));
+    let blob = cache
+        .join("oci/blobs/sha256")
+        .join(&layer["sha256:".len()..]);
+    std::fs::copy(wasm::V2, &blob).unwrap();
+    let insecure = registry.addr.to_string();
+    let args = [
+        "serve",
+        "--config",
+        &config,
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &insecure,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let (status, _, stderr) = run(&args);
+    assert!(!status.success());
+    assert!(stderr.contains("no longer matches its digest"), "{stderr}");
+    assert!(!blob.exists(), "the bad blob is removed");
+    // The next start pulls it again and serves v1, never the v2 written over it.
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(std::fs::read(&blob).unwrap(), wasm(wasm::V1));
+}

@@ -1,0 +1,211 @@
+//! Issue 17 end to end: a real registry (Debian's `docker-registry`,
+//! distribution 2.8) on a loopback port, `wasmlet push`, an independent
+//! client (oras-py, `scripts/oras-push.sh`), and `wasmlet serve` pulling
+//! what both pushed.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+/// `docker-registry serve` on 127.0.0.1, storing in a temp dir; killed
+/// (by its PID) on drop.
+struct Distribution {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    async fn start() -> Distribution {
+        let status = Command::new(repo_root().join("scripts/need-command.sh"))
+            .args(["docker-registry", "docker-registry"])
+            .status()
+            .expect("scripts/need-command.sh");
+        assert!(status.success(), "cannot install docker-registry");
+        let dir = tempdir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        );
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let registry = Distribution {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let sock: std::net::SocketAddr = registry.addr.parse().unwrap();
+        loop {
+            if let Ok(r) = send(
+                sock,
+                http::Request::get("/v2/")
+                    .header("host", &registry.addr)
+                    .body(String::new())
+                    .unwrap(),
+            )
+            .await
+                && r.status == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        registry
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wasmlet_push(file: &str, target: &str, insecure: &str) -> String {
+    let (status, stdout, stderr) = run(&["push", file, target, "--insecure-registry", insecure]);
+    assert!(status.success(), "{stderr}");
+    stdout.trim().to_string()
+}
+
+fn oras_push(file: &str, target: &str, media_type: &str) -> String {
+    let out = Command::new(repo_root().join("scripts/oras-push.sh"))
+        .args([file, target, media_type])
+        .output()
+        .expect("scripts/oras-push.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_and_pull_against_distribution() {
+    let registry = Distribution::start().await;
+    let addr = registry.addr.clone();
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+
+    // wasmlet push: the CNCF layout, read back by plain HTTP.
+    let pushed = wasmlet_push(wasm::V1, &format!("oci://{addr}/e2e/v1:1.0"), &addr);
+    assert!(
+        pushed.starts_with("sha256:") && pushed.len() == 71,
+        "{pushed}"
+    );
+    let r = send(
+        sock,
+        http::Request::get("/v2/e2e/v1/manifests/1.0")
+            .header("host", &addr)
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .body(String::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.header("docker-content-digest"), Some(pushed.as_str()));
+    let manifest: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    let layer = crate::fake_registry::sha256(&std::fs::read(wasm::V1).unwrap());
+    assert_eq!(manifest["layers"][0]["digest"], layer.as_str());
+
+    // Refusals: not a component, a digest as the target.
+    let (status, _, stderr) = run(&[
+        "push",
+        wasm::V1,
+        &format!("oci://{addr}/e2e/v1@{pushed}"),
+        "--insecure-registry",
+        &addr,
+    ]);
+    assert!(
+        !status.success() && stderr.contains("push to a tag"),
+        "{stderr}"
+    );
+    let dir = tempdir();
+    let text = dir.path().join("not.wasm");
+    write(&text, "not wasm");
+    let (status, _, stderr) = run(&[
+        "push",
+        path_str(&text),
+        &format!("oci://{addr}/e2e/bad:1"),
+        "--insecure-registry",
+        &addr,
+    ]);
+    assert!(
+        !status.success() && stderr.contains("not a WebAssembly file"),
+        "{stderr}"
+    );
+
+    // oras-py: the CNCF layer type and Spin's.
+    let cncf = oras_push(wasm::V2, &format!("{addr}/e2e/v2:oras"), "application/wasm");
+    assert!(cncf.starts_with("sha256:"), "{cncf}");
+    oras_push(
+        wasm::HELLO,
+        &format!("{addr}/e2e/hello:spin"),
+        "application/vnd.wasm.content.layer.v1+wasm",
+    );
+
+    write(
+        &dir.path().join("wasmlet.toml"),
+        format!(
+            "[[route]]\npath = \"/v1\"\ncomponent = \"oci://{addr}/e2e/v1@{pushed}\"\n\
+             [[route]]\npath = \"/v2\"\ncomponent = \"oci://{addr}/e2e/v2:oras\"\n\
+             [[route]]\npath = \"/...\"\ncomponent = \"oci://{addr}/e2e/hello:spin\"\n"
+        ),
+    );
+    let cache = dir.path().join("cache");
+    let host = Wasmlet::serve(&[
+        "--config",
+        path_str(&dir.path().join("wasmlet.toml")),
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &addr,
+    ]);
+    assert_eq!(get(host.public, "/v1").await.text(), "v1");
+    assert_eq!(get(host.public, "/v2").await.text(), "v2");
+    assert_eq!(get(host.public, "/").await.text(), "Hello World!");
+    let doc = handlers(&host).await;
+    let v2 = doc["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/v2")
+        .unwrap()
+        .clone();
+    assert_eq!(v2["resolved_digest"], cncf.as_str(), "{doc}");
+}
