@@ -65,18 +65,18 @@ WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 # wasmlet's pool and per-request limits at its default flags (--max-in-flight
 # 512, --max-memory 128MiB, --request-timeout 20s), exactly as
 # wasmtime_serve_flags in host/src/engine.rs renders them; a unit test there
-# fails when this list and the engine differ. The pool: 512 + 64 component
+# fails when this list and the engine differ. The pool: 512 + 64 + 64 (idle, for reuse) component
 # instances with room for 32 core instances, 4 memories and 16 tables of
-# 20,000 elements each, 512 + 4 fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest
+# 20,000 elements each, 512 + 4 + 64 fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest
 # decommitted at once, PAGEMAP_SCAN where the kernel has it. Then epoch
 # interruption at 20 s and a 128 MiB memory limit per store.
 POOLING_FLAGS=(
   -O pooling-allocator=y
-  -O pooling-total-component-instances=576
-  -O pooling-total-core-instances=18432
-  -O pooling-total-memories=2304
-  -O pooling-total-tables=9216
-  -O pooling-total-stacks=516
+  -O pooling-total-component-instances=640
+  -O pooling-total-core-instances=20480
+  -O pooling-total-memories=2560
+  -O pooling-total-tables=10240
+  -O pooling-total-stacks=580
   -O pooling-max-memories-per-component=4
   -O pooling-max-tables-per-component=16
   -O pooling-max-core-instances-per-component=32

@@ -21,6 +21,7 @@
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
+//! - [`reuse`]: opt-in instance reuse: a route's instances kept between requests.
 //! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`workers`]: the per-CPU request threads connections are spread over.
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod registry;
 pub mod reload;
+pub mod reuse;
 pub mod router;
 pub mod sandbox;
 pub mod server;

@@ -6,6 +6,7 @@
 use crate::cgroup::MemoryCgroup;
 use crate::limits::MemoryBudget;
 use crate::outbound::DeniedLabels;
+use crate::reuse::InstanceMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,6 +90,9 @@ pub struct Metrics {
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
     pub outbound_denied: Family<DeniedLabels, Counter>,
+    pub instances_created: Family<RouteLabel, Counter>,
+    pub instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub idle_instances: Family<RouteLabel, Gauge>,
     resident_memory: Gauge,
     open_fds: Gauge,
     /// The cgroup's working set, when the process's cgroup can be read.
@@ -233,8 +237,31 @@ impl Metrics {
             outbound_denied.clone(),
         );
 
+        let instances_created = Family::<RouteLabel, Counter>::default();
+        host.register(
+            "instances_created",
+            "Instances created, by route: one per request unless the route reuses instances",
+            instances_created.clone(),
+        );
+        let instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(crate::reuse::requests_per_instance_histogram);
+        host.register(
+            "instance_requests",
+            "Requests each instance served, observed when it is dropped, by route",
+            instance_requests.clone(),
+        );
+        let idle_instances = Family::<RouteLabel, Gauge>::default();
+        host.register(
+            "idle_instances",
+            "Instances kept for reuse that wait for a request now, by route",
+            idle_instances.clone(),
+        );
+
         Metrics {
             registry,
+            instances_created,
+            instance_requests,
+            idle_instances,
             working_set,
             requests,
             duration,
@@ -318,6 +345,18 @@ impl Metrics {
             }),
             body_in: self.body_in.get_or_create(&label).clone(),
             body_out: self.body_out.get_or_create(&label).clone(),
+        }
+    }
+
+    /// A route's series about its instances (see [`crate::reuse`]).
+    pub fn instances(&self, route: &str) -> InstanceMetrics {
+        let label = RouteLabel {
+            route: route.to_string(),
+        };
+        InstanceMetrics {
+            created: self.instances_created.get_or_create(&label).clone(),
+            requests: self.instance_requests.get_or_create(&label).clone(),
+            idle: self.idle_instances.get_or_create(&label).clone(),
         }
     }
 

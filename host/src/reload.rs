@@ -30,6 +30,7 @@ use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
+use crate::reuse::{IdleSlots, Instances};
 use crate::router::Router;
 use crate::sandbox::{Grants, HostState};
 use anyhow::{Context, Result, anyhow, bail};
@@ -143,6 +144,8 @@ pub struct Reloader {
     /// timed-out compile waits for it (within its own time limit), so slow
     /// compiles cannot pile up on the blocking threads.
     compiling: Arc<tokio::sync::Semaphore>,
+    /// The host-wide allowance of instances kept idle for reuse.
+    idle_slots: IdleSlots,
 }
 
 /// What a [`Reloader`] needs besides the engine and the registry.
@@ -174,6 +177,7 @@ impl Reloader {
             metrics,
             running: tokio::sync::Mutex::new(()),
             compiling: Arc::new(tokio::sync::Semaphore::new(1)),
+            idle_slots: IdleSlots::default(),
         }
     }
 
@@ -403,8 +407,14 @@ impl Reloader {
             return previous;
         }
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
+        let limits = RequestLimits::resolve(&self.limits, &spec.limits);
         Arc::new(Handler {
-            limits: RequestLimits::resolve(&self.limits, &spec.limits),
+            instances: Arc::new(Instances::new(
+                &limits,
+                self.idle_slots.clone(),
+                self.metrics.instances(&label),
+            )),
+            limits,
             grants: self.grants(&spec, label.clone()),
             metrics: self.metrics.route(&label),
             label,

@@ -71,19 +71,12 @@ pub fn new_store(
     budget: Option<MemoryBudget>,
     request_id: Arc<str>,
 ) -> Store<HostState> {
-    let mut wasi = WasiCtx::builder();
-    wasi.envs(&grants.env);
-    if grants.log_output {
-        let log = GuestLog::new(grants.route.clone(), request_id);
-        wasi.stdout(log.stream("stdout"))
-            .stderr(log.stream("stderr"));
-    }
     let mut http = WasiHttpCtx::new();
     http.set_field_size_limit(MAX_FIELDS_SIZE);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
     let state = HostState {
-        wasi: wasi.build(),
+        wasi: wasi_ctx(grants, request_id),
         http,
         table,
         outbound: OutboundPolicy {
@@ -95,6 +88,20 @@ pub fn new_store(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     store
+}
+
+/// The WASI context of one request: the route's environment, and stdout
+/// and stderr logged under `request_id` with a fresh output budget. A
+/// reused instance gets a new one for each request (see [`crate::reuse`]).
+pub fn wasi_ctx(grants: &Grants, request_id: Arc<str>) -> WasiCtx {
+    let mut wasi = WasiCtx::builder();
+    wasi.envs(&grants.env);
+    if grants.log_output {
+        let log = GuestLog::new(grants.route.clone(), request_id);
+        wasi.stdout(log.stream("stdout"))
+            .stderr(log.stream("stderr"));
+    }
+    wasi.build()
 }
 
 /// Charges what the guest makes the host hold for it (header maps, alone

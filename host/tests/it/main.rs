@@ -12,5 +12,6 @@ mod limits;
 mod net;
 mod observability;
 mod parity;
+mod reuse;
 mod swap;
 mod toolchains;
