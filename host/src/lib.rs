@@ -15,6 +15,7 @@
 //! - [`footprint`]: what one instance of a component needs: core instances, memories, tables.
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
+//! - [`world`]: which wasi:http handler interface a component exports (p2 served, p3 refused).
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
@@ -57,3 +58,4 @@ pub mod sandbox;
 pub mod server;
 pub mod shutdown;
 pub mod workers;
+pub mod world;

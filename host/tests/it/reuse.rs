@@ -263,3 +263,28 @@ async fn sigterm_drains_with_idle_and_busy_reused_instances() {
         started.elapsed()
     );
 }
+
+/// The same counter, the same reuse count, one request at a time: wasmlet
+/// and `wasmtime serve --max-instance-reuse-count` answer the same, with
+/// reuse and without.
+#[tokio::test(flavor = "multi_thread")]
+async fn reuse_counts_the_same_as_under_wasmtime_serve() {
+    for reuse in ["1", "3"] {
+        let reference = crate::parity::start_reference_with(
+            wasm::COUNTER,
+            &["--max-instance-reuse-count", reuse],
+        );
+        let host = Wasmlet::serve(&[wasm::COUNTER, "--max-instance-reuse-count", reuse]);
+        let mut want = Vec::new();
+        for _ in 0..5 {
+            want.push(get(reference.addr, "/").await.text());
+        }
+        assert_eq!(counts(&host, "/", 5).await, want, "reuse {reuse}");
+        let expected: &[&str] = if reuse == "1" {
+            &["1", "1", "1", "1", "1"]
+        } else {
+            &["1", "2", "3", "1", "2"]
+        };
+        assert_eq!(want, expected, "wasmtime serve, reuse {reuse}");
+    }
+}
