@@ -219,7 +219,7 @@ pub async fn invoke(
     let (mut store, proxy, served) = match handler.instances.take() {
         Some(warm) => {
             let mut store = warm.store;
-            store.data_mut().wasi = sandbox::wasi_ctx(&handler.grants, request_id.clone());
+            store.data_mut().renew_for_request(request_id.clone());
             (store, Some(warm.proxy), warm.served)
         }
         None => {
@@ -400,11 +400,12 @@ impl GuestRun {
 
 /// Whether an instance whose request ended without a fault may serve
 /// another: not if it ran into a memory limit (even one it survived), if its
-/// request body was refused mid-read, or if it left a resource open (a
-/// body it never finished would otherwise stay open into the next request).
+/// request body was refused mid-read, or if it left one of its request's
+/// HTTP resources open (a body it never finished would otherwise stay open
+/// into the next request).
 fn may_reuse(store: &mut Store<HostState>, flags: &Flags) -> bool {
     let state = store.data_mut();
-    state.limiter.exceeded.is_none() && !flags.cut() && state.table.iter_mut().next().is_none()
+    state.limiter.exceeded.is_none() && !flags.cut() && !state.holds_request_resources()
 }
 
 /// The CPU slot a heavy guest holds while it runs (see [`CpuShare`]).

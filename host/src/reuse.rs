@@ -10,8 +10,8 @@
 //! globals and linear memory (docs/reuse.md).
 //!
 //! An instance is only kept when its request ended cleanly: a trap, a
-//! timeout, a memory limit hit (even one the guest survived) or a resource
-//! left open in its table retires it. Its store, and with it the memory
+//! timeout, a memory limit hit (even one the guest survived), a refused
+//! request body, or an HTTP resource of its request left open retires it. Its store, and with it the memory
 //! budget's charge, lives as long as the instance, idle or busy. Idle
 //! instances hold pool slots and fiber stacks, so the host keeps at most
 //! [`MAX_IDLE_INSTANCES`] of them over all routes, and the engine's pool

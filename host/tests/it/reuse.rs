@@ -288,3 +288,22 @@ async fn reuse_counts_the_same_as_under_wasmtime_serve() {
         assert_eq!(want, expected, "wasmtime serve, reuse {reuse}");
     }
 }
+
+/// A reused instance's output is logged under the request that wrote it,
+/// and printing does not stop an instance from being reused.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_output_is_tagged_with_each_requests_own_id() {
+    let host = Wasmlet::serve(&[wasm::STDOUT, "--max-instance-reuse-count", "10"]);
+    for id in ["reuse-out-1", "reuse-out-2", "reuse-out-3"] {
+        let r = request_with(host.public, "GET", "/", &[("x-request-id", id)], "").await;
+        assert_eq!(r.text(), "printed");
+    }
+    for id in ["reuse-out-1", "reuse-out-2", "reuse-out-3"] {
+        let line = host.wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("hello from stdout") && l.contains(&format!("request_id={id}"))
+        });
+        assert!(line.is_some(), "no stdout line for {id}");
+    }
+    let created = metric(&host, &series("wasmlet_instances_created_total", "/...")).await;
+    assert_eq!(created, 1.0, "one instance served all three");
+}
