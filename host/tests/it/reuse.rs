@@ -117,6 +117,19 @@ async fn an_instance_that_faults_is_never_reused() {
     }
 }
 
+/// A guest that survives a refused memory grow still answers, but its
+/// instance has met its memory limit and is not kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_met_its_memory_limit_is_dropped_even_if_it_answered() {
+    let (_dir, manifest) =
+        counter_routes(&[("/...", "max_instance_reuse = 100\nmax_memory = \"32MiB\"")]);
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    assert_eq!(counts(&host, "/", 2).await, ["1", "2"]);
+    let r = get(host.public, "/?then=grow").await;
+    assert_eq!((r.status, r.text()), (200, "refused 3".into()));
+    assert_eq!(counts(&host, "/", 1).await, ["1"], "a new instance");
+}
+
 /// Each request on a reused instance gets the whole time limit: two
 /// requests of 300 ms under a 500 ms limit both succeed on one instance.
 #[tokio::test(flavor = "multi_thread")]

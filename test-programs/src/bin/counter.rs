@@ -2,7 +2,9 @@
 //! answers the count (`1` on a fresh instance), so instance reuse is
 //! visible from outside. After counting, `?then=` makes the request end
 //! badly: `trap`, `spin` (until the time limit), `hog` (allocates until the
-//! memory limit), or `sleep` (`?ms=N`, default 1000, then answers).
+//! memory limit), or `sleep` (`?ms=N`, default 1000, then answers); or
+//! `grow`: asks for 64 MiB more, survives a refusal and answers
+//! `refused N` (`grown N` if it got it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use test_programs::wasi::clocks::monotonic_clock;
@@ -21,6 +23,15 @@ impl Guest for Counter {
             Some("trap") => test_programs::trap(),
             Some("spin") => spin(),
             Some("hog") => hog(),
+            Some("grow") => {
+                let mut big: Vec<u8> = Vec::new();
+                let answer = match big.try_reserve_exact(64 << 20) {
+                    Ok(()) => "grown",
+                    Err(_) => "refused",
+                };
+                let body = format!("{answer} {served}");
+                return test_programs::respond(response_out, 200, body);
+            }
             Some("sleep") => {
                 let ms = test_programs::query_u64(&request, "ms", 1000);
                 monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
