@@ -20,7 +20,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["wasmlet", "wasmtime", "wasmtime-pool", "native"]
+SERVERS = ["wasmlet", "wasmtime", "wasmtime-pool", "native", "wasmlet-reuse", "wasmtime-reuse"]
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
@@ -162,6 +162,17 @@ def main():
         p(f"| {c} | " + " | ".join(cells) + " |")
     p()
 
+    if any("wasmlet-reuse" in med[c] for c in conns):
+        p("## Ratios with instance reuse (wasmlet with reuse, requests/s ÷ the other's, medians)")
+        p()
+        p("| conns | ÷ wasmtime serve (pooling, same reuse) | ÷ native hyper | ÷ wasmlet (fresh instances) |")
+        p("|---:|---:|---:|---:|")
+        for c in conns:
+            w = med[c].get("wasmlet-reuse", {}).get("rps", float("nan"))
+            cells = [fmt_ratio(w, med[c].get(k, {}).get("rps")) for k in ("wasmtime-reuse", "native", "wasmlet")]
+            p(f"| {c} | " + " | ".join(cells) + " |")
+        p()
+
     cold = []
     cold_path = os.path.join(work, "cold.jsonl")
     if os.path.exists(cold_path):
@@ -216,7 +227,13 @@ def main():
         if "wasmlet" in rss:
             idle = rss["wasmlet"][0] / 1024
             rows.append(("idle RSS ≤ 20 MiB", f"{idle:.1f} MiB", idle <= 20))
-        p(f"## Targets (issue 6; throughput and p99 at {c} connections)")
+        r = m.get("wasmlet-reuse", {})
+        def reuse_ratio(k):
+            return r.get("rps", float("nan")) / m[k]["rps"] if r and k in m and m[k]["rps"] else float("nan")
+        if r:
+            rows.append(("reuse: requests/s ≥ 60% of native hyper (issue 18)", f"{100 * reuse_ratio('native'):.0f}%", reuse_ratio("native") >= 0.6))
+            rows.append(("reuse: requests/s ≥ 1.5× wasmtime serve, same reuse (issue 18)", f"{reuse_ratio('wasmtime-reuse'):.2f}×", reuse_ratio("wasmtime-reuse") >= 1.5))
+        p(f"## Targets (issues 6 and 18; throughput and p99 at {c} connections)")
         p()
         p("| target | measured | met |")
         p("|---|---:|:---:|")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: wasmlet serving hello.wasm against `wasmtime serve`
 # (default flags, and with wasmlet's pooling allocator settings) and a native
-# hyper hello world, all on loopback, driven by wrk.
+# hyper hello world, all on loopback, driven by wrk. Then the same pair with
+# instance reuse (docs/reuse.md): wasmlet and pooled `wasmtime serve`, both
+# with --max-instance-reuse-count $BENCH_REUSE and the default 1 s idle timeout.
 #
 #   bench/run.sh                                    # full run (about 10 minutes)
 #   BENCH_DURATION=2 BENCH_REPEATS=1 bench/run.sh   # quick smoke run
@@ -23,6 +25,8 @@
 #   BENCH_CONNECTIONS  connection counts                       (default "1 16 64 256")
 #   BENCH_THREADS      wrk threads, at most one per connection (default 2)
 #   BENCH_COLD_RUNS    cold-start rounds (one start per case)  (default 15)
+#   BENCH_PROFILE      cargo profile of the host and native-hello (default dist)
+#   BENCH_REUSE        --max-instance-reuse-count of the reuse pair (default 1000)
 #   BENCH_OUT          report file                             (default bench/results/latest.md)
 #   BENCH_NOTE         a line put at the top of the report
 #   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
@@ -39,7 +43,9 @@ CONNECTIONS=${BENCH_CONNECTIONS:-"1 16 64 256"}
 THREADS=${BENCH_THREADS:-2}
 COLD_RUNS=${BENCH_COLD_RUNS:-15}
 OUT=${BENCH_OUT:-bench/results/latest.md}
-for val in "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
+REUSE=${BENCH_REUSE:-1000}
+PROFILE=${BENCH_PROFILE:-dist}
+for val in "$REUSE" "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
   [[ $val =~ ^[1-9][0-9]*$ ]] || { echo "bench: expected a positive integer, got '$val'" >&2; exit 2; }
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WARMUP must be an integer, got '$WARMUP'" >&2; exit 2; }
@@ -52,12 +58,12 @@ log "installing tools if missing (wasm32-wasip2 target, wasmtime CLI)"
 scripts/setup-tools.sh >&2
 # The host as the image ships it (the `dist` profile: fat LTO), and the native
 # reference built the same way.
-log "building the host and native-hello (dist profile: LTO, minutes), and hello.wasm"
-cargo build --profile dist -p wasmlet -p native-hello >&2
+log "building the host and native-hello ($PROFILE profile; dist: LTO, minutes), and hello.wasm"
+cargo build --profile "$PROFILE" -p wasmlet -p native-hello >&2
 cargo build --release -p hello --target wasm32-wasip2 >&2
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WASMLET=$TARGET/dist/wasmlet
-NATIVE=$TARGET/dist/native-hello
+WASMLET=$TARGET/$PROFILE/wasmlet
+NATIVE=$TARGET/$PROFILE/native-hello
 WASM=$TARGET/wasm32-wasip2/release/hello.wasm
 WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 
@@ -65,18 +71,18 @@ WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 # wasmlet's pool and per-request limits at its default flags (--max-in-flight
 # 512, --max-memory 128MiB, --request-timeout 20s), exactly as
 # wasmtime_serve_flags in host/src/engine.rs renders them; a unit test there
-# fails when this list and the engine differ. The pool: 512 + 64 component
+# fails when this list and the engine differ. The pool: 512 + 64 + 64 (idle, for reuse) component
 # instances with room for 32 core instances, 4 memories and 16 tables of
-# 20,000 elements each, 512 + 4 fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest
+# 20,000 elements each, 512 + 4 + 64 fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest
 # decommitted at once, PAGEMAP_SCAN where the kernel has it. Then epoch
 # interruption at 20 s and a 128 MiB memory limit per store.
 POOLING_FLAGS=(
   -O pooling-allocator=y
-  -O pooling-total-component-instances=576
-  -O pooling-total-core-instances=18432
-  -O pooling-total-memories=2304
-  -O pooling-total-tables=9216
-  -O pooling-total-stacks=516
+  -O pooling-total-component-instances=640
+  -O pooling-total-core-instances=20480
+  -O pooling-total-memories=2560
+  -O pooling-total-tables=10240
+  -O pooling-total-stacks=580
   -O pooling-max-memories-per-component=4
   -O pooling-max-tables-per-component=16
   -O pooling-max-core-instances-per-component=32
@@ -105,14 +111,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-readarray -t PORTS < <(python3 bench/coldstart.py ports 5)
+readarray -t PORTS < <(python3 bench/coldstart.py ports 8)
 declare -A URL=(
   [wasmlet]=http://127.0.0.1:${PORTS[0]}/
   [wasmtime]=http://127.0.0.1:${PORTS[2]}/
   [wasmtime-pool]=http://127.0.0.1:${PORTS[3]}/
   [native]=http://127.0.0.1:${PORTS[4]}/
+  [wasmlet-reuse]=http://127.0.0.1:${PORTS[5]}/
+  [wasmtime-reuse]=http://127.0.0.1:${PORTS[7]}/
 )
-ORDER=(wasmlet wasmtime wasmtime-pool native)
+ORDER=(wasmlet wasmtime wasmtime-pool native wasmlet-reuse wasmtime-reuse)
 
 # Commands are recorded with the scratch directory shown as $WORK and paths
 # in the repository relative to it.
@@ -146,9 +154,10 @@ proc_kib() { # PID FIELD -> KiB
   printf 'rustc\t%s\n' "$(rustc --version)"
   printf 'hyper\t%s\n' "$(awk '/^name = "hyper"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)"
   printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true)"
+  printf 'profile\t%s\n' "$PROFILE"
   printf 'duration\t%s\nwarmup\t%s\nrepeats\t%s\nthreads\t%s\ncold_runs\t%s\n' "$DURATION" "$WARMUP" "$REPEATS" "$THREADS" "$COLD_RUNS"
   inv=""
-  for v in BENCH_DURATION BENCH_WARMUP BENCH_REPEATS BENCH_CONNECTIONS BENCH_THREADS BENCH_COLD_RUNS; do
+  for v in BENCH_PROFILE BENCH_REUSE BENCH_DURATION BENCH_WARMUP BENCH_REPEATS BENCH_CONNECTIONS BENCH_THREADS BENCH_COLD_RUNS; do
     if [[ -n ${!v:-} ]]; then inv+="$v=$(printf '%q' "${!v}") "; fi
   done
   printf 'invocation\t%sbench/run.sh\n' "$inv"
@@ -187,6 +196,11 @@ start wasmtime "wasmtime serve (default)" env "XDG_CACHE_HOME=$WORK/xdg-warm" \
 start wasmtime-pool "wasmtime serve (pooling as wasmlet)" env "XDG_CACHE_HOME=$WORK/xdg-pool" \
   "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --addr "127.0.0.1:${PORTS[3]}" "$WASM"
 start native "native hyper" "$NATIVE" "127.0.0.1:${PORTS[4]}"
+start wasmlet-reuse "wasmlet (reuse $REUSE)" env RUST_LOG=warn "$WASMLET" serve "$WASM" \
+  --listen "127.0.0.1:${PORTS[5]}" --admin-listen "127.0.0.1:${PORTS[6]}" --cache-dir "$WORK/cache-warm" \
+  --max-instance-reuse-count "$REUSE"
+start wasmtime-reuse "wasmtime serve (pooling as wasmlet, reuse $REUSE)" env "XDG_CACHE_HOME=$WORK/xdg-pool" \
+  "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:${PORTS[7]}" "$WASM"
 for key in "${ORDER[@]}"; do
   python3 bench/coldstart.py wait "${URL[$key]}" --timeout 120 || { cat "$WORK/$key.log" >&2; exit 1; }
 done

@@ -545,6 +545,8 @@ pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> H
         label: stable.label.clone(),
         component: canary.handler.component.clone(),
         resolved: canary.handler.resolved.clone(),
+        // Instances kept for reuse are the canary's component's: they go on.
+        instances: canary.handler.instances.clone(),
         limits: stable.limits,
         grants: stable.grants.clone(),
         metrics: stable.metrics.clone(),

@@ -11,6 +11,7 @@ use crate::engine::{PerComponent, TickerHandle};
 use crate::footprint::{self, Footprint};
 use crate::limits::{MemoryBudget, RequestLimits};
 use crate::sandbox::{self, Grants, HostState, MemoryLimit};
+use crate::world;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -150,6 +151,9 @@ pub fn compile(
     per_component
         .check(&footprint)
         .with_context(|| format!("`{path}`"))?;
+    let world = world::of_component(&file.bytes)
+        .with_context(|| format!("`{path}`: not a valid component"))?;
+    world::refuse_p3(&world).with_context(|| format!("`{path}`"))?;
     let started = Instant::now();
     let (component, outcome) = cache
         .compile(engine, &file.bytes, &file.digest)

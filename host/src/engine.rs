@@ -46,6 +46,10 @@ const INSTANCE_HEADROOM: u32 = 64;
 /// protects every stack's guard page with its own `mprotect`, about 2.5 µs
 /// apiece here, so the 60 extra stacks of the instance headroom cost 0.15 ms.
 const STACK_HEADROOM: u32 = 4;
+/// Instances kept idle for reuse, host-wide (see [`crate::reuse`]). An idle
+/// instance holds a pool slot and its store's fiber stack, so both the
+/// instance and the stack totals make room for this many beyond the rest.
+pub const MAX_IDLE_INSTANCES: u32 = 64;
 
 /// The engine and the linker for it: all that compiling and instantiating
 /// components needs.
@@ -99,8 +103,14 @@ struct Pool {
 impl Pool {
     fn for_limits(limits: &Limits) -> Pool {
         Pool {
-            component_instances: limits.max_in_flight.saturating_add(INSTANCE_HEADROOM),
-            stacks: limits.max_in_flight.saturating_add(STACK_HEADROOM),
+            component_instances: limits
+                .max_in_flight
+                .saturating_add(INSTANCE_HEADROOM)
+                .saturating_add(MAX_IDLE_INSTANCES),
+            stacks: limits
+                .max_in_flight
+                .saturating_add(STACK_HEADROOM)
+                .saturating_add(MAX_IDLE_INSTANCES),
             max_memory: usize::try_from(limits.max_memory).unwrap_or(usize::MAX),
             per_component: PerComponent::for_limits(limits),
         }
@@ -452,8 +462,8 @@ mod tests {
         };
         let flags = wasmtime_serve_flags(&limits);
         for want in [
-            "pooling-total-component-instances=72",
-            "pooling-total-stacks=12",
+            "pooling-total-component-instances=136",
+            "pooling-total-stacks=76",
             "pooling-max-memory-size=1048576",
             "timeout=1500ms",
             "max-memory-size=1048576",

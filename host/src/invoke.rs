@@ -1,7 +1,9 @@
 //! Running one request in a fresh instance, and mapping faults to statuses.
 //!
 //! Each request gets a new `Store` (its own WASI context, memory limit and
-//! epoch deadline) and a new instance from the route's `ProxyPre`. The guest
+//! epoch deadline) and a new instance from the route's `ProxyPre`, unless
+//! its route reuses instances ([`crate::reuse`]): then it may get an idle
+//! one, with a new WASI context and deadline, under the same limits. The guest
 //! runs in its own task so it can keep streaming the response body after
 //! the head is sent. A fault ends that request alone:
 //!
@@ -23,6 +25,7 @@
 use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
 use crate::registry::Handler;
+use crate::reuse::Warm;
 use crate::sandbox::{self, MemoryLimit};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -39,6 +42,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -210,13 +214,25 @@ pub async fn invoke(
         pace: BodyPace::new(min_body_rate),
     });
 
-    let mut store = sandbox::new_store(
-        handler.component.pre.engine(),
-        &handler.grants,
-        &limits,
-        memory_budget.cloned(),
-        request_id.clone(),
-    );
+    // An idle instance of this route when it reuses them, else a new store
+    // (the guest task instantiates in it, within the request's deadline).
+    let (mut store, proxy, served) = match handler.instances.take() {
+        Some(warm) => {
+            let mut store = warm.store;
+            store.data_mut().renew_for_request(request_id.clone());
+            (store, Some(warm.proxy), warm.served)
+        }
+        None => {
+            let store = sandbox::new_store(
+                handler.component.pre.engine(),
+                &handler.grants,
+                &limits,
+                memory_budget.cloned(),
+                request_id.clone(),
+            );
+            (store, None, 0)
+        }
+    };
     let deadline = Instant::now() + limits.timeout;
     let slot = HeavySlot::default();
     store.epoch_deadline_callback(epoch_policy(
@@ -244,6 +260,8 @@ pub async fn invoke(
         GuestRun {
             handler: handler.clone(),
             store,
+            proxy,
+            served,
             incoming,
             outparam,
             deadline,
@@ -291,6 +309,10 @@ pub async fn invoke(
 struct GuestRun {
     handler: Arc<Handler>,
     store: Store<HostState>,
+    /// The instance, when an idle one was reused.
+    proxy: Option<Proxy>,
+    /// Requests the instance served before this one.
+    served: u32,
     incoming: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
     outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
     deadline: Instant,
@@ -307,6 +329,8 @@ impl GuestRun {
         let GuestRun {
             handler,
             mut store,
+            proxy,
+            served,
             incoming,
             outparam,
             deadline,
@@ -315,13 +339,23 @@ impl GuestRun {
             slot,
             _in_flight,
         } = self;
+        let instantiated = AtomicBool::new(proxy.is_some());
         let outcome = {
             let run = async {
-                let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => {
+                        let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+                        instantiated.store(true, Ordering::Relaxed);
+                        handler.instances.created();
+                        proxy
+                    }
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
-                    .await
+                    .await?;
+                wasmtime::Result::<_>::Ok(proxy)
             };
             // Only a guest that is running holds a CPU slot: give it back
             // whenever the guest waits (for I/O, a timer, or a slot).
@@ -336,16 +370,42 @@ impl GuestRun {
             tokio::time::timeout_at(deadline, run).await
         };
         slot.release();
+        let served = served + 1;
         let fault = match outcome {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(proxy)) => {
+                if handler.instances.reuses() && may_reuse(&mut store, &flags) {
+                    handler.instances.put(Warm {
+                        store,
+                        proxy,
+                        served,
+                    });
+                } else {
+                    handler.instances.retired(served);
+                }
+                return Ok(());
+            }
             Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
             Err(_) => Fault::Timeout,
         };
+        // A faulted instance is never reused: `store` drops below.
+        if instantiated.load(Ordering::Relaxed) {
+            handler.instances.retired(served);
+        }
         flags.faulted.store(true, Ordering::Release);
         report(&handler, &request_id, &fault);
         Err(fault)
         // `store` drops here, closing the response body stream.
     }
+}
+
+/// Whether an instance whose request ended without a fault may serve
+/// another: not if it ran into a memory limit (even one it survived), if its
+/// request body was refused mid-read, or if it left one of its request's
+/// HTTP resources open (a body it never finished would otherwise stay open
+/// into the next request).
+fn may_reuse(store: &mut Store<HostState>, flags: &Flags) -> bool {
+    let state = store.data_mut();
+    state.limiter.exceeded.is_none() && !flags.cut() && !state.holds_request_resources()
 }
 
 /// The CPU slot a heavy guest holds while it runs (see [`CpuShare`]).

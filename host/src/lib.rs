@@ -16,6 +16,7 @@
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
+//! - [`world`]: which wasi:http handler interface a component exports (p2 served, p3 refused).
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
@@ -23,6 +24,7 @@
 //! - [`registry`]: the published routing table and the per-route load status.
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
+//! - [`reuse`]: opt-in instance reuse: a route's instances kept between requests.
 //! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`workers`]: the per-CPU request threads connections are spread over.
@@ -54,8 +56,10 @@ pub mod oci;
 pub mod outbound;
 pub mod registry;
 pub mod reload;
+pub mod reuse;
 pub mod router;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;
 pub mod workers;
+pub mod world;

@@ -93,6 +93,18 @@ pub struct Limits {
     /// process may use (cgroup CPU limits included).
     #[arg(long, env = "WASMLET_WORKERS")]
     pub workers: Option<NonZeroUsize>,
+
+    /// Requests one instance may serve, one after another, before it is
+    /// dropped; a route's `max_instance_reuse` overrides it. 1: a fresh
+    /// instance per request. Above 1, globals and linear memory persist
+    /// from one request to the next on an instance (see docs/reuse.md).
+    #[arg(long, env = "WASMLET_MAX_INSTANCE_REUSE_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instance_reuse_count: u32,
+
+    /// How long an instance kept for reuse may wait for its next request
+    /// before it is dropped; a route's `idle_instance_timeout` overrides it.
+    #[arg(long, env = "WASMLET_IDLE_INSTANCE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub idle_instance_timeout: Duration,
 }
 
 impl Limits {
@@ -121,6 +133,8 @@ impl Default for Limits {
             max_tables_per_component: 16,
             max_table_elements: 20_000,
             workers: None,
+            max_instance_reuse_count: 1,
+            idle_instance_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -131,6 +145,8 @@ pub struct RouteLimits {
     pub timeout: Option<Duration>,
     pub max_memory: Option<u64>,
     pub max_body_size: Option<u64>,
+    pub max_instance_reuse: Option<u32>,
+    pub idle_instance_timeout: Option<Duration>,
 }
 
 /// The limits one request of one route runs under, resolved at load time.
@@ -139,6 +155,10 @@ pub struct RequestLimits {
     pub timeout: Duration,
     pub max_memory: u64,
     pub max_body_size: u64,
+    /// Requests one instance serves before it is dropped (1: no reuse).
+    pub max_instance_reuse: u32,
+    /// How long an instance kept for reuse may sit idle.
+    pub idle_instance_timeout: Duration,
 }
 
 impl RequestLimits {
@@ -147,6 +167,12 @@ impl RequestLimits {
             timeout: route.timeout.unwrap_or(host.request_timeout),
             max_memory: route.max_memory.unwrap_or(host.max_memory),
             max_body_size: route.max_body_size.unwrap_or(host.max_body_size),
+            max_instance_reuse: route
+                .max_instance_reuse
+                .unwrap_or(host.max_instance_reuse_count),
+            idle_instance_timeout: route
+                .idle_instance_timeout
+                .unwrap_or(host.idle_instance_timeout),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! timeout = "5s"                  # optional per-route limits
 //! max_memory = "64MiB"
 //! max_body_size = "1MiB"
+//! max_instance_reuse = 100        # opt-in instance reuse (docs/reuse.md)
+//! idle_instance_timeout = "1s"
 //! env = { GREETING = "hi" }       # granted environment variables
 //! allowed_outbound_hosts = ["http://127.0.0.1:8080"]
 //! canary = { component = "hello-v2.wasm", weight = 10 }   # see `canary`
@@ -58,6 +60,12 @@ struct RouteFile {
     /// `max_body_size = "1MiB"`
     #[serde(default, deserialize_with = "limits::bytes_opt")]
     max_body_size: Option<u64>,
+    /// `max_instance_reuse = 1000` (at least 1; 1: a fresh instance per request)
+    #[serde(default)]
+    max_instance_reuse: Option<u32>,
+    /// `idle_instance_timeout = "1s"`
+    #[serde(default, deserialize_with = "limits::duration_opt")]
+    idle_instance_timeout: Option<Duration>,
     /// `env = { NAME = "value" }`
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -176,6 +184,9 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
         }
         None => bail!("missing field `component`"),
     };
+    if route.max_instance_reuse == Some(0) {
+        bail!("`max_instance_reuse` must be at least 1 (1: a fresh instance per request)");
+    }
     for name in route.env.keys() {
         if name.is_empty() || name.contains(['=', '\0']) {
             bail!("`env`: invalid variable name `{name}`");
@@ -219,6 +230,8 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
             timeout: route.timeout,
             max_memory: route.max_memory,
             max_body_size: route.max_body_size,
+            max_instance_reuse: route.max_instance_reuse,
+            idle_instance_timeout: route.idle_instance_timeout,
         },
         env: route.env.into_iter().collect(),
         outbound,
@@ -326,6 +339,8 @@ component = "sub/api.wasm"
 timeout = "2s"
 max_memory = "64MiB"
 max_body_size = 1024
+max_instance_reuse = 50
+idle_instance_timeout = "250ms"
 env = { GREETING = "hi" }
 allowed_outbound_hosts = ["http://127.0.0.1:8080"]
 "#,
@@ -339,6 +354,12 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
         assert_eq!(api.limits.timeout, Some(Duration::from_secs(2)));
         assert_eq!(api.limits.max_memory, Some(64 << 20));
         assert_eq!(api.limits.max_body_size, Some(1024));
+        assert_eq!(api.limits.max_instance_reuse, Some(50));
+        assert_eq!(
+            api.limits.idle_instance_timeout,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(m.routes[0].limits.max_instance_reuse, None);
         assert_eq!(api.env, vec![("GREETING".to_string(), "hi".to_string())]);
         assert_eq!(api.outbound.len(), 1);
     }
@@ -405,6 +426,21 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
             e.contains("route at line 1") && e.contains("`component`") && e.contains("no tag"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn reuse_keys_are_checked() {
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nmax_instance_reuse = 0\n");
+        assert!(
+            e.contains("route at line 1") && e.contains("max_instance_reuse"),
+            "{e}"
+        );
+        let e = error("[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nmax_instance_reuse = -3\n");
+        assert!(e.contains("line 4"), "{e}");
+        let e = error(
+            "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nidle_instance_timeout = \"later\"\n",
+        );
+        assert!(e.contains("line 4"), "{e}");
     }
 
     #[test]

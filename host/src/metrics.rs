@@ -6,6 +6,7 @@
 use crate::cgroup::MemoryCgroup;
 use crate::limits::MemoryBudget;
 use crate::outbound::DeniedLabels;
+use crate::reuse::InstanceMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -119,6 +120,9 @@ pub struct Metrics {
     pub outbound_denied: Family<DeniedLabels, Counter>,
     pub canary_requests: Family<VersionStatus, Counter>,
     pub canary_rollbacks: Family<RouteLabel, Counter>,
+    pub instances_created: Family<RouteLabel, Counter>,
+    pub instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub idle_instances: Family<RouteLabel, Gauge>,
     resident_memory: Gauge,
     open_fds: Gauge,
     /// The cgroup's working set, when the process's cgroup can be read.
@@ -275,11 +279,33 @@ impl Metrics {
             "Canaries this replica rolled back on its own (weight set to 0), by route",
             canary_rollbacks.clone(),
         );
+        let instances_created = Family::<RouteLabel, Counter>::default();
+        host.register(
+            "instances_created",
+            "Instances created, by route: one per request unless the route reuses instances",
+            instances_created.clone(),
+        );
+        let instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(crate::reuse::requests_per_instance_histogram);
+        host.register(
+            "instance_requests",
+            "Requests each instance served, observed when it is dropped, by route",
+            instance_requests.clone(),
+        );
+        let idle_instances = Family::<RouteLabel, Gauge>::default();
+        host.register(
+            "idle_instances",
+            "Instances kept for reuse that wait for a request now, by route",
+            idle_instances.clone(),
+        );
 
         Metrics {
             registry,
             canary_requests,
             canary_rollbacks,
+            instances_created,
+            instance_requests,
+            idle_instances,
             working_set,
             requests,
             duration,
@@ -386,6 +412,18 @@ impl Metrics {
                 route: route.to_string(),
             })
             .clone()
+    }
+
+    /// A route's series about its instances (see [`crate::reuse`]).
+    pub fn instances(&self, route: &str) -> InstanceMetrics {
+        let label = RouteLabel {
+            route: route.to_string(),
+        };
+        InstanceMetrics {
+            created: self.instances_created.get_or_create(&label).clone(),
+            requests: self.instance_requests.get_or_create(&label).clone(),
+            idle: self.idle_instances.get_or_create(&label).clone(),
+        }
     }
 
     pub fn reload(&self, outcome: &str) {

@@ -9,6 +9,7 @@ use crate::component::LoadedComponent;
 use crate::limits::RequestLimits;
 use crate::manifest::RouteSpec;
 use crate::metrics::RouteMetrics;
+use crate::reuse::Instances;
 use crate::router::Router;
 use crate::sandbox::Grants;
 use arc_swap::ArcSwapOption;
@@ -27,6 +28,8 @@ pub struct Handler {
     pub limits: RequestLimits,
     pub grants: Grants,
     pub metrics: RouteMetrics,
+    /// Instances kept for reuse (none unless the route opts in).
+    pub instances: Arc<Instances>,
     /// The table generation in which this route got its current component.
     pub generation: u64,
     /// For an `oci://` component: the manifest digest it resolved to.

@@ -34,6 +34,7 @@ use crate::oci::pull::PullSettings;
 use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
+use crate::reuse::{IdleSlots, Instances};
 use crate::router::Router;
 use crate::sandbox::{Grants, HostState};
 use anyhow::{Context, Result, anyhow, bail};
@@ -162,6 +163,8 @@ pub struct Reloader {
     compiling: Arc<tokio::sync::Semaphore>,
     /// Fetches `oci://` components into `--cache-dir`; none without one.
     oci: Option<Puller>,
+    /// The host-wide allowance of instances kept idle for reuse.
+    idle_slots: IdleSlots,
 }
 
 /// What a [`Reloader`] needs besides the engine and the registry.
@@ -205,6 +208,7 @@ impl Reloader {
             metrics,
             running: tokio::sync::Mutex::new(()),
             compiling: Arc::new(tokio::sync::Semaphore::new(1)),
+            idle_slots: IdleSlots::default(),
         }
     }
 
@@ -597,6 +601,11 @@ impl Reloader {
         let grants = self.grants(&spec, label.clone());
         let metrics = self.metrics.route(&label);
         let version = |(component, resolved): Version| Handler {
+            instances: Arc::new(Instances::new(
+                &limits,
+                self.idle_slots.clone(),
+                self.metrics.instances(&label),
+            )),
             spec: spec.clone(),
             label: label.clone(),
             component,

@@ -19,16 +19,18 @@ use crate::outbound::{OutboundGrant, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
 use wasmtime_wasi_http::p2::types::{
-    HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+    HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest,
+    HostOutgoingResponse, HostResponseOutparam,
 };
 use wasmtime_wasi_http::{FieldMap, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -58,6 +60,36 @@ pub struct HostState {
     pub table: ResourceTable,
     pub outbound: OutboundPolicy,
     pub limiter: MemoryLimiter,
+    /// Where guest output goes, when the route logs it.
+    log: Option<GuestLog>,
+}
+
+impl HostState {
+    /// Readies a reused instance's state for a new request: its output is
+    /// logged under `request_id`, with a fresh output budget.
+    pub fn renew_for_request(&mut self, request_id: Arc<str>) {
+        if let Some(log) = &self.log {
+            log.renew(request_id);
+        }
+    }
+
+    /// Whether the last request left any of its HTTP resources (request,
+    /// response, bodies, outparam, outgoing requests) in the table: a body
+    /// never finished would stay open into the next request. Other
+    /// resources, such as the stdout stream Rust's std keeps, may stay.
+    pub fn holds_request_resources(&mut self) -> bool {
+        self.table.iter_mut().any(|entry| {
+            entry.is::<HostIncomingRequest>()
+                || entry.is::<HostResponseOutparam>()
+                || entry.is::<HostOutgoingResponse>()
+                || entry.is::<HostOutgoingRequest>()
+                || entry.is::<HostIncomingResponse>()
+                || entry.is::<HostFutureIncomingResponse>()
+                || entry.is::<HostIncomingBody>()
+                || entry.is::<HostOutgoingBody>()
+                || entry.is::<HostFutureTrailers>()
+        })
+    }
 }
 
 /// A store for one instance of `grants`' route, under `limits`, charged to
@@ -71,19 +103,16 @@ pub fn new_store(
     budget: Option<MemoryBudget>,
     request_id: Arc<str>,
 ) -> Store<HostState> {
-    let mut wasi = WasiCtx::builder();
-    wasi.envs(&grants.env);
-    if grants.log_output {
-        let log = GuestLog::new(grants.route.clone(), request_id);
-        wasi.stdout(log.stream("stdout"))
-            .stderr(log.stream("stderr"));
-    }
     let mut http = WasiHttpCtx::new();
     http.set_field_size_limit(MAX_FIELDS_SIZE);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
+    let log = grants
+        .log_output
+        .then(|| GuestLog::new(grants.route.clone(), request_id));
     let state = HostState {
-        wasi: wasi.build(),
+        wasi: wasi_ctx(grants, log.as_ref()),
+        log,
         http,
         table,
         outbound: OutboundPolicy {
@@ -95,6 +124,18 @@ pub fn new_store(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     store
+}
+
+/// The WASI context of an instance: the route's environment, and stdout
+/// and stderr to `log` (discarded without one).
+fn wasi_ctx(grants: &Grants, log: Option<&GuestLog>) -> WasiCtx {
+    let mut wasi = WasiCtx::builder();
+    wasi.envs(&grants.env);
+    if let Some(log) = log {
+        wasi.stdout(log.stream("stdout"))
+            .stderr(log.stream("stderr"));
+    }
+    wasi.build()
 }
 
 /// Charges what the guest makes the host hold for it (header maps, alone
@@ -300,10 +341,19 @@ impl Drop for MemoryLimiter {
 }
 
 /// Guest stdout/stderr as host log lines, with a per-request budget of
-/// bytes and lines shared by both streams.
+/// bytes and lines shared by both streams. The request a line belongs to
+/// is looked up as it is written: a reused instance keeps the streams it
+/// opened (Rust's std holds on to stdout), so [`GuestLog::renew`] moves
+/// them to each new request.
 #[derive(Clone)]
 struct GuestLog {
     route: Arc<str>,
+    scope: Arc<Mutex<LogScope>>,
+}
+
+/// The request the output belongs to now, and what is left of its budget.
+#[derive(Clone)]
+struct LogScope {
     request_id: Arc<str>,
     budget: Arc<OutputBudget>,
 }
@@ -327,10 +377,9 @@ impl OutputBudget {
     }
 }
 
-impl GuestLog {
-    fn new(route: Arc<str>, request_id: Arc<str>) -> GuestLog {
-        GuestLog {
-            route,
+impl LogScope {
+    fn new(request_id: Arc<str>) -> LogScope {
+        LogScope {
             request_id,
             budget: Arc::new(OutputBudget {
                 bytes: GUEST_OUTPUT_LIMIT.into(),
@@ -338,6 +387,24 @@ impl GuestLog {
                 truncated: AtomicBool::new(false),
             }),
         }
+    }
+}
+
+impl GuestLog {
+    fn new(route: Arc<str>, request_id: Arc<str>) -> GuestLog {
+        GuestLog {
+            route,
+            scope: Arc::new(Mutex::new(LogScope::new(request_id))),
+        }
+    }
+
+    /// Moves the output to `request_id`, with a fresh budget.
+    fn renew(&self, request_id: Arc<str>) {
+        *self.scope.lock().unwrap() = LogScope::new(request_id);
+    }
+
+    fn scope(&self) -> LogScope {
+        self.scope.lock().unwrap().clone()
     }
 
     fn stream(&self, name: &'static str) -> GuestStream {
@@ -350,10 +417,11 @@ impl GuestLog {
     /// Logs the cut once per request. A host line (not `target: "guest"`),
     /// so the log writer never drops it.
     fn truncated(&self, stream: &str) {
-        if !self.budget.truncated.swap(true, Ordering::Relaxed) {
+        let scope = self.scope();
+        if !scope.budget.truncated.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 route = %self.route,
-                request_id = %self.request_id,
+                request_id = %scope.request_id,
                 stream,
                 limit_bytes = GUEST_OUTPUT_LIMIT,
                 limit_lines = GUEST_OUTPUT_LINES,
@@ -393,7 +461,8 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
-        if OutputBudget::take(&self.log.budget.lines, 1) == 0 {
+        let scope = self.log.scope();
+        if OutputBudget::take(&scope.budget.lines, 1) == 0 {
             self.log.truncated(self.name);
             return;
         }
@@ -401,7 +470,7 @@ impl LineWriter {
         tracing::info!(
             target: crate::logging::GUEST_TARGET,
             route = %self.log.route,
-            request_id = %self.log.request_id,
+            request_id = %scope.request_id,
             stream = %self.name,
             "{}",
             line.trim_end_matches('\r')
@@ -409,7 +478,7 @@ impl LineWriter {
     }
 
     fn accept(&mut self, buf: &[u8]) {
-        let granted = OutputBudget::take(&self.log.budget.bytes, buf.len());
+        let granted = OutputBudget::take(&self.log.scope().budget.bytes, buf.len());
         self.pending.extend_from_slice(&buf[..granted]);
         while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();

@@ -63,6 +63,29 @@ fn component_without_the_handler_export() {
     );
 }
 
+/// A WASIp3 handler is refused before compiling, by `serve` and by
+/// `check` alike, with a line saying what it is and what serves it.
+#[test]
+fn a_wasi_http_0_3_handler() {
+    let dir = tempdir();
+    let path = dir.path().join("p3.wasm");
+    let wasm = wat::parse_str(
+        r#"(component (instance $i) (export "wasi:http/handler@0.3.0" (instance $i)))"#,
+    )
+    .unwrap();
+    write(&path, wasm);
+    let e = serve_fails(&[path_str(&path)]);
+    for want in ["p3.wasm", "wasi:http/handler@0.3.0", "wasmtime serve -Sp3"] {
+        assert!(e.contains(want), "{want} not in {e}");
+    }
+    let (status, _, stderr) = run(&["check", path_str(&path)]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("wasi:http 0.3 (WASIp3) handler"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn truncated_component() {
     let dir = tempdir();

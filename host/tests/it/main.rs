@@ -16,5 +16,6 @@ mod observability;
 mod oci;
 mod oci_e2e;
 mod parity;
+mod reuse;
 mod swap;
 mod toolchains;

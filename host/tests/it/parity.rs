@@ -13,9 +13,9 @@ use std::time::Duration;
 const WASMTIME_VERSION: &str = "48.0.8";
 
 /// `wasmtime serve` as a child process; killed on drop.
-struct Reference {
+pub struct Reference {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Drop for Reference {
@@ -40,6 +40,11 @@ fn wasmtime_binary() -> String {
 }
 
 fn start_reference(component: &str) -> Reference {
+    start_reference_with(component, &[])
+}
+
+/// `wasmtime serve -Scli EXTRA... COMPONENT`.
+pub fn start_reference_with(component: &str, extra: &[&str]) -> Reference {
     let bin = wasmtime_binary();
     let version = Command::new(&bin)
         .arg("--version")
@@ -62,7 +67,9 @@ fn start_reference(component: &str) -> Reference {
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(&bin)
-        .args(["serve", "-Scli", "--addr", &addr.to_string(), component])
+        .args(["serve", "-Scli"])
+        .args(extra)
+        .args(["--addr", &addr.to_string(), component])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,0 +1,386 @@
+//! Opt-in instance reuse: a route's instances kept between requests.
+//!
+//! By default every request gets a fresh instance. A route with
+//! `max_instance_reuse = N` (or --max-instance-reuse-count) above 1 keeps an
+//! instance that answered cleanly and hands it to a later request of the
+//! same route and component version, until it has served N requests or sat
+//! idle for `idle_instance_timeout`. Each request still gets its own epoch
+//! deadline, timeout, body limits, admission slot and WASI context (and so
+//! its own log lines and output budget); what persists is the guest's
+//! globals and linear memory (docs/reuse.md).
+//!
+//! An instance is only kept when its request ended cleanly: a trap, a
+//! timeout, a memory limit hit (even one the guest survived), a refused
+//! request body, or an HTTP resource of its request left open retires it. Its store, and with it the memory
+//! budget's charge, lives as long as the instance, idle or busy. Idle
+//! instances hold pool slots and fiber stacks, so the host keeps at most
+//! [`MAX_IDLE_INSTANCES`] of them over all routes, and the engine's pool
+//! has room for that many beyond --max-in-flight.
+
+use crate::engine::MAX_IDLE_INSTANCES;
+use crate::limits::RequestLimits;
+use crate::sandbox::HostState;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+/// The shortest interval at which idle instances are looked over, so a
+/// tiny `idle_instance_timeout` does not make a busy timer.
+const MIN_SWEEP: Duration = Duration::from_millis(10);
+
+/// The host-wide allowance of idle instances, shared by every route.
+#[derive(Clone)]
+pub struct IdleSlots(Arc<Semaphore>);
+
+impl Default for IdleSlots {
+    fn default() -> Self {
+        IdleSlots::new(MAX_IDLE_INSTANCES as usize)
+    }
+}
+
+impl IdleSlots {
+    pub fn new(slots: usize) -> IdleSlots {
+        IdleSlots(Arc::new(Semaphore::new(slots)))
+    }
+}
+
+/// One route's series about its instances.
+#[derive(Clone)]
+pub struct InstanceMetrics {
+    /// Instances created (one per request without reuse).
+    pub created: Counter,
+    /// Requests each instance served, observed when it is dropped.
+    pub requests: Histogram,
+    /// Instances waiting for their next request now.
+    pub idle: Gauge,
+}
+
+impl Default for InstanceMetrics {
+    fn default() -> Self {
+        InstanceMetrics {
+            created: Counter::default(),
+            requests: requests_per_instance_histogram(),
+            idle: Gauge::default(),
+        }
+    }
+}
+
+/// Buckets for requests per instance: 1, 2, 4, ... 65,536.
+pub fn requests_per_instance_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 17,
+    ))
+}
+
+/// An instance with its store, taken out of the pool or just made.
+pub struct Warm {
+    pub store: Store<HostState>,
+    pub proxy: Proxy,
+    /// Requests it has served so far.
+    pub served: u32,
+}
+
+/// What the pool holds: a [`Warm`] instance (something simpler in tests).
+pub trait Reusable: Send + 'static {
+    /// Requests it has served so far.
+    fn served(&self) -> u32;
+}
+
+impl Reusable for Warm {
+    fn served(&self) -> u32 {
+        self.served
+    }
+}
+
+struct Idle<W> {
+    warm: W,
+    since: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One route version's instances kept for reuse (none when reuse is off).
+pub struct Instances<W: Reusable = Warm> {
+    max_reuse: u32,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<Idle<W>>>,
+    slots: IdleSlots,
+    metrics: InstanceMetrics,
+    /// Whether a sweeper task is watching `idle`.
+    sweeping: AtomicBool,
+}
+
+impl<W: Reusable> Instances<W> {
+    pub fn new(limits: &RequestLimits, slots: IdleSlots, metrics: InstanceMetrics) -> Instances<W> {
+        Instances {
+            max_reuse: limits.max_instance_reuse.max(1),
+            idle_timeout: limits.idle_instance_timeout,
+            idle: Mutex::new(Vec::new()),
+            slots,
+            metrics,
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether instances of this route may serve more than one request.
+    pub fn reuses(&self) -> bool {
+        self.max_reuse > 1
+    }
+
+    /// The most recently parked idle instance that has not expired, if any.
+    pub fn take(&self) -> Option<W> {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> Option<W> {
+        if !self.reuses() {
+            return None;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        let expired = self.split_expired(&mut idle, now);
+        let taken = idle.pop();
+        drop(idle);
+        self.retire_all(expired);
+        let taken = taken?;
+        self.metrics.idle.dec();
+        Some(taken.warm)
+    }
+
+    /// Counts a new instance.
+    pub fn created(&self) {
+        self.metrics.created.inc();
+    }
+
+    /// Takes back an instance whose request ended cleanly (its `served`
+    /// already counts that request). It is kept if it may serve more and
+    /// an idle slot is free; otherwise it is dropped.
+    pub fn put(self: &Arc<Self>, warm: W) {
+        self.put_at(warm, Instant::now());
+    }
+
+    fn put_at(self: &Arc<Self>, warm: W, now: Instant) {
+        if warm.served() >= self.max_reuse {
+            return self.retire(warm);
+        }
+        let Ok(slot) = self.slots.0.clone().try_acquire_owned() else {
+            return self.retire(warm);
+        };
+        self.metrics.idle.inc();
+        self.idle.lock().unwrap().push(Idle {
+            warm,
+            since: now,
+            _slot: slot,
+        });
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep(Arc::downgrade(self), self.sweep_interval()));
+        }
+    }
+
+    /// Drops an instance, recording how many requests it served.
+    pub fn retire(&self, warm: W) {
+        self.retired(warm.served());
+    }
+
+    /// Records an instance dropped elsewhere (after a fault) that served
+    /// `served` requests.
+    pub fn retired(&self, served: u32) {
+        self.metrics.requests.observe(f64::from(served));
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        (self.idle_timeout / 2).max(MIN_SWEEP)
+    }
+
+    /// Removes and returns the entries idle past the timeout (the oldest
+    /// are first: entries are pushed in time order).
+    fn split_expired(&self, idle: &mut Vec<Idle<W>>, now: Instant) -> Vec<Idle<W>> {
+        let fresh_from = idle.partition_point(|entry| now - entry.since >= self.idle_timeout);
+        idle.drain(..fresh_from).collect()
+    }
+
+    fn retire_all(&self, entries: Vec<Idle<W>>) {
+        for entry in entries {
+            self.metrics.idle.dec();
+            self.retire(entry.warm);
+        }
+    }
+
+    /// Drops expired idle instances; false once none is left to watch.
+    fn sweep_once(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap();
+        let expired = self.split_expired(&mut idle, Instant::now());
+        let watching = !idle.is_empty();
+        if !watching {
+            // Under the lock, so a `put` either sees the flag cleared and
+            // starts a sweeper, or has pushed before this check.
+            self.sweeping.store(false, Ordering::Release);
+        }
+        drop(idle);
+        self.retire_all(expired);
+        watching
+    }
+
+    /// Instances idle now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+}
+
+impl<W: Reusable> Drop for Instances<W> {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap());
+        self.retire_all(idle);
+    }
+}
+
+/// Drops a route's instances once they have been idle too long; ends when
+/// none is idle or the route version is gone.
+async fn sweep<W: Reusable>(instances: Weak<Instances<W>>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(instances) = instances.upgrade() else {
+            return;
+        };
+        if !instances.sweep_once() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    /// Stands in for an instance: how many requests it served, and a tag
+    /// to tell instances apart.
+    #[derive(Debug, PartialEq)]
+    struct Fake(u32, &'static str);
+
+    impl Reusable for Fake {
+        fn served(&self) -> u32 {
+            self.0
+        }
+    }
+
+    fn pool(reuse: u32, idle: Duration, slots: usize) -> Arc<Instances<Fake>> {
+        let host = Limits {
+            max_instance_reuse_count: reuse,
+            idle_instance_timeout: idle,
+            ..Limits::default()
+        };
+        let limits = RequestLimits::resolve(&host, &Default::default());
+        Arc::new(Instances::new(
+            &limits,
+            IdleSlots::new(slots),
+            InstanceMetrics::default(),
+        ))
+    }
+
+    fn served_histogram(instances: &Instances<Fake>) -> (u64, f64) {
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("r", "r", instances.metrics.requests.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap()
+        };
+        (value("r_count") as u64, value("r_sum"))
+    }
+
+    #[tokio::test]
+    async fn without_reuse_nothing_is_kept() {
+        let instances = pool(1, Duration::from_secs(1), 4);
+        assert!(!instances.reuses());
+        instances.put(Fake(1, "a"));
+        assert_eq!(instances.take(), None);
+        assert_eq!(instances.idle_count(), 0);
+        assert_eq!(served_histogram(&instances), (1, 1.0));
+    }
+
+    #[tokio::test]
+    async fn an_instance_serves_up_to_its_limit_then_is_dropped() {
+        let instances = pool(3, Duration::from_secs(60), 4);
+        instances.put(Fake(1, "a"));
+        assert_eq!(instances.metrics.idle.get(), 1);
+        let a = instances.take().unwrap();
+        assert_eq!(a, Fake(1, "a"));
+        assert_eq!(instances.metrics.idle.get(), 0);
+        instances.put(Fake(2, "a"));
+        let a = instances.take().unwrap();
+        instances.put(Fake(a.0 + 1, "a"));
+        assert_eq!(instances.take(), None, "served 3 of 3: dropped");
+        assert_eq!(served_histogram(&instances), (1, 3.0));
+    }
+
+    #[tokio::test]
+    async fn idle_slots_cap_the_instances_kept_over_all_routes() {
+        let slots = IdleSlots::new(1);
+        let limits = RequestLimits::resolve(
+            &Limits {
+                max_instance_reuse_count: 10,
+                ..Limits::default()
+            },
+            &Default::default(),
+        );
+        let one = Arc::new(Instances::new(
+            &limits,
+            slots.clone(),
+            InstanceMetrics::default(),
+        ));
+        let two = Arc::new(Instances::new(&limits, slots, InstanceMetrics::default()));
+        one.put(Fake(1, "a"));
+        two.put(Fake(1, "b"));
+        assert_eq!(two.idle_count(), 0, "no slot left: dropped");
+        assert_eq!(one.take(), Some(Fake(1, "a")));
+        two.put(Fake(1, "c"));
+        assert_eq!(two.idle_count(), 1, "the slot came back when `a` was taken");
+    }
+
+    #[tokio::test]
+    async fn idle_instances_expire_and_are_swept() {
+        let instances = pool(10, Duration::from_millis(100), 4);
+        let start = Instant::now();
+        instances.put_at(Fake(1, "old"), start);
+        instances.put_at(Fake(1, "new"), start + Duration::from_millis(60));
+        // At 110 ms `old` has waited past the timeout, `new` 50 ms.
+        let later = start + Duration::from_millis(110);
+        assert_eq!(instances.take_at(later), Some(Fake(1, "new")));
+        assert_eq!(instances.take_at(later), None, "`old` expired");
+        assert_eq!(instances.metrics.idle.get(), 0);
+        assert_eq!(served_histogram(&instances), (1, 1.0), "`old` retired");
+
+        let swept = pool(10, Duration::from_millis(20), 4);
+        swept.put(Fake(1, "swept"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while swept.idle_count() > 0 || swept.sweeping.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "never swept");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(swept.metrics.idle.get(), 0);
+        swept.put(Fake(1, "again"));
+        assert!(
+            swept.sweeping.load(Ordering::Acquire),
+            "a new sweeper starts"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_route_version_drops_its_idle_instances() {
+        let instances = pool(10, Duration::from_secs(60), 4);
+        let idle = instances.metrics.idle.clone();
+        instances.put(Fake(1, "a"));
+        instances.put(Fake(1, "b"));
+        assert_eq!(idle.get(), 2);
+        drop(instances);
+        assert_eq!(idle.get(), 0);
+    }
+}
