@@ -416,8 +416,9 @@ impl Canary {
             WindowDoc { stable, canary }
         });
         CanaryDoc {
-            component: self.handler.component.path.display().to_string(),
+            component: self.spec.component.display().to_string(),
             digest: format!("sha256:{}", self.handler.component.digest),
+            resolved_digest: self.handler.resolved.clone(),
             weight: self.spec.weight,
             effective_weight: self.weight(),
             state: self.state.phase(),
@@ -432,8 +433,12 @@ impl Canary {
 /// A canary in `/handlers`.
 #[derive(Debug, Serialize)]
 pub struct CanaryDoc {
+    /// A file's path, or an `oci://` reference as the manifest gives it.
     pub component: String,
+    /// sha256 of the component file (for `oci://`, the layer's digest).
     pub digest: String,
+    /// For `oci://`: the manifest digest the reference resolved to.
+    pub resolved_digest: Option<String>,
     /// The manifest's weight.
     pub weight: u8,
     /// The weight in force: 0 once rolled back or aborted.

@@ -592,3 +592,53 @@ async fn a_cached_layer_changed_on_disk_is_refused_then_pulled_again() {
     assert_eq!(get(host.public, "/").await.text(), "v1");
     assert_eq!(std::fs::read(&blob).unwrap(), wasm(wasm::V1));
 }
+
+/// Issue 19 meets issue 17: a canary can come from a registry, beside a
+/// stable version from a file, and moves with its tag at each reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_from_a_registry_serves_beside_a_local_stable_version() {
+    let registry = FakeRegistry::start().await;
+    let v2 = registry.push(Some("next"), &wasm(wasm::V2));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let path = dir.path().join("wasmlet.toml");
+    let reference = registry.reference(":next");
+    write(
+        &path,
+        format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{reference}\", weight = 100 }}\n",
+            wasm::V1
+        ),
+    );
+    let host = serve(&registry, path_str(&path), &cache, &[]);
+    let r = get(host.public, "/").await;
+    assert_eq!(r.text(), "v2");
+    assert_eq!(r.headers["x-wasmlet-version"], "canary");
+    let doc = handlers(&host).await;
+    let canary = &doc["routes"][0]["canary"];
+    assert_eq!(canary["component"], reference.as_str(), "{doc}");
+    assert_eq!(canary["resolved_digest"], v2.as_str(), "{doc}");
+
+    // The tag moves to a broken artifact: the reload fails, both versions
+    // keep serving as they were.
+    registry.push(Some("next"), b"not wasm");
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("canary"), "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+
+    // Weight 0 from the manifest: the file serves again.
+    write(
+        &path,
+        format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{}\", weight = 0 }}\n",
+            wasm::V1,
+            registry.reference(&format!("@{v2}"))
+        ),
+    );
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(host.public, "/").await;
+    assert_eq!(r.text(), "v1");
+    assert_eq!(r.headers["x-wasmlet-version"], "stable");
+}
