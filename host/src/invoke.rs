@@ -640,6 +640,20 @@ pub struct ResponseBody {
     inner: HyperOutgoingBody,
     counter: Option<Counter>,
     guest: Option<Arc<Flags>>,
+    /// Told, when the body is dropped, whether the guest faulted.
+    on_done: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(done) = self.on_done.take() {
+            done(
+                self.guest
+                    .as_ref()
+                    .is_some_and(|f| f.faulted.load(Ordering::Acquire)),
+            );
+        }
+    }
 }
 
 impl ResponseBody {
@@ -648,6 +662,7 @@ impl ResponseBody {
             inner,
             counter: None,
             guest: Some(flags),
+            on_done: None,
         }
     }
 
@@ -656,6 +671,7 @@ impl ResponseBody {
             inner,
             counter: None,
             guest: None,
+            on_done: None,
         }
     }
 
@@ -663,6 +679,14 @@ impl ResponseBody {
     /// with the same statuses for its own reasons).
     pub fn is_from_host(&self) -> bool {
         self.guest.is_none()
+    }
+
+    /// Calls `done` once, when the body is dropped (sent whole, cut, or
+    /// abandoned by the client), with whether the guest faulted: a fault
+    /// after a successful head is known only then.
+    pub fn on_done(mut self, done: impl FnOnce(bool) + Send + Sync + 'static) -> ResponseBody {
+        self.on_done = Some(Box::new(done));
+        self
     }
 
     /// Counts the bytes sent into `counter`.

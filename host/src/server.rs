@@ -179,11 +179,23 @@ async fn handle(
     metrics.record(status, elapsed.as_secs_f64());
     // A refusal before a handler ran (503 overloaded) says nothing about
     // either version.
+    let mut canary_outcome = None;
     if invoked
-        && let (Some(version), Some(canary)) =
-            (version, handler.as_ref().and_then(|h| h.canary.as_ref()))
+        && let (Some(version), Some(route)) = (version, &handler)
+        && let Some(canary) = &route.canary
     {
-        canary.record(version, status);
+        if status >= 500 {
+            canary.record(version, status);
+        } else {
+            // A guest may fault after a successful head, while its body
+            // streams: the outcome is known when the body is done.
+            let route = route.clone();
+            canary_outcome = Some(move |faulted: bool| {
+                if let Some(canary) = &route.canary {
+                    canary.record(version, if faulted { 500 } else { status });
+                }
+            });
+        }
         if version_header {
             response
                 .headers_mut()
@@ -201,7 +213,14 @@ async fn handle(
         request_id = %request_id,
         "request"
     );
-    Ok(response.map(|body| body.count_into(metrics.body_out.clone())))
+    let body_out = metrics.body_out.clone();
+    Ok(response.map(|body| {
+        let body = body.count_into(body_out);
+        match canary_outcome {
+            Some(done) => body.on_done(done),
+            None => body,
+        }
+    }))
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, otherwise a

@@ -536,3 +536,55 @@ async fn a_canary_in_another_folder_is_watched_like_a_route_component() {
     let route = route_doc(&host, "/...").await;
     assert_eq!(route["canary"]["digest"], digest_of(wasm::V2));
 }
+
+/// A canary that sends a 200 head and then faults mid-body has failed
+/// that request, as surely as one that answers 500: it is rolled back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_that_faults_after_its_head_is_rolled_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::FAILS_MID_BODY, &dir.path().join("canary.wasm"));
+    const MIN_REQUESTS: usize = 10;
+    let host = serve(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
+             canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
+             rollback = {{ max_error_rate = 0.05, min_requests = {MIN_REQUESTS}, window = \"1m\" }}\n"
+        ),
+        &[],
+    );
+    // One connection per request: a cut body ends its connection.
+    let mut canary = 0;
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(host.public).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+        // A cut body resets the connection, which may discard what was
+        // received: every reply that is not the stable one whole was the canary's.
+        let reply = String::from_utf8_lossy(&reply);
+        let stable = reply.starts_with("HTTP/1.1 200")
+            && reply.contains("x-wasmlet-version: stable")
+            && reply.ends_with("\r\n\r\n2\r\nv1\r\n0\r\n\r\n");
+        if !stable {
+            assert!(!reply.contains("x-wasmlet-version: stable"), "{reply}");
+            canary += 1;
+        }
+    }
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["state"], "rolled_back", "{route:#}");
+    assert!(
+        (MIN_REQUESTS..MIN_REQUESTS + 2).contains(&canary),
+        "{canary} requests reached the canary"
+    );
+    let reason = route["canary"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("canary failed") && reason.contains("points worse"),
+        "{reason}"
+    );
+}
