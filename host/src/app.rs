@@ -82,7 +82,7 @@ impl App {
             metrics.clone(),
         ));
         let app = App {
-            no_route: metrics.route(NO_ROUTE),
+            no_route: metrics.route(NO_ROUTE, NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
             cpu_share: CpuShare::new(worker_threads),
             memory_budget,

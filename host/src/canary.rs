@@ -12,7 +12,7 @@
 //! belong to the canary's digest: they survive reloads until it changes.
 //! Every replica decides alone, from its own traffic.
 
-use crate::metrics::Metrics;
+use crate::metrics::{CANARY, Metrics, STABLE};
 use crate::registry::{Handler, RoutingTable};
 use crate::router::Router;
 use anyhow::{Result, bail};
@@ -202,8 +202,8 @@ pub enum Version {
 impl Version {
     pub fn as_str(self) -> &'static str {
         match self {
-            Version::Stable => "stable",
-            Version::Canary => "canary",
+            Version::Stable => STABLE,
+            Version::Canary => CANARY,
         }
     }
 }

@@ -15,19 +15,21 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
+/// A request series' route, the version of it that answered, and the
+/// status class.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteStatus {
+pub struct VersionStatus {
     pub route: String,
+    /// [`STABLE`] or [`CANARY`]; [`NO_ROUTE`] for no route.
+    pub version: String,
     /// `2xx`, `4xx`, ...
     pub code: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionStatus {
+pub struct RouteVersion {
     pub route: String,
-    /// `stable` or `canary`.
     pub version: String,
-    pub code: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,6 +40,7 @@ pub struct RouteLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FaultLabels {
     pub route: String,
+    pub version: String,
     /// `trap`, `timeout`, `memory`, `no_response`.
     pub kind: String,
 }
@@ -55,6 +58,7 @@ pub struct OutcomeLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct HandlerLabels {
     pub route: String,
+    pub version: String,
     pub component: String,
     pub digest: String,
     /// For an `oci://` component, the manifest digest it resolved to; the
@@ -69,6 +73,7 @@ impl prometheus_client::encoding::EncodeLabelSet for HandlerLabels {
     ) -> Result<(), std::fmt::Error> {
         let mut labels = vec![
             ("route", self.route.as_str()),
+            ("version", self.version.as_str()),
             ("component", self.component.as_str()),
             ("digest", self.digest.as_str()),
         ];
@@ -103,17 +108,24 @@ pub const OUTBOUND_DENIED_REASONS: [&str; 2] = ["host", "address"];
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
 
+/// `version` label of a route's only version, or of its stable one beside
+/// a canary.
+pub const STABLE: &str = "stable";
+
+/// `version` label of a route's canary.
+pub const CANARY: &str = "canary";
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RouteStatus, Counter>,
-    pub duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub requests: Family<VersionStatus, Counter>,
+    pub duration: Family<RouteVersion, Histogram, fn() -> Histogram>,
     pub in_flight: Gauge,
     pub rejected: Family<ReasonLabel, Counter>,
     pub faults: Family<FaultLabels, Counter>,
-    pub body_in: Family<RouteLabel, Counter>,
-    pub body_out: Family<RouteLabel, Counter>,
+    pub body_in: Family<RouteVersion, Counter>,
+    pub body_out: Family<RouteVersion, Counter>,
     pub reloads: Family<OutcomeLabel, Counter>,
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
@@ -178,17 +190,17 @@ impl Metrics {
         );
 
         let host = registry.sub_registry_with_prefix("wasmlet");
-        let requests = Family::<RouteStatus, Counter>::default();
+        let requests = Family::<VersionStatus, Counter>::default();
         host.register(
             "requests",
-            "HTTP requests answered, by route and status class",
+            "HTTP requests answered, by route, version (stable, canary) and status class",
             requests.clone(),
         );
-        let duration: Family<RouteLabel, Histogram, fn() -> Histogram> =
+        let duration: Family<RouteVersion, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(request_duration_histogram);
         host.register_with_unit(
             "request_duration",
-            "Time from request head to response head, by route",
+            "Time from request head to response head, by route and version",
             Unit::Seconds,
             duration.clone(),
         );
@@ -210,14 +222,14 @@ impl Metrics {
             "Requests whose handler trapped, timed out, ran out of memory, never responded or found no pool slot",
             faults.clone(),
         );
-        let body_in = Family::<RouteLabel, Counter>::default();
+        let body_in = Family::<RouteVersion, Counter>::default();
         host.register_with_unit(
             "request_body",
             "Request body bytes read by handlers",
             Unit::Bytes,
             body_in.clone(),
         );
-        let body_out = Family::<RouteLabel, Counter>::default();
+        let body_out = Family::<RouteVersion, Counter>::default();
         host.register_with_unit(
             "response_body",
             "Response body bytes sent",
@@ -233,7 +245,7 @@ impl Metrics {
         let handler_info = Family::<HandlerLabels, Gauge>::default();
         host.register(
             "handler_info",
-            "The component each route serves now (value 1)",
+            "The component each route's version serves now (value 1)",
             handler_info.clone(),
         );
         let compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram> =
@@ -270,7 +282,7 @@ impl Metrics {
         let canary_requests = Family::<VersionStatus, Counter>::default();
         host.register(
             "canary_requests",
-            "HTTP requests answered on routes with a canary, by route, version (stable, canary) and status class",
+            "Outcomes the canary's rollback policy counts, by route, version and status class (a fault after the response head counts as 5xx)",
             canary_requests.clone(),
         );
         let canary_rollbacks = Family::<RouteLabel, Counter>::default();
@@ -355,8 +367,8 @@ impl Metrics {
         out
     }
 
-    /// Series for one route, resolved once at load time.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// Series for one version of a route, resolved once at load time.
+    pub fn route(&self, route: &str, version: &str) -> RouteMetrics {
         // Series that start at 0, so alerts on their rate see them before
         // the first refusal.
         for reason in OUTBOUND_DENIED_REASONS {
@@ -367,14 +379,16 @@ impl Metrics {
         }
         let status = |class: &str| {
             self.requests
-                .get_or_create(&RouteStatus {
+                .get_or_create(&VersionStatus {
                     route: route.to_string(),
+                    version: version.to_string(),
                     code: class.to_string(),
                 })
                 .clone()
         };
-        let label = RouteLabel {
+        let label = RouteVersion {
             route: route.to_string(),
+            version: version.to_string(),
         };
         RouteMetrics {
             status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(status),
@@ -383,6 +397,7 @@ impl Metrics {
                 self.faults
                     .get_or_create(&FaultLabels {
                         route: route.to_string(),
+                        version: version.to_string(),
                         kind: kind.to_string(),
                     })
                     .clone()

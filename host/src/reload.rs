@@ -28,7 +28,7 @@ use crate::config::LoadLimits;
 use crate::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
-use crate::metrics::{CacheLabel, HandlerLabels, Metrics};
+use crate::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::PullSettings;
 use crate::oci::{OciRef, Pulled, Puller};
@@ -599,8 +599,7 @@ impl Reloader {
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         let limits = RequestLimits::resolve(&self.limits, &spec.limits);
         let grants = self.grants(&spec, label.clone());
-        let metrics = self.metrics.route(&label);
-        let version = |(component, resolved): Version| Handler {
+        let version = |(component, resolved): Version, name: &str| Handler {
             instances: Arc::new(Instances::new(
                 &limits,
                 self.idle_slots.clone(),
@@ -611,7 +610,7 @@ impl Reloader {
             component,
             limits,
             grants: grants.clone(),
-            metrics: metrics.clone(),
+            metrics: self.metrics.route(&label, name),
             generation,
             resolved,
             loaded_at: SystemTime::now(),
@@ -620,7 +619,7 @@ impl Reloader {
         };
         let canary = match (canary, spec.canary.clone(), state) {
             (Some(canary), Some(canary_spec), Some(state)) => Some(Canary::new(
-                Arc::new(version(canary)),
+                Arc::new(version(canary, CANARY)),
                 canary_spec,
                 state,
                 &self.metrics,
@@ -630,22 +629,27 @@ impl Reloader {
         Arc::new(Handler {
             canary,
             promoted,
-            ..version((component, resolved))
+            ..version((component, resolved), STABLE)
         })
     }
 
     fn update_info_metric(&self, router: &Router<Arc<Handler>>) {
         self.metrics.handler_info.clear();
         for (_, h) in router.iter() {
-            self.metrics
-                .handler_info
-                .get_or_create(&HandlerLabels {
-                    route: h.label.to_string(),
-                    component: h.spec.component.display().to_string(),
-                    digest: format!("sha256:{}", h.component.digest),
-                    resolved_digest: h.resolved.clone(),
-                })
-                .set(1);
+            let versions = std::iter::once((STABLE, &h.spec.component, &**h))
+                .chain(h.canary.iter().map(|c| (CANARY, &c.spec.component, &*c.handler)));
+            for (version, component, serving) in versions {
+                self.metrics
+                    .handler_info
+                    .get_or_create(&HandlerLabels {
+                        route: h.label.to_string(),
+                        version: version.to_string(),
+                        component: component.display().to_string(),
+                        digest: format!("sha256:{}", serving.component.digest),
+                        resolved_digest: serving.resolved.clone(),
+                    })
+                    .set(1);
+            }
         }
     }
 

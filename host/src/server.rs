@@ -133,8 +133,9 @@ async fn handle(
         None => (None, None),
     };
     let mut invoked = false;
-    // Borrowed from the handler this request holds: no per-request clones.
-    let metrics = handler.as_ref().map_or(&app.no_route, |h| &h.metrics);
+    // The serving version's series, borrowed from the handler this request
+    // holds: no per-request clones.
+    let metrics = serving.map_or(&app.no_route, |h| &h.metrics);
     let mut response = match (&checked, &handler) {
         (Err(e), _) => {
             app.metrics.reject("bad_path");

@@ -146,11 +146,25 @@ async fn weight_10_splits_within_the_binomial_bound() {
     };
     assert_eq!(metric(&host, &series("canary")).await, canary as f64);
     assert_eq!(metric(&host, &series("stable")).await, (N - canary) as f64);
-    assert_eq!(
-        metric(&host, "wasmlet_requests_total{route=\"/...\",code=\"2xx\"}").await,
-        N as f64,
-        "the route's own series count both versions"
-    );
+    // The route's own series carry the version too.
+    let requests =
+        |v: &str| format!("wasmlet_requests_total{{route=\"/...\",version=\"{v}\",code=\"2xx\"}}");
+    assert_eq!(metric(&host, &requests("canary")).await, canary as f64);
+    assert_eq!(metric(&host, &requests("stable")).await, (N - canary) as f64);
+    let durations = |v: &str| {
+        format!("wasmlet_request_duration_seconds_count{{route=\"/...\",version=\"{v}\"}}")
+    };
+    assert_eq!(metric(&host, &durations("canary")).await, canary as f64);
+    let text = get(host.admin, "/metrics").await.text();
+    for (v, file) in [("stable", "v1.wasm"), ("canary", "v2.wasm")] {
+        let wasm = if v == "stable" { wasm::V1 } else { wasm::V2 };
+        let info = format!(
+            "wasmlet_handler_info{{route=\"/...\",version=\"{v}\",component=\"{}\",digest=\"{}\"}} 1",
+            dir.path().join(file).display(),
+            digest_of(wasm)
+        );
+        assert!(text.contains(&info), "{info}\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,6 +283,10 @@ async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes()
         metric(&host, "wasmlet_canary_rollbacks_total{route=\"/...\"}").await,
         1.0
     );
+    let failed =
+        |v: &str| format!("wasmlet_requests_total{{route=\"/...\",version=\"{v}\",code=\"5xx\"}}");
+    assert_eq!(metric(&host, &failed("canary")).await, canary_failures as f64);
+    assert_eq!(metric(&host, &failed("stable")).await, 0.0);
     assert!(
         host.wait_for_log(Duration::from_secs(5), |l| l.contains("canary rolled back"))
             .is_some()

@@ -205,8 +205,9 @@ fn the_configuration_table_matches_serve_help() {
     }
 }
 
-/// Metric names in docs/operations.md's metrics table, labels stripped.
-fn documented_metrics(doc: &str) -> BTreeSet<String> {
+/// Metrics in docs/operations.md's metrics table: each name with the
+/// labels its `{...}` lists.
+fn documented_metrics(doc: &str) -> BTreeMap<String, BTreeSet<String>> {
     table_rows(doc, "docs/operations.md", "## Metrics")
         .iter()
         .flat_map(|row| {
@@ -215,25 +216,88 @@ fn documented_metrics(doc: &str) -> BTreeSet<String> {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>()
         })
-        .map(|span| span.split('{').next().unwrap().to_owned())
+        .map(|span| match span.split_once('{') {
+            Some((name, labels)) => (
+                name.to_owned(),
+                labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .collect(),
+            ),
+            None => (span, BTreeSet::new()),
+        })
         .collect()
 }
 
-/// The sample names a family exposes under each `# TYPE` line: a counter's
-/// samples end in `_total`; a histogram is documented by its family name.
-fn exposed_metrics(exposition: &str) -> BTreeSet<String> {
-    exposition
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.strip_prefix("# TYPE ")?.split_whitespace();
-            let (name, kind) = (words.next()?, words.next()?);
-            Some(if kind == "counter" {
-                format!("{name}_total")
-            } else {
-                name.to_owned()
-            })
-        })
-        .collect()
+/// Label names in a sample line's `{...}`; values are quoted and may hold
+/// escaped quotes.
+fn sample_labels(line: &str) -> BTreeSet<String> {
+    let Some((_, rest)) = line.split_once('{') else {
+        return BTreeSet::new();
+    };
+    let mut labels = BTreeSet::new();
+    let mut chars = rest.chars();
+    let mut name = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '=' => {
+                labels.insert(std::mem::take(&mut name));
+                assert_eq!(chars.next(), Some('"'), "{line}");
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match (escaped, c) {
+                        (false, '\\') => escaped = true,
+                        (false, '"') => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            ',' | ' ' => {}
+            '}' => break,
+            c => name.push(c),
+        }
+    }
+    labels
+}
+
+/// Each family on `/metrics` by the name the table documents it under (a
+/// counter's samples end in `_total`; a histogram goes by its family
+/// name), with the labels its samples carry (a histogram's `le` left out).
+fn exposed_metrics(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut families = BTreeMap::new();
+    // Sample name -> the family name the table uses.
+    let mut family_of = BTreeMap::new();
+    for line in exposition.lines() {
+        let Some(family) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut words = family.split_whitespace();
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        let documented = match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        };
+        let samples = match kind {
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .map(|s| format!("{name}{s}"))
+                .to_vec(),
+            _ => vec![documented.clone()],
+        };
+        for sample in samples {
+            family_of.insert(sample, documented.clone());
+        }
+        families.insert(documented, BTreeSet::new());
+    }
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        if let Some(family) = family_of.get(name) {
+            let mut labels = sample_labels(line);
+            labels.remove("le");
+            families.get_mut(family).unwrap().extend(labels);
+        }
+    }
+    families
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,6 +324,17 @@ async fn the_metrics_table_matches_a_live_metrics_endpoint() {
     let exposition = get(host.admin, "/metrics").await.text();
     let live = exposed_metrics(&exposition);
     let mut documented = documented_metrics(&read_doc("docs/operations.md"));
+    for (name, labels) in &live {
+        if let Some(doc) = documented.get(name) {
+            assert_eq!(
+                doc, labels,
+                "docs/operations.md documents {name} with labels {doc:?}; /metrics has {labels:?}"
+            );
+        }
+    }
+    let live: BTreeSet<String> = live.into_keys().collect();
+    let documented_labels = documented;
+    let mut documented: BTreeSet<String> = documented_labels.into_keys().collect();
     assert!(
         documented.len() > 10,
         "parsed too few metric names: {documented:?}"

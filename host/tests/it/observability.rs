@@ -34,28 +34,28 @@ async fn metrics_match_a_known_mix_of_requests() {
 
     let text = get(host.admin, "/metrics").await.text();
     let expect = [
-        ("wasmlet_requests_total{route=\"/good\",code=\"2xx\"}", 3.0),
-        ("wasmlet_requests_total{route=\"/good\",code=\"5xx\"}", 0.0),
-        ("wasmlet_requests_total{route=\"(none)\",code=\"4xx\"}", 2.0),
-        ("wasmlet_requests_total{route=\"/trap\",code=\"5xx\"}", 1.0),
-        ("wasmlet_requests_total{route=\"/spin\",code=\"5xx\"}", 1.0),
+        ("wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"2xx\"}", 3.0),
+        ("wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"5xx\"}", 0.0),
+        ("wasmlet_requests_total{route=\"(none)\",version=\"(none)\",code=\"4xx\"}", 2.0),
+        ("wasmlet_requests_total{route=\"/trap\",version=\"stable\",code=\"5xx\"}", 1.0),
+        ("wasmlet_requests_total{route=\"/spin\",version=\"stable\",code=\"5xx\"}", 1.0),
         (
-            "wasmlet_handler_faults_total{route=\"/trap\",kind=\"trap\"}",
+            "wasmlet_handler_faults_total{route=\"/trap\",version=\"stable\",kind=\"trap\"}",
             1.0,
         ),
         (
-            "wasmlet_handler_faults_total{route=\"/spin\",kind=\"timeout\"}",
+            "wasmlet_handler_faults_total{route=\"/spin\",version=\"stable\",kind=\"timeout\"}",
             1.0,
         ),
         (
-            "wasmlet_handler_faults_total{route=\"/good\",kind=\"trap\"}",
+            "wasmlet_handler_faults_total{route=\"/good\",version=\"stable\",kind=\"trap\"}",
             0.0,
         ),
         (
-            "wasmlet_request_duration_seconds_count{route=\"/good\"}",
+            "wasmlet_request_duration_seconds_count{route=\"/good\",version=\"stable\"}",
             3.0,
         ),
-        ("wasmlet_response_body_bytes_total{route=\"/good\"}", 6.0),
+        ("wasmlet_response_body_bytes_total{route=\"/good\",version=\"stable\"}", 6.0),
         ("wasmlet_requests_in_flight", 0.0),
         ("wasmlet_reloads_total{outcome=\"published\"}", 1.0),
         (
@@ -69,7 +69,7 @@ async fn metrics_match_a_known_mix_of_requests() {
     let digest = crate::foundation::sha256_hex(&std::fs::read(wasm::V1).unwrap());
     assert!(
         text.contains(&format!(
-            "wasmlet_handler_info{{route=\"/good\",component=\"{}\",digest=\"sha256:{digest}\"}} 1",
+            "wasmlet_handler_info{{route=\"/good\",version=\"stable\",component=\"{}\",digest=\"sha256:{digest}\"}} 1",
             wasm::V1
         )),
         "{text}"

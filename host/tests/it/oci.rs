@@ -61,7 +61,7 @@ async fn a_pinned_digest_is_pulled_once_then_served_from_the_cache() {
     assert_eq!(route["digest"], layer.as_str());
     let metrics = get(host.admin, "/metrics").await.text();
     let series = format!(
-        "wasmlet_handler_info{{route=\"/...\",component=\"{reference}\",digest=\"{layer}\",resolved_digest=\"{digest}\"}} 1"
+        "wasmlet_handler_info{{route=\"/...\",version=\"stable\",component=\"{reference}\",digest=\"{layer}\",resolved_digest=\"{digest}\"}} 1"
     );
     assert!(metrics.contains(&series), "{series}\n{metrics}");
     drop(host);
