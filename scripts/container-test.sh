@@ -12,7 +12,12 @@
 #      (c) a new handler written into each replica's mounted folder, the way kubelet updates a
 #          ConfigMap volume (`..data` symlink swap) → every replica hot-swaps, zero failures;
 #      (d) a rolling replacement (surge a new replica, add it, remove an old one, SIGTERM it)
-#          → zero failures, every old replica exits 0.
+#          → zero failures, every old replica exits 0;
+#      (e) handlers from a registry, as k8s/oci/ deploys them: a registry with basic auth
+#          (Debian's docker-registry) on the test network's gateway, the image's own `wasmlet
+#          push`, replicas whose folder holds only wasmlet.toml with an oci:// digest and whose
+#          credentials are a mounted Docker config → editing the digest hot-swaps every replica,
+#          zero failures, no restart.
 #
 # Traffic goes only to the containers on the network this script creates. A trap removes every
 # container, network, route and iptables rule it created, and stops dockerd if it started it.
@@ -36,6 +41,8 @@ passed=0
 failed=0
 summary=()
 load_pid=
+registry_pid=
+replica_args=()             # more `docker run` arguments for run_replica
 
 pass() { echo "PASS $*"; passed=$((passed + 1)); summary+=("PASS $1"); }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); summary+=("FAIL $1"); }
@@ -46,6 +53,7 @@ cleanup() {
   local rc=$?
   set +e
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null && wait "$load_pid" 2>/dev/null
+  [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
   if docker info >/dev/null 2>&1; then
     local cs
     cs=$(docker ps -aq --filter "label=wasmlet-test=$id")
@@ -84,31 +92,52 @@ wait_ready() { # wait_ready IP [SECONDS] → 0 once /readyz answers 200
   return 1
 }
 
-# publish DIR WASM: what kubelet's AtomicWriter does to a ConfigMap volume. The payload goes into
-# a new timestamped folder, `..data_tmp` → that folder is renamed over `..data` (one atomic
-# rename), the visible names are symlinks through `..data`, and the old folder is removed.
-publish() {
-  local dir=$1 wasm=$2 new old f
+# publish_files DIR SOURCE:NAME...: what kubelet's AtomicWriter does to a ConfigMap volume. The
+# payload goes into a new timestamped folder, `..data_tmp` → that folder is renamed over `..data`
+# (one atomic rename), the visible names are symlinks through `..data`, and the old folder is
+# removed.
+publish_files() {
+  local dir=$1 new old file
+  shift
   mkdir -p "$dir"
   chmod 755 "$dir"
   new=$(mktemp -d "$dir/..$(date -u +%Y_%m_%d_%H_%M_%S).XXXXXXXXX")
-  cp k8s/handlers/wasmlet.toml "$new/wasmlet.toml"
-  cp "$wasm" "$new/hello.wasm"
+  for file in "$@"; do cp "${file%%:*}" "$new/${file##*:}"; done
   chmod 0444 "$new"/*
   chmod 0755 "$new"
   old=$(readlink "$dir/..data" || true)
   ln -s "$(basename "$new")" "$dir/..data_tmp"
   mv -T "$dir/..data_tmp" "$dir/..data"
-  for f in wasmlet.toml hello.wasm; do
-    [[ -L $dir/$f ]] || ln -s "..data/$f" "$dir/$f"
+  for file in "$@"; do
+    [[ -L $dir/${file##*:} ]] || ln -s "..data/${file##*:}" "$dir/${file##*:}"
   done
   [[ -z $old ]] || rm -rf "${dir:?}/$old"
+}
+
+publish() { # publish DIR WASM: k8s/handlers/ with WASM as hello.wasm
+  publish_files "$1" k8s/handlers/wasmlet.toml:wasmlet.toml "$2:hello.wasm"
+}
+
+# await_body BODY IP...: until every IP answers BODY (30 s at most); prints those that never did.
+await_body() {
+  local body=$1 deadline=$((SECONDS + 30)) ip left
+  shift
+  local pending=("$@")
+  while ((${#pending[@]} && SECONDS < deadline)); do
+    left=()
+    for ip in "${pending[@]}"; do
+      [[ $(curl -s -m 2 "http://$ip:5000/") == "$body" ]] || left+=("$ip")
+    done
+    pending=("${left[@]}")
+    ((${#pending[@]})) && sleep 0.1
+  done
+  echo "${pending[*]}"
 }
 
 run_replica() { # run_replica NAME HANDLER_DIR → the container's IP
   docker run -d --name "$1" --label "wasmlet-test=$id" --network "$name" \
     --read-only --tmpfs /var/cache/wasmlet:uid=65532,gid=65532,mode=0700 \
-    -v "$2:/app/handlers:ro" "$image" >/dev/null
+    -v "$2:/app/handlers:ro" "${replica_args[@]}" "$image" >/dev/null
   # Hairpin mode on every bridge port (what kubelet's hairpin-veth mode does): br_netfilter
   # bridges a DNATed frame straight to its new destination, which for a replica calling the
   # VIP and drawing itself is the port it came in on.
@@ -417,16 +446,7 @@ else
     publish "$work/r$i" "$v2"
     sleep 0.3 # kubelets do not sync at the same instant
   done
-  deadline=$((SECONDS + 30))
-  pending=("${ips[@]}")
-  while ((${#pending[@]} && SECONDS < deadline)); do
-    left=()
-    for ip in "${pending[@]}"; do
-      [[ $(curl -s -m 2 "http://$ip:5000/") == "$body2" ]] || left+=("$ip")
-    done
-    pending=("${left[@]}")
-    ((${#pending[@]})) && sleep 0.1
-  done
+  read -ra pending <<<"$(await_body "$body2" "${ips[@]}")"
   t_all=$(now_ns)
   sleep 2
   stop_load
@@ -464,6 +484,81 @@ if d=$(load_summary "$work/d.csv") && [[ $exits == "0 0 0 " ]]; then
   pass "vip (d): rolling replacement of all 3 replicas: $d; old replicas exited: $exits"
 else
   fail "vip (d): $d; old replicas exited: $exits"
+fi
+
+# (e) handlers from a registry, deployed as k8s/oci/ does: a registry on the test network's
+# gateway (the host's end of the bridge) with htpasswd basic auth, credentials mounted the way the
+# optional `wasmlet-registry` Secret is, wasmlet.toml holding only pinned oci:// references.
+scripts/need-command.sh docker-registry docker-registry
+gateway=$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$name")
+reg_port=$("$python" -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$gateway")
+registry=$gateway:$reg_port
+mkdir -p "$work/registry" "$work/docker"
+# bcrypt (the only kind distribution takes) of e2e-pa55-never-shown, as `htpasswd -B` writes it.
+echo 'robot:$2b$05$wasmletE2eSaltValue01uQMD0uUuN/nX/QBSeKjeUIDwqwGB8x8q' >"$work/htpasswd"
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nauth:\n  htpasswd:\n    realm: wasmlet-ctest\n    path: %s\n' \
+  "$work/registry" "$registry" "$work/htpasswd" >"$work/registry.yml"
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$registry" "$(printf 'robot:e2e-pa55-never-shown' | base64 -w0)" \
+  >"$work/docker/config.json"
+cp "$v2" "$work/v2.wasm"
+chmod 0755 "$work/docker"
+chmod 0444 "$work/docker/config.json" "$work/hello.wasm" "$work/v2.wasm"
+for _ in $(seq 100); do
+  [[ $(http_code "http://$registry/v2/") == 401 ]] && break
+  sleep 0.1
+done
+credentials=(-e DOCKER_CONFIG=/var/run/secrets/wasmlet-registry -v "$work/docker:/var/run/secrets/wasmlet-registry:ro")
+push() { # push FILE TAG → the manifest digest, pushed by the image's own wasmlet
+  docker run --rm --label "wasmlet-test=$id" --network "$name" "${credentials[@]}" \
+    -v "$work:/w:ro" "$image" push "/w/$1" "oci://$registry/hello:$2" --insecure-registry "$registry"
+}
+oci_manifest() { # oci_manifest DIGEST FILE
+  printf '[[route]]\npath = "/..."\ncomponent = "oci://%s/hello@%s"\n' "$registry" "$1" >"$2"
+}
+d1=$(push hello.wasm v1 2>"$work/push.err" || true)
+d2=$(push v2.wasm v2 2>>"$work/push.err" || true)
+if [[ $d1 != sha256:* || $d2 != sha256:* || -z $body2 ]]; then
+  fail "vip (e): wasmlet push to the registry on $registry failed: $(tail -n 3 "$work/push.err")"
+else
+  oci_manifest "$d1" "$work/oci-v1.toml"
+  oci_manifest "$d2" "$work/oci-v2.toml"
+  replica_args=(-e "WASMLET_INSECURE_REGISTRIES=$registry" "${credentials[@]}")
+  ips=()
+  for i in 1 2 3; do
+    publish_files "$work/o$i" "$work/oci-v1.toml:wasmlet.toml"
+    ips+=("$(run_replica "$name-o$i" "$work/o$i")")
+  done
+  for i in 0 1 2; do
+    wait_ready "${ips[$i]}" 30 || fail "vip (e): replica o$((i + 1)) not ready; logs:"$'\n'"$(docker logs "$name-o$((i + 1))" 2>&1 | tail -n 10)"
+  done
+  set_endpoints "${ips[@]}"
+  for i in 1 2 3; do docker rm -f "$name-n$i" >/dev/null; done
+  starts=$(docker inspect -f '{{.State.StartedAt}}' "$name-o1" "$name-o2" "$name-o3")
+  start_load "$work/e.csv"
+  sleep 1
+  t_swap=$(now_ns)
+  for i in 1 2 3; do
+    publish_files "$work/o$i" "$work/oci-v2.toml:wasmlet.toml"
+    sleep 0.3
+  done
+  read -ra pending <<<"$(await_body "$body2" "${ips[@]}")"
+  t_all=$(now_ns)
+  sleep 2
+  stop_load
+  swap_ms=$(((t_all - t_swap) / 1000000))
+  during=$(load_summary "$work/e.csv" || true)
+  restarted=no
+  [[ $starts == "$(docker inspect -f '{{.State.StartedAt}}' "$name-o1" "$name-o2" "$name-o3")" ]] || restarted=yes
+  leaked=$(docker logs "$name-o1" 2>&1 | grep -c 'e2e-pa55-never-shown' || true)
+  resolved=$(curl -s -m 2 "http://${ips[0]}:9090/handlers" | grep -c "$d2" || true)
+  if ((${#pending[@]} == 0 && leaked == 0 && resolved > 0)) && [[ $restarted == no ]] &&
+    load_summary "$work/e.csv" >/dev/null; then
+    pass "vip (e): from a registry with basic auth, one digest edited: every replica answers '$body2' ${swap_ms}ms after the first swap, no restart; during: $during"
+  else
+    fail "vip (e): still old: ${pending[*]:-none}; restarted: $restarted; secret in logs: $leaked; /handlers shows $d2: $resolved; during: $during"
+  fi
 fi
 
 echo

@@ -156,9 +156,15 @@ pub fn field(line: &str, key: &str) -> String {
 
 /// Runs the binary to completion: (exit status, stdout, stderr).
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    run_with_env(args, &[])
+}
+
+/// [`run`] with more environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let output = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("failed to run wasmlet");

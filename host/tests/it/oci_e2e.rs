@@ -1,7 +1,7 @@
 //! Issue 17 end to end: a real registry (Debian's `docker-registry`,
 //! distribution 2.8) on a loopback port, `wasmlet push`, an independent
 //! client (oras-py, `scripts/oras-push.sh`), and `wasmlet serve` pulling
-//! what both pushed.
+//! what both pushed; then the same registry behind htpasswd basic auth.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,13 @@ struct Distribution {
 }
 
 impl Distribution {
+    /// Anonymous access.
     async fn start() -> Distribution {
+        Distribution::start_with(None).await
+    }
+
+    /// With `htpasswd` (bcrypt lines), every request needs basic auth.
+    async fn start_with(htpasswd: Option<&str>) -> Distribution {
         let status = Command::new(repo_root().join("scripts/need-command.sh"))
             .args(["docker-registry", "docker-registry"])
             .status()
@@ -38,13 +44,19 @@ impl Distribution {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
         );
+        if let Some(htpasswd) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            write(&file, htpasswd);
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: wasmlet-e2e\n    path: {}\n",
+                file.display()
+            );
+        }
+        write(&config, yaml);
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -69,7 +81,7 @@ impl Distribution {
                     .unwrap(),
             )
             .await
-                && r.status == 200
+                && (r.status == 200 || (htpasswd.is_some() && r.status == 401))
             {
                 break;
             }
@@ -208,4 +220,86 @@ async fn push_and_pull_against_distribution() {
         .unwrap()
         .clone();
     assert_eq!(v2["resolved_digest"], cncf.as_str(), "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_against_distribution() {
+    const SECRET: &str = "e2e-pa55-never-shown";
+    // bcrypt (the only kind distribution takes) of SECRET, as `htpasswd -B` writes it.
+    const HTPASSWD: &str = "robot:$2b$05$wasmletE2eSaltValue01uQMD0uUuN/nX/QBSeKjeUIDwqwGB8x8q\n";
+    let registry = Distribution::start_with(Some(HTPASSWD)).await;
+    let addr = registry.addr.clone();
+    let dir = tempdir();
+    let docker_config = |name: &str, password: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
+        write(
+            &folder.join("config.json"),
+            format!(r#"{{"auths": {{"{addr}": {{"auth": "{auth}"}}}}}}"#),
+        );
+        folder
+    };
+    let good = docker_config("good", SECRET);
+    let wrong = docker_config("wrong", "wr0ng-pa55");
+    let anonymous = dir.path().join("anonymous");
+    let secrets = [
+        SECRET.to_string(),
+        crate::fake_registry::base64(format!("robot:{SECRET}").as_bytes()),
+    ];
+    let shown = |text: &str| secrets.iter().any(|s| text.contains(s.as_str()));
+
+    let tag = format!("oci://{addr}/private/v1:1.0");
+    let push = |config: &Path| {
+        run_with_env(
+            &["push", wasm::V1, &tag, "--insecure-registry", &addr],
+            &[("DOCKER_CONFIG", path_str(config))],
+        )
+    };
+    let (status, _, stderr) = push(&anonymous);
+    assert!(!status.success() && stderr.contains(&tag), "{stderr}");
+    let (status, stdout, stderr) = push(&good);
+    assert!(status.success(), "{stderr}");
+    let digest = stdout.trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{stdout}");
+    assert!(!shown(&stdout) && !shown(&stderr), "{stdout}{stderr}");
+
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
+    );
+    let args = |cache: &str| {
+        [
+            "--config",
+            path_str(&manifest),
+            "--cache-dir",
+            path_str(&dir.path().join(cache)),
+            "--insecure-registry",
+            &addr,
+        ]
+        .map(String::from)
+    };
+    // Without credentials, and with a wrong password: refused at start-up,
+    // naming the reference, never the secret.
+    for (config, cache) in [(&anonymous, "cache-a"), (&wrong, "cache-w")] {
+        let args = args(cache);
+        let mut argv = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        argv.extend(args.iter().map(String::as_str));
+        let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
+        let (status, _, stderr) = run_with_env(&argv, &env);
+        assert!(!status.success() && stderr.contains(&tag), "{stderr}");
+        assert!(!shown(&stderr) && !stderr.contains("wr0ng-pa55"), "{stderr}");
+    }
+    let args = args("cache");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = Wasmlet::serve_with_env(
+        &args,
+        &[("DOCKER_CONFIG", path_str(&good)), ("RUST_LOG", "debug")],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let doc = handlers(&host).await;
+    assert_eq!(doc["routes"][0]["resolved_digest"], digest.as_str(), "{doc}");
+    let logs = host.logs().join("\n");
+    assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
 }
