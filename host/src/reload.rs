@@ -636,8 +636,11 @@ impl Reloader {
     fn update_info_metric(&self, router: &Router<Arc<Handler>>) {
         self.metrics.handler_info.clear();
         for (_, h) in router.iter() {
-            let versions = std::iter::once((STABLE, &h.spec.component, &**h))
-                .chain(h.canary.iter().map(|c| (CANARY, &c.spec.component, &*c.handler)));
+            let versions = std::iter::once((STABLE, &h.spec.component, &**h)).chain(
+                h.canary
+                    .iter()
+                    .map(|c| (CANARY, &c.spec.component, &*c.handler)),
+            );
             for (version, component, serving) in versions {
                 self.metrics
                     .handler_info

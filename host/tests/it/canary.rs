@@ -150,7 +150,10 @@ async fn weight_10_splits_within_the_binomial_bound() {
     let requests =
         |v: &str| format!("wasmlet_requests_total{{route=\"/...\",version=\"{v}\",code=\"2xx\"}}");
     assert_eq!(metric(&host, &requests("canary")).await, canary as f64);
-    assert_eq!(metric(&host, &requests("stable")).await, (N - canary) as f64);
+    assert_eq!(
+        metric(&host, &requests("stable")).await,
+        (N - canary) as f64
+    );
     let durations = |v: &str| {
         format!("wasmlet_request_duration_seconds_count{{route=\"/...\",version=\"{v}\"}}")
     };
@@ -285,7 +288,10 @@ async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes()
     );
     let failed =
         |v: &str| format!("wasmlet_requests_total{{route=\"/...\",version=\"{v}\",code=\"5xx\"}}");
-    assert_eq!(metric(&host, &failed("canary")).await, canary_failures as f64);
+    assert_eq!(
+        metric(&host, &failed("canary")).await,
+        canary_failures as f64
+    );
     assert_eq!(metric(&host, &failed("stable")).await, 0.0);
     assert!(
         host.wait_for_log(Duration::from_secs(5), |l| l.contains("canary rolled back"))

@@ -139,7 +139,8 @@ async fn the_memory_budget_caps_what_all_guests_hold_together() {
     for _ in 0..3 {
         assert_eq!(get(host.public, "/").await.text(), "Hello World!");
     }
-    let refused = "wasmlet_handler_faults_total{route=\"/memory\",version=\"stable\",kind=\"memory_budget\"}";
+    let refused =
+        "wasmlet_handler_faults_total{route=\"/memory\",version=\"stable\",kind=\"memory_budget\"}";
     assert_eq!(metric(&host, refused).await, 7.0);
     assert_eq!(
         metric(&host, "wasmlet_guest_memory_limit_bytes").await,

@@ -34,11 +34,26 @@ async fn metrics_match_a_known_mix_of_requests() {
 
     let text = get(host.admin, "/metrics").await.text();
     let expect = [
-        ("wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"2xx\"}", 3.0),
-        ("wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"5xx\"}", 0.0),
-        ("wasmlet_requests_total{route=\"(none)\",version=\"(none)\",code=\"4xx\"}", 2.0),
-        ("wasmlet_requests_total{route=\"/trap\",version=\"stable\",code=\"5xx\"}", 1.0),
-        ("wasmlet_requests_total{route=\"/spin\",version=\"stable\",code=\"5xx\"}", 1.0),
+        (
+            "wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"2xx\"}",
+            3.0,
+        ),
+        (
+            "wasmlet_requests_total{route=\"/good\",version=\"stable\",code=\"5xx\"}",
+            0.0,
+        ),
+        (
+            "wasmlet_requests_total{route=\"(none)\",version=\"(none)\",code=\"4xx\"}",
+            2.0,
+        ),
+        (
+            "wasmlet_requests_total{route=\"/trap\",version=\"stable\",code=\"5xx\"}",
+            1.0,
+        ),
+        (
+            "wasmlet_requests_total{route=\"/spin\",version=\"stable\",code=\"5xx\"}",
+            1.0,
+        ),
         (
             "wasmlet_handler_faults_total{route=\"/trap\",version=\"stable\",kind=\"trap\"}",
             1.0,
@@ -55,7 +70,10 @@ async fn metrics_match_a_known_mix_of_requests() {
             "wasmlet_request_duration_seconds_count{route=\"/good\",version=\"stable\"}",
             3.0,
         ),
-        ("wasmlet_response_body_bytes_total{route=\"/good\",version=\"stable\"}", 6.0),
+        (
+            "wasmlet_response_body_bytes_total{route=\"/good\",version=\"stable\"}",
+            6.0,
+        ),
         ("wasmlet_requests_in_flight", 0.0),
         ("wasmlet_reloads_total{outcome=\"published\"}", 1.0),
         (

@@ -284,12 +284,21 @@ async fn basic_auth_against_distribution() {
     // naming the reference, never the secret.
     for (config, cache) in [(&anonymous, "cache-a"), (&wrong, "cache-w")] {
         let args = args(cache);
-        let mut argv = vec!["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+        let mut argv = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
         argv.extend(args.iter().map(String::as_str));
         let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
         let (status, _, stderr) = run_with_env(&argv, &env);
         assert!(!status.success() && stderr.contains(&tag), "{stderr}");
-        assert!(!shown(&stderr) && !stderr.contains("wr0ng-pa55"), "{stderr}");
+        assert!(
+            !shown(&stderr) && !stderr.contains("wr0ng-pa55"),
+            "{stderr}"
+        );
     }
     let args = args("cache");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -299,7 +308,11 @@ async fn basic_auth_against_distribution() {
     );
     assert_eq!(get(host.public, "/").await.text(), "v1");
     let doc = handlers(&host).await;
-    assert_eq!(doc["routes"][0]["resolved_digest"], digest.as_str(), "{doc}");
+    assert_eq!(
+        doc["routes"][0]["resolved_digest"],
+        digest.as_str(),
+        "{doc}"
+    );
     let logs = host.logs().join("\n");
     assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
 }

@@ -112,7 +112,9 @@ async fn an_instance_that_faults_is_never_reused() {
     }
     let text = get(host.admin, "/metrics").await.text();
     for kind in ["trap", "timeout", "memory"] {
-        let line = format!("wasmlet_handler_faults_total{{route=\"/...\",version=\"stable\",kind=\"{kind}\"}}");
+        let line = format!(
+            "wasmlet_handler_faults_total{{route=\"/...\",version=\"stable\",kind=\"{kind}\"}}"
+        );
         assert!(sample(&text, &line) >= 1.0, "{kind} not counted:\n{text}");
     }
 }
