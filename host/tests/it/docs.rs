@@ -323,9 +323,9 @@ async fn the_metrics_table_matches_a_live_metrics_endpoint() {
     assert_eq!(get(host.public, "/a/%2e%2e/b").await.status, 400);
     let exposition = get(host.admin, "/metrics").await.text();
     let live = exposed_metrics(&exposition);
-    let mut documented = documented_metrics(&read_doc("docs/operations.md"));
+    let labelled = documented_metrics(&read_doc("docs/operations.md"));
     for (name, labels) in &live {
-        if let Some(doc) = documented.get(name) {
+        if let Some(doc) = labelled.get(name) {
             assert_eq!(
                 doc, labels,
                 "docs/operations.md documents {name} with labels {doc:?}; /metrics has {labels:?}"
@@ -333,8 +333,7 @@ async fn the_metrics_table_matches_a_live_metrics_endpoint() {
         }
     }
     let live: BTreeSet<String> = live.into_keys().collect();
-    let documented_labels = documented;
-    let mut documented: BTreeSet<String> = documented_labels.into_keys().collect();
+    let mut documented: BTreeSet<String> = labelled.into_keys().collect();
     assert!(
         documented.len() > 10,
         "parsed too few metric names: {documented:?}"
