@@ -118,6 +118,30 @@ publish() { # publish DIR WASM: k8s/handlers/ with WASM as hello.wasm
   publish_files "$1" k8s/handlers/wasmlet.toml:wasmlet.toml "$2:hello.wasm"
 }
 
+# swap_under_load CSV PREFIX PUBLISH: under load through the VIP, `PUBLISH i` swaps the handler of
+# replica $name-PREFIXi, i = 1..3, 0.3 s apart (kubelets do not sync at the same instant); then
+# waits for every replica in ips to answer $body2. Sets pending, restarted, swap_ms, t_all, during.
+swap_under_load() {
+  local csv=$1 prefix=$2 publish_replica=$3 starts t_swap i
+  local names=("$name-${prefix}1" "$name-${prefix}2" "$name-${prefix}3")
+  starts=$(docker inspect -f '{{.State.StartedAt}}' "${names[@]}")
+  start_load "$csv"
+  sleep 1
+  t_swap=$(now_ns)
+  for i in 1 2 3; do
+    "$publish_replica" "$i"
+    sleep 0.3
+  done
+  read -ra pending <<<"$(await_body "$body2" "${ips[@]}")"
+  t_all=$(now_ns)
+  sleep 2
+  stop_load
+  swap_ms=$(((t_all - t_swap) / 1000000))
+  during=$(load_summary "$csv" || true)
+  restarted=no
+  [[ $starts == "$(docker inspect -f '{{.State.StartedAt}}' "${names[@]}")" ]] || restarted=yes
+}
+
 # await_body BODY IP...: until every IP answers BODY (30 s at most); prints those that never did.
 await_body() {
   local body=$1 deadline=$((SECONDS + 30)) ip left
@@ -438,22 +462,8 @@ docker rm -f "$name-probe" >/dev/null
 if [[ -z $body2 || $body2 == "Hello World!" ]]; then
   fail "vip (c): the new handler ($(basename "$v2")) answers '$body2' on its own"
 else
-  starts=$(docker inspect -f '{{.State.StartedAt}}' "$name-r1" "$name-r2" "$name-r3")
-  start_load "$work/c.csv"
-  sleep 1
-  t_swap=$(now_ns)
-  for i in 1 2 3; do
-    publish "$work/r$i" "$v2"
-    sleep 0.3 # kubelets do not sync at the same instant
-  done
-  read -ra pending <<<"$(await_body "$body2" "${ips[@]}")"
-  t_all=$(now_ns)
-  sleep 2
-  stop_load
-  swap_ms=$(((t_all - t_swap) / 1000000))
-  during=$(load_summary "$work/c.csv" || true)
-  restarted=no
-  [[ $starts == "$(docker inspect -f '{{.State.StartedAt}}' "$name-r1" "$name-r2" "$name-r3")" ]] || restarted=yes
+  publish_v2() { publish "$work/r$1" "$v2"; }
+  swap_under_load "$work/c.csv" r publish_v2
   if ((${#pending[@]} == 0)) && [[ $restarted == no ]] && load_summary "$work/c.csv" >/dev/null &&
     tail_s=$(load_summary "$work/c.csv" --since "$t_all" --expect-body "$body2"); then
     pass "vip (c): every replica answers '$body2' ${swap_ms}ms after the first swap, no restart; during: $during; after: $tail_s"
@@ -535,22 +545,8 @@ else
   done
   set_endpoints "${ips[@]}"
   for i in 1 2 3; do docker rm -f "$name-n$i" >/dev/null; done
-  starts=$(docker inspect -f '{{.State.StartedAt}}' "$name-o1" "$name-o2" "$name-o3")
-  start_load "$work/e.csv"
-  sleep 1
-  t_swap=$(now_ns)
-  for i in 1 2 3; do
-    publish_files "$work/o$i" "$work/oci-v2.toml:wasmlet.toml"
-    sleep 0.3
-  done
-  read -ra pending <<<"$(await_body "$body2" "${ips[@]}")"
-  t_all=$(now_ns)
-  sleep 2
-  stop_load
-  swap_ms=$(((t_all - t_swap) / 1000000))
-  during=$(load_summary "$work/e.csv" || true)
-  restarted=no
-  [[ $starts == "$(docker inspect -f '{{.State.StartedAt}}' "$name-o1" "$name-o2" "$name-o3")" ]] || restarted=yes
+  publish_oci_v2() { publish_files "$work/o$1" "$work/oci-v2.toml:wasmlet.toml"; }
+  swap_under_load "$work/e.csv" o publish_oci_v2
   leaked=$(docker logs "$name-o1" 2>&1 | grep -c 'e2e-pa55-never-shown' || true)
   resolved=$(curl -s -m 2 "http://${ips[0]}:9090/handlers" | grep -c "$d2" || true)
   if ((${#pending[@]} == 0 && leaked == 0 && resolved > 0)) && [[ $restarted == no ]] &&
