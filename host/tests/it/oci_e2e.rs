@@ -1,7 +1,8 @@
 //! Issue 17 end to end: a real registry (Debian's `docker-registry`,
 //! distribution 2.8) on a loopback port, `wasmlet push`, an independent
 //! client (oras-py, `scripts/oras-push.sh`), and `wasmlet serve` pulling
-//! what both pushed; then the same registry behind htpasswd basic auth.
+//! what both pushed; then the same registry behind htpasswd basic auth,
+//! and behind TLS with a certificate from a test CA.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -26,11 +27,12 @@ struct Distribution {
 impl Distribution {
     /// Anonymous access.
     async fn start() -> Distribution {
-        Distribution::start_with(None).await
+        Distribution::start_with(None, None).await
     }
 
-    /// With `htpasswd` (bcrypt lines), every request needs basic auth.
-    async fn start_with(htpasswd: Option<&str>) -> Distribution {
+    /// With `htpasswd` (bcrypt lines), every request needs basic auth; with
+    /// `tls`, the registry speaks HTTPS only.
+    async fn start_with(htpasswd: Option<&str>, tls: Option<&TestCa>) -> Distribution {
         let status = Command::new(repo_root().join("scripts/need-command.sh"))
             .args(["docker-registry", "docker-registry"])
             .status()
@@ -56,6 +58,13 @@ impl Distribution {
                 file.display()
             );
         }
+        if let Some(tls) = tls {
+            yaml += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            );
+        }
         write(&config, yaml);
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -73,6 +82,10 @@ impl Distribution {
         let deadline = Instant::now() + Duration::from_secs(20);
         let sock: std::net::SocketAddr = registry.addr.parse().unwrap();
         loop {
+            // A TLS listener is configured before it accepts.
+            if tls.is_some() && std::net::TcpStream::connect(sock).is_ok() {
+                break;
+            }
             if let Ok(r) = send(
                 sock,
                 http::Request::get("/v2/")
@@ -89,6 +102,88 @@ impl Distribution {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         registry
+    }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with the openssl CLI.
+struct TestCa {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCa {
+    fn new(dir: &Path) -> TestCa {
+        let status = Command::new(repo_root().join("scripts/need-command.sh"))
+            .args(["openssl", "openssl"])
+            .status()
+            .expect("scripts/need-command.sh");
+        assert!(status.success(), "cannot install openssl");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p256 = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &p256,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=wasmlet-test-ca"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &p256,
+                &["-keyout", "server.key", "-out", "server.csr"],
+                &["-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        );
+        write(
+            &dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        TestCa {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
     }
 }
 
@@ -227,7 +322,7 @@ async fn basic_auth_against_distribution() {
     const SECRET: &str = "e2e-pa55-never-shown";
     // bcrypt (the only kind distribution takes) of SECRET, as `htpasswd -B` writes it.
     const HTPASSWD: &str = "robot:$2b$05$wasmletE2eSaltValue01uQMD0uUuN/nX/QBSeKjeUIDwqwGB8x8q\n";
-    let registry = Distribution::start_with(Some(HTPASSWD)).await;
+    let registry = Distribution::start_with(Some(HTPASSWD), None).await;
     let addr = registry.addr.clone();
     let dir = tempdir();
     let docker_config = |name: &str, password: &str| {
@@ -315,4 +410,66 @@ async fn basic_auth_against_distribution() {
     );
     let logs = host.logs().join("\n");
     assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
+}
+
+/// HTTPS, verified against the system's roots: a registry whose certificate
+/// a test CA signed is refused until that CA is among the roots
+/// (`SSL_CERT_FILE`, read on Linux as a pod's mounted CA bundle would be).
+#[tokio::test(flavor = "multi_thread")]
+async fn https_is_verified_against_the_system_roots() {
+    let dir = tempdir();
+    let ca = TestCa::new(dir.path());
+    let registry = Distribution::start_with(None, Some(&ca)).await;
+    let tag = format!("oci://{}/tls/v1:1.0", registry.addr);
+    let trusted = [("SSL_CERT_FILE", path_str(&ca.ca))];
+
+    let (status, _, stderr) = run_with_env(&["push", wasm::V1, &tag], &[]);
+    assert!(
+        !status.success() && stderr.contains(&tag) && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = run_with_env(&["push", wasm::V1, &tag], &trusted);
+    assert!(status.success(), "{stderr}");
+    let digest = stdout.trim().to_string();
+
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
+    );
+    let args = |cache: &str| {
+        [
+            "--config",
+            path_str(&manifest),
+            "--cache-dir",
+            path_str(&dir.path().join(cache)),
+            "--pull-timeout",
+            "5s",
+        ]
+        .map(String::from)
+    };
+    let untrusted = args("cache-untrusted");
+    let mut argv = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    argv.extend(untrusted.iter().map(String::as_str));
+    let (status, _, stderr) = run_with_env(&argv, &[]);
+    assert!(
+        !status.success() && stderr.contains(&tag) && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let args = args("cache");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = Wasmlet::serve_with_env(&args, &trusted);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let doc = handlers(&host).await;
+    assert_eq!(
+        doc["routes"][0]["resolved_digest"],
+        digest.as_str(),
+        "{doc}"
+    );
 }
