@@ -10,7 +10,7 @@
 
 use crate::common::*;
 use bytes::Bytes;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use test_programs_artifacts as wasm;
@@ -23,10 +23,24 @@ pub const HANDLERS: [(&str, &str, &str); 2] = [
 
 /// A compile cache shared by every test in this binary, with `component`
 /// compiled into it: the first caller compiles, the others wait for it.
+/// It lives under the target directory, so it is neither left behind in
+/// /tmp (a static is never dropped) nor compiled again on the next run:
+/// entries are keyed by the wasm's digest and the engine's settings.
 pub fn cache_dir(component: &str) -> String {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<String> = OnceLock::new();
     static WARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let dir = DIR.get_or_init(tempdir).path().to_str().unwrap().to_owned();
+    let dir = DIR
+        .get_or_init(|| {
+            use std::os::unix::fs::DirBuilderExt;
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("toolchains-compile-cache");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .unwrap();
+            dir.to_str().unwrap().to_owned()
+        })
+        .clone();
     let mut warmed = WARMED.lock().unwrap_or_else(|e| e.into_inner());
     if !warmed.iter().any(|c| c == component) {
         let host = Wasmlet::serve(&[component, "--cache-dir", &dir, "--no-watch"]);
