@@ -152,26 +152,29 @@ def main():
             )
     p()
 
-    p("## Ratios (wasmlet requests/s ÷ the other's, medians)")
-    p()
-    p("| conns | wasmlet / wasmtime serve (default) | wasmlet / wasmtime serve (pooling as wasmlet) | wasmlet / native hyper |")
-    p("|---:|---:|---:|---:|")
-    for c in conns:
-        w = med[c].get("wasmlet", {}).get("rps", float("nan"))
-        cells = [fmt_ratio(w, med[c].get(k, {}).get("rps")) for k in ("wasmtime", "wasmtime-pool", "native")]
-        p(f"| {c} | " + " | ".join(cells) + " |")
-    p()
-
-    if any("wasmlet-reuse" in med[c] for c in conns):
-        p("## Ratios with instance reuse (wasmlet with reuse, requests/s ÷ the other's, medians)")
+    def ratios(title, subject, others):
+        """A table of `subject`'s median req/s over each of `others` (key, heading)."""
+        p(title)
         p()
-        p("| conns | ÷ wasmtime serve (pooling, same reuse) | ÷ native hyper | ÷ wasmlet (fresh instances) |")
-        p("|---:|---:|---:|---:|")
+        p("| conns | " + " | ".join(heading for _, heading in others) + " |")
+        p("|---:|" + "---:|" * len(others))
         for c in conns:
-            w = med[c].get("wasmlet-reuse", {}).get("rps", float("nan"))
-            cells = [fmt_ratio(w, med[c].get(k, {}).get("rps")) for k in ("wasmtime-reuse", "native", "wasmlet")]
+            w = med[c].get(subject, {}).get("rps", float("nan"))
+            cells = [fmt_ratio(w, med[c].get(k, {}).get("rps")) for k, _ in others]
             p(f"| {c} | " + " | ".join(cells) + " |")
         p()
+
+    ratios("## Ratios (wasmlet requests/s ÷ the other's, medians)", "wasmlet", [
+        ("wasmtime", "wasmlet / wasmtime serve (default)"),
+        ("wasmtime-pool", "wasmlet / wasmtime serve (pooling as wasmlet)"),
+        ("native", "wasmlet / native hyper"),
+    ])
+    if any("wasmlet-reuse" in med[c] for c in conns):
+        ratios("## Ratios with instance reuse (wasmlet with reuse, requests/s ÷ the other's, medians)", "wasmlet-reuse", [
+            ("wasmtime-reuse", "÷ wasmtime serve (pooling, same reuse)"),
+            ("native", "÷ native hyper"),
+            ("wasmlet", "÷ wasmlet (fresh instances)"),
+        ])
 
     cold = []
     cold_path = os.path.join(work, "cold.jsonl")

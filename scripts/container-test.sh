@@ -118,6 +118,21 @@ publish() { # publish DIR WASM: k8s/handlers/ with WASM as hello.wasm
   publish_files "$1" k8s/handlers/wasmlet.toml:wasmlet.toml "$2:hello.wasm"
 }
 
+# start_replicas CHECK PREFIX PUBLISH: replicas $name-PREFIXi, i = 1..3, each mounting the folder
+# $work/PREFIXi that `PUBLISH i` fills; sets ips and waits until each is ready.
+start_replicas() {
+  local check=$1 prefix=$2 publish_replica=$3 i
+  ips=()
+  for i in 1 2 3; do
+    "$publish_replica" "$i"
+    ips+=("$(run_replica "$name-$prefix$i" "$work/$prefix$i")")
+  done
+  for i in 1 2 3; do
+    wait_ready "${ips[$((i - 1))]}" 30 ||
+      fail "$check: replica $prefix$i not ready; logs:"$'\n'"$(docker logs "$name-$prefix$i" 2>&1 | tail -n 10)"
+  done
+}
+
 # swap_under_load CSV PREFIX PUBLISH: under load through the VIP, `PUBLISH i` swaps the handler of
 # replica $name-PREFIXi, i = 1..3, 0.3 s apart (kubelets do not sync at the same instant); then
 # waits for every replica in ips to answer $body2. Sets pending, restarted, swap_ms, t_all, during.
@@ -370,14 +385,8 @@ fi
 
 # --- 3. three replicas behind a virtual IP -------------------------------------------------------
 
-ips=()
-for i in 1 2 3; do
-  publish "$work/r$i" "$work/hello.wasm"
-  ips+=("$(run_replica "$name-r$i" "$work/r$i")")
-done
-for i in 0 1 2; do
-  wait_ready "${ips[$i]}" 30 || fail "replica $((i + 1)) not ready; logs:"$'\n'"$(docker logs "$name-r$((i + 1))" 2>&1 | tail -n 10)"
-done
+publish_hello() { publish "$work/r$1" "$work/hello.wasm"; }
+start_replicas vip r publish_hello
 # A test-only address (RFC 2544 benchmarking range), routed onto the test bridge.
 while :; do
   vip=198.18.$((RANDOM % 250)).$((RANDOM % 250 + 1))
@@ -535,14 +544,8 @@ else
   oci_manifest "$d1" "$work/oci-v1.toml"
   oci_manifest "$d2" "$work/oci-v2.toml"
   replica_args=(-e "WASMLET_INSECURE_REGISTRIES=$registry" "${credentials[@]}")
-  ips=()
-  for i in 1 2 3; do
-    publish_files "$work/o$i" "$work/oci-v1.toml:wasmlet.toml"
-    ips+=("$(run_replica "$name-o$i" "$work/o$i")")
-  done
-  for i in 0 1 2; do
-    wait_ready "${ips[$i]}" 30 || fail "vip (e): replica o$((i + 1)) not ready; logs:"$'\n'"$(docker logs "$name-o$((i + 1))" 2>&1 | tail -n 10)"
-  done
+  publish_oci_v1() { publish_files "$work/o$1" "$work/oci-v1.toml:wasmlet.toml"; }
+  start_replicas "vip (e)" o publish_oci_v1
   set_endpoints "${ips[@]}"
   for i in 1 2 3; do docker rm -f "$name-n$i" >/dev/null; done
   publish_oci_v2() { publish_files "$work/o$1" "$work/oci-v2.toml:wasmlet.toml"; }

@@ -362,10 +362,7 @@ impl Reloader {
     /// route's canary is its stable version.
     pub async fn promote(&self, route: &str) -> Result<(), ActionError> {
         let _running = self.running.lock().await;
-        let table = self
-            .registry
-            .table()
-            .ok_or_else(|| ActionError::NoRoute(route.into()))?;
+        let table = self.table_for(route)?;
         let promoted = canary::promote(&table, route)?;
         self.update_info_metric(&promoted.router);
         self.registry.publish(promoted);
@@ -375,11 +372,15 @@ impl Reloader {
     /// `POST /routes/{route}/abort`: the route's canary gets weight 0.
     pub async fn abort(&self, route: &str) -> Result<(), ActionError> {
         let _running = self.running.lock().await;
-        let table = self
-            .registry
-            .table()
-            .ok_or_else(|| ActionError::NoRoute(route.into()))?;
+        let table = self.table_for(route)?;
         canary::abort(&table, route)
+    }
+
+    /// The published table an action on `route` works on.
+    fn table_for(&self, route: &str) -> Result<Arc<RoutingTable>, ActionError> {
+        self.registry
+            .table()
+            .ok_or_else(|| ActionError::NoRoute(route.into()))
     }
 
     /// The component for one route: reused when its digest is known,

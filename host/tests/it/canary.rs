@@ -82,6 +82,16 @@ fn serve(dir: &Path, manifest: &str, extra: &[&str]) -> Wasmlet {
     Wasmlet::serve(&args)
 }
 
+/// v1.wasm on every path, canary.wasm as its canary at weight 50, rolled
+/// back above a 5-point error-rate gap once it has `min_requests`.
+fn rolled_back_at(min_requests: usize) -> String {
+    format!(
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
+         canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
+         rollback = {{ max_error_rate = 0.05, min_requests = {min_requests}, window = \"1m\" }}\n"
+    )
+}
+
 /// `/handlers`' entry for `route`.
 async fn route_doc(host: &Wasmlet, route: &str) -> serde_json::Value {
     let doc = handlers(host).await;
@@ -245,15 +255,7 @@ async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes()
     copy(wasm::V1, &dir.path().join("v1.wasm"));
     copy(wasm::STATUS, &dir.path().join("canary.wasm"));
     const MIN_REQUESTS: usize = 50;
-    let host = serve(
-        dir.path(),
-        &format!(
-            "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
-             canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
-             rollback = {{ max_error_rate = 0.05, min_requests = {MIN_REQUESTS}, window = \"1m\" }}\n"
-        ),
-        &[],
-    );
+    let host = serve(dir.path(), &rolled_back_at(MIN_REQUESTS), &[]);
     // The canary answers 500 to these, the stable version 200.
     let replies = burst(host.public, plain("/?code=500", 600)).await;
     let mut canary_failures = 0;
@@ -517,15 +519,10 @@ async fn a_canary_that_fails_to_load_keeps_the_last_good_table() {
     }
 
     // At start-up the same manifest is refused before binding.
-    let (status, _, stderr) = run(&[
-        "serve",
-        "--config",
-        path_str(&dir.path().join("wasmlet.toml")),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let (status, _, stderr) = serve_to_exit(
+        &["--config", path_str(&dir.path().join("wasmlet.toml"))],
+        &[],
+    );
     assert!(!status.success());
     assert!(
         stderr.contains("wasmlet.toml") && stderr.contains("line 4"),
@@ -570,15 +567,7 @@ async fn a_canary_that_faults_after_its_head_is_rolled_back() {
     copy(wasm::V1, &dir.path().join("v1.wasm"));
     copy(wasm::FAILS_MID_BODY, &dir.path().join("canary.wasm"));
     const MIN_REQUESTS: usize = 10;
-    let host = serve(
-        dir.path(),
-        &format!(
-            "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
-             canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
-             rollback = {{ max_error_rate = 0.05, min_requests = {MIN_REQUESTS}, window = \"1m\" }}\n"
-        ),
-        &[],
-    );
+    let host = serve(dir.path(), &rolled_back_at(MIN_REQUESTS), &[]);
     // One connection per request: a cut body ends its connection.
     let mut canary = 0;
     for _ in 0..200 {

@@ -28,6 +28,9 @@ pub struct Wasmlet {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
+/// Both ports on loopback, port 0.
+const ANY_PORTS: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+
 impl Wasmlet {
     /// `wasmlet serve ARGS... --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0`
     pub fn serve(args: &[&str]) -> Wasmlet {
@@ -39,7 +42,7 @@ impl Wasmlet {
         command
             .arg("serve")
             .args(args)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(ANY_PORTS)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -157,6 +160,16 @@ pub fn field(line: &str, key: &str) -> String {
 /// Runs the binary to completion: (exit status, stdout, stderr).
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     run_with_env(args, &[])
+}
+
+/// `wasmlet serve ARGS...` on port 0 as [`Wasmlet::serve_with_env`] starts
+/// it, run to completion: for start-ups that must fail.
+pub fn serve_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let argv: Vec<&str> = std::iter::once("serve")
+        .chain(args.iter().copied())
+        .chain(ANY_PORTS)
+        .collect();
+    run_with_env(&argv, env)
 }
 
 /// [`run`] with more environment variables.

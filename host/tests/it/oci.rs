@@ -38,6 +38,15 @@ fn wasm(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// The manifest digest `/handlers` shows for the first route.
+async fn resolved_digest(host: &Wasmlet) -> String {
+    let doc = handlers(host).await;
+    doc["routes"][0]["resolved_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn gets(registry: &FakeRegistry) -> usize {
     registry.log().len()
 }
@@ -91,10 +100,7 @@ async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_versio
     let config = manifest(dir.path(), &registry.reference(":live"));
     let host = serve(&registry, &config, &cache, &[]);
     assert_eq!(get(host.public, "/").await.text(), "v1");
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        v1.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, v1);
 
     // Each fault in turn, with the tag moved to v2: the reload fails, v1
     // serves, and /handlers says why.
@@ -144,10 +150,7 @@ async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_versio
     let r = reload(host.admin).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(host.public, "/").await.text(), "v1");
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        v1.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, v1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -224,10 +227,7 @@ async fn layouts_sizes_and_redirects() {
             .iter()
             .any(|l| l.starts_with("GET /redirected/"))
     );
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        index.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, index);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,19 +242,17 @@ async fn credentials_come_from_the_docker_config_and_never_show() {
 
     // No credentials: a 401, refused at start-up, not retried.
     let insecure = registry.addr.to_string();
-    let (status, _, stderr) = run(&[
-        "serve",
-        "--config",
-        &config,
-        "--cache-dir",
-        path_str(&cache),
-        "--insecure-registry",
-        &insecure,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let (status, _, stderr) = serve_to_exit(
+        &[
+            "--config",
+            &config,
+            "--cache-dir",
+            path_str(&cache),
+            "--insecure-registry",
+            &insecure,
+        ],
+        &[],
+    );
     assert!(!status.success());
     assert!(
         stderr.contains(&registry.reference(":v1")) && stderr.contains("Not authorized"),
@@ -276,10 +274,7 @@ async fn credentials_come_from_the_docker_config_and_never_show() {
         &[("DOCKER_CONFIG", path_str(&docker)), ("RUST_LOG", "debug")],
     );
     assert_eq!(get(host.public, "/").await.text(), "v1");
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        digest.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, digest);
 
     // The bearer-token flow: the same credentials traded for a token.
     let token = "t0ken-never-shown";
@@ -288,10 +283,7 @@ async fn credentials_come_from_the_docker_config_and_never_show() {
     let r = reload(host.admin).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(host.public, "/").await.text(), "v2");
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        v2.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, v2);
     assert!(registry.log().iter().any(|l| l.starts_with("GET /token")));
 
     // A bad credential: the error names the registry, not the secret.
@@ -315,19 +307,9 @@ async fn bad_references_and_setups_fail_start_up() {
     let cache = dir.path().join("cache");
     let insecure = registry.addr.to_string();
     let start = |config: &str, extra: &[&str]| {
-        let mut args = vec![
-            "serve",
-            "--config",
-            config,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--insecure-registry",
-            &insecure,
-        ];
+        let mut args = vec!["--config", config, "--insecure-registry", &insecure];
         args.extend_from_slice(extra);
-        let (status, _, stderr) = run(&args);
+        let (status, _, stderr) = serve_to_exit(&args, &[]);
         assert!(!status.success(), "{stderr}");
         stderr
     };
@@ -357,19 +339,17 @@ async fn bad_references_and_setups_fail_start_up() {
     assert!(e.contains("not a WebAssembly file"), "{e}");
     // Plain HTTP only to the registries named insecure.
     let config = manifest(dir.path(), &registry.reference(":v1"));
-    let (status, _, stderr) = run(&[
-        "serve",
-        "--config",
-        &config,
-        "--cache-dir",
-        path_str(&cache),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--pull-timeout",
-        "1s",
-    ]);
+    let (status, _, stderr) = serve_to_exit(
+        &[
+            "--config",
+            &config,
+            "--cache-dir",
+            path_str(&cache),
+            "--pull-timeout",
+            "1s",
+        ],
+        &[],
+    );
     assert!(!status.success());
     assert!(stderr.contains(&registry.reference(":v1")), "{stderr}");
     assert!(
@@ -415,10 +395,7 @@ async fn follow_swaps_when_the_tag_moves_with_one_head_per_interval() {
     // The tag moves: swapped without a reload request.
     let v2 = registry.push(Some("live"), &wasm(wasm::V2));
     until_body(host.public, "/", "v2", Duration::from_secs(10)).await;
-    assert_eq!(
-        handlers(&host).await["routes"][0]["resolved_digest"],
-        v2.as_str()
-    );
+    assert_eq!(resolved_digest(&host).await, v2);
 
     // A bad push: one failed reload, not one per interval; v2 serves.
     registry.push(Some("live"), b"not wasm");
@@ -538,19 +515,18 @@ async fn cosign_key_serves_only_what_the_key_signed() {
     let digest = unsigned.push(None, &wasm(wasm::V1));
     let config = with_key(&unsigned.reference(&format!("@{digest}")));
     let insecure = unsigned.addr.to_string();
-    let (status, _, stderr) = run(&[
-        "serve",
-        "--config",
-        &config,
-        "--cache-dir",
-        path_str(&dir.path().join("other")),
-        "--insecure-registry",
-        &insecure,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let other = dir.path().join("other");
+    let (status, _, stderr) = serve_to_exit(
+        &[
+            "--config",
+            &config,
+            "--cache-dir",
+            path_str(&other),
+            "--insecure-registry",
+            &insecure,
+        ],
+        &[],
+    );
     assert!(!status.success());
     assert!(stderr.contains("no cosign signature"), "{stderr}");
 }
@@ -571,19 +547,14 @@ async fn a_cached_layer_changed_on_disk_is_refused_then_pulled_again() {
     std::fs::copy(wasm::V2, &blob).unwrap();
     let insecure = registry.addr.to_string();
     let args = [
-        "serve",
         "--config",
         &config,
         "--cache-dir",
         path_str(&cache),
         "--insecure-registry",
         &insecure,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
     ];
-    let (status, _, stderr) = run(&args);
+    let (status, _, stderr) = serve_to_exit(&args, &[]);
     assert!(!status.success());
     assert!(stderr.contains("no longer matches its digest"), "{stderr}");
     assert!(!blob.exists(), "the bad blob is removed");

@@ -364,41 +364,31 @@ async fn basic_auth_against_distribution() {
         &manifest,
         format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
     );
-    let args = |cache: &str| {
+    let caches = ["cache-a", "cache-w", "cache"].map(|c| dir.path().join(c));
+    let args = |cache: usize| {
+        let cache = path_str(&caches[cache]);
         [
             "--config",
             path_str(&manifest),
             "--cache-dir",
-            path_str(&dir.path().join(cache)),
+            cache,
             "--insecure-registry",
             &addr,
         ]
-        .map(String::from)
     };
     // Without credentials, and with a wrong password: refused at start-up,
     // naming the reference, never the secret.
-    for (config, cache) in [(&anonymous, "cache-a"), (&wrong, "cache-w")] {
-        let args = args(cache);
-        let mut argv = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ];
-        argv.extend(args.iter().map(String::as_str));
+    for (config, cache) in [(&anonymous, 0), (&wrong, 1)] {
         let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
-        let (status, _, stderr) = run_with_env(&argv, &env);
+        let (status, _, stderr) = serve_to_exit(&args(cache), &env);
         assert!(!status.success() && stderr.contains(&tag), "{stderr}");
         assert!(
             !shown(&stderr) && !stderr.contains("wr0ng-pa55"),
             "{stderr}"
         );
     }
-    let args = args("cache");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let host = Wasmlet::serve_with_env(
-        &args,
+        &args(2),
         &[("DOCKER_CONFIG", path_str(&good)), ("RUST_LOG", "debug")],
     );
     assert_eq!(get(host.public, "/").await.text(), "v1");
@@ -437,34 +427,24 @@ async fn https_is_verified_against_the_system_roots() {
         &manifest,
         format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
     );
-    let args = |cache: &str| {
+    let caches = ["cache-untrusted", "cache"].map(|c| dir.path().join(c));
+    let args = |cache: usize| {
+        let cache = path_str(&caches[cache]);
         [
             "--config",
             path_str(&manifest),
             "--cache-dir",
-            path_str(&dir.path().join(cache)),
+            cache,
             "--pull-timeout",
             "5s",
         ]
-        .map(String::from)
     };
-    let untrusted = args("cache-untrusted");
-    let mut argv = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    argv.extend(untrusted.iter().map(String::as_str));
-    let (status, _, stderr) = run_with_env(&argv, &[]);
+    let (status, _, stderr) = serve_to_exit(&args(0), &[]);
     assert!(
         !status.success() && stderr.contains(&tag) && stderr.contains("certificate"),
         "{stderr}"
     );
-    let args = args("cache");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = Wasmlet::serve_with_env(&args, &trusted);
+    let host = Wasmlet::serve_with_env(&args(1), &trusted);
     assert_eq!(get(host.public, "/").await.text(), "v1");
     let doc = handlers(&host).await;
     assert_eq!(
