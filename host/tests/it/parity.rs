@@ -50,9 +50,7 @@ pub fn start_reference_with(component: &str, extra: &[&str]) -> Reference {
         .arg("--version")
         .output()
         .unwrap_or_else(|e| {
-            panic!(
-                "`{bin}` not runnable ({e}); run scripts/install-wasmtime.sh (the test script does)"
-            )
+            panic!("`{bin}` not runnable ({e}); run scripts/setup-tools.sh (scripts/test.sh does)")
         });
     let version = String::from_utf8_lossy(&version.stdout);
     assert!(
