@@ -66,7 +66,10 @@ async fn main() -> anyhow::Result<()> {
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
         marks[2] = Instant::now();
 
-        let proxy = loaded.pre.instantiate_async(&mut store).await?;
+        let wasmtime_wasi_http::handler::ProxyPre::P2(pre) = &loaded.pre else {
+            anyhow::bail!("this profile is of wasi:http 0.2 handlers");
+        };
+        let proxy = pre.instantiate_async(&mut store).await?;
         marks[3] = Instant::now();
         proxy
             .wasi_http_incoming_handler()

@@ -552,6 +552,7 @@ pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> H
         resolved: canary.handler.resolved.clone(),
         // Instances kept for reuse are the canary's component's: they go on.
         instances: canary.handler.instances.clone(),
+        p3: canary.handler.p3.clone(),
         limits: stable.limits,
         grants: stable.grants.clone(),
         metrics: stable.metrics.clone(),

@@ -2,8 +2,8 @@
 //!
 //! A file becomes a [`LoadedComponent`] only if it is no larger than
 //! --max-component-size, is a WebAssembly component (not a core module),
-//! exports `wasi:http/incoming-handler`, and instantiates against this
-//! host's linker within its route's limits. Every error names the file and
+//! exports `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.0`,
+//! and instantiates against this host's linker within its route's limits. Every error names the file and
 //! the reason in one line.
 
 use crate::cache::{CacheOutcome, CompileCache};
@@ -11,7 +11,7 @@ use crate::engine::{PerComponent, TickerHandle};
 use crate::footprint::{self, Footprint};
 use crate::limits::{MemoryBudget, RequestLimits};
 use crate::sandbox::{self, Grants, HostState, MemoryLimit};
-use crate::world;
+use crate::world::{self, HttpWorld};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -20,10 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, UpdateDeadline};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-/// The export every handler must have (any 0.2.x version).
+/// The export every 0.2 handler has (any 0.2.x version).
 pub const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The export of a 0.3 handler.
+pub const P3_HANDLER_EXPORT: &str = "wasi:http/handler@0.3.0";
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -35,7 +38,10 @@ pub struct LoadedComponent {
     /// Hex sha256 of the wasm file.
     pub digest: String,
     pub size: u64,
+    /// A p2 (`incoming-handler`) or p3 (`handler`) pre-instance.
     pub pre: ProxyPre<HostState>,
+    /// The handler interface it exports.
+    pub world: HttpWorld,
     /// What one instance needs from the pool.
     pub footprint: Footprint,
     pub compile_time: Duration,
@@ -49,6 +55,19 @@ impl std::fmt::Debug for LoadedComponent {
             .field("path", &self.path)
             .field("digest", &self.digest)
             .finish_non_exhaustive()
+    }
+}
+
+impl LoadedComponent {
+    pub fn engine(&self) -> &Engine {
+        self.instance_pre().engine()
+    }
+
+    pub fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        match &self.pre {
+            ProxyPre::P2(pre) => pre.instance_pre(),
+            ProxyPre::P3(pre) => pre.instance_pre(),
+        }
     }
 }
 
@@ -153,7 +172,7 @@ pub fn compile(
         .with_context(|| format!("`{path}`"))?;
     let world = world::of_component(&file.bytes)
         .with_context(|| format!("`{path}`: not a valid component"))?;
-    world::refuse_p3(&world).with_context(|| format!("`{path}`"))?;
+    world::check_p3_version(&world).with_context(|| format!("`{path}`"))?;
     let started = Instant::now();
     let (component, outcome) = cache
         .compile(engine, &file.bytes, &file.digest)
@@ -164,14 +183,22 @@ pub fn compile(
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("`{path}`: cannot be instantiated by this host"))?;
-    let pre = ProxyPre::new(instance_pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("`{path}`: does not export `{HANDLER_EXPORT}.x`"))?;
+    let pre = match &world {
+        HttpWorld::P3(_) => ServicePre::new(instance_pre)
+            .map(ProxyPre::P3)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("`{path}`: does not export `{P3_HANDLER_EXPORT}`"))?,
+        _ => wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)
+            .map(ProxyPre::P2)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("`{path}`: does not export `{HANDLER_EXPORT}.x`"))?,
+    };
     Ok(LoadedComponent {
         path: file.path.clone(),
         digest: file.digest.clone(),
         size: file.bytes.len() as u64,
         pre,
+        world,
         footprint,
         compile_time,
         cache: outcome,
@@ -183,13 +210,13 @@ fn check_exports(engine: &Engine, component: &Component) -> Result<()> {
     let ty = component.component_type();
     if ty
         .exports(engine)
-        .any(|(name, _)| name.starts_with(HANDLER_EXPORT))
+        .any(|(name, _)| name.starts_with(HANDLER_EXPORT) || name == P3_HANDLER_EXPORT)
     {
         return Ok(());
     }
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     bail!(
-        "does not export `{HANDLER_EXPORT}.x` (its exports: [{}]); build it against the wasi:http/proxy world",
+        "does not export `{HANDLER_EXPORT}.x` or `{P3_HANDLER_EXPORT}` (its exports: [{}]); build it against the wasi:http/proxy world",
         exports.join(", ")
     )
 }
@@ -208,7 +235,7 @@ pub async fn trial_instantiate(
     budget: Option<MemoryBudget>,
     ticker: &TickerHandle,
 ) -> Result<()> {
-    let engine = component.pre.engine();
+    let engine = component.engine();
     let mut store = sandbox::new_store(engine, grants, limits, budget, Arc::from("(load)"));
     // Yield at every epoch tick, so a loop gives the timeout a chance.
     let _ticking = ticker.guest_running();
@@ -240,16 +267,9 @@ pub async fn trial_instantiate(
     }
 }
 
-/// The `wasi:http/incoming-handler` version a component exports (`0.2.10`).
-pub fn handler_version(exports: &[String]) -> Option<&str> {
-    exports
-        .iter()
-        .find_map(|name| name.strip_prefix("wasi:http/incoming-handler@"))
-}
-
 /// Names of the component's imports and exports, for `wasmlet check`.
 pub fn interface(engine: &Engine, component: &LoadedComponent) -> (Vec<String>, Vec<String>) {
-    let ty = component.pre.instance_pre().component().component_type();
+    let ty = component.instance_pre().component().component_type();
     let imports = ty
         .imports(engine)
         .map(|(name, _)| name.to_string())

@@ -73,6 +73,8 @@ pub fn build(limits: &Limits) -> Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // wasi:http 0.3 handlers (see crate::p3).
+        .wasm_component_model_async(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(
             Pool::for_limits(limits).config(),
@@ -274,12 +276,16 @@ pub fn wasmtime_serve_flags(limits: &Limits) -> Vec<String> {
         .collect()
 }
 
-/// The linker every component is pre-instantiated with: WASI p2 (granting
-/// nothing unless a route says so) plus wasi:http.
+/// The linker every component is pre-instantiated with: WASI p2 and p3
+/// (granting nothing unless a route says so) plus wasi:http 0.2 and 0.3.
+/// Both sets share one linker: a p3 guest built by Rust's wasm32-wasip2
+/// target imports p2 interfaces for its standard library too.
 pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

@@ -24,6 +24,7 @@
 
 use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
+use crate::metrics::RouteMetrics;
 use crate::registry::Handler;
 use crate::reuse::Warm;
 use crate::sandbox::{self, MemoryLimit};
@@ -42,6 +43,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -60,14 +62,14 @@ const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
 /// Per-request flags shared by the request side, the guest task and the
 /// response body.
 #[derive(Default)]
-struct Flags {
+pub struct Flags {
     /// The request body went past the route's limit.
     too_large: AtomicBool,
     /// The request body arrived slower than --min-body-rate.
     too_slow: AtomicBool,
     /// The guest faulted; set before its store (and so the response body
     /// stream) is dropped, so a body that ends after it is cut, not finished.
-    faulted: AtomicBool,
+    pub faulted: AtomicBool,
 }
 
 /// Why a request's guest failed.
@@ -145,7 +147,7 @@ impl Fault {
         }
     }
 
-    fn classify(error: &wasmtime::Error, memory_exceeded: Option<MemoryLimit>) -> Fault {
+    pub fn classify(error: &wasmtime::Error, memory_exceeded: Option<MemoryLimit>) -> Fault {
         if let Some(limit) = memory_exceeded {
             return Fault::Memory(limit);
         }
@@ -214,6 +216,19 @@ pub async fn invoke(
         pace: BodyPace::new(min_body_rate),
     });
 
+    if let Some(p3) = &handler.p3 {
+        let refusal = move |flags: &Flags| flags.body_refusal(limits.max_body_size, min_body_rate);
+        return p3
+            .invoke(
+                request.map(BodyExt::boxed_unsync),
+                request_id,
+                flags,
+                in_flight,
+                refusal,
+            )
+            .await;
+    }
+
     // An idle instance of this route when it reuses them, else a new store
     // (the guest task instantiates in it, within the request's deadline).
     let (mut store, proxy, served) = match handler.instances.take() {
@@ -224,7 +239,7 @@ pub async fn invoke(
         }
         None => {
             let store = sandbox::new_store(
-                handler.component.pre.engine(),
+                handler.component.engine(),
                 &handler.grants,
                 &limits,
                 memory_budget.cloned(),
@@ -292,7 +307,7 @@ pub async fn invoke(
                 Ok(Err(fault)) => fault,
                 Ok(Ok(())) => {
                     let fault = Fault::NoResponse;
-                    report(&handler, &request_id, &fault);
+                    report_on(&handler, &request_id, &fault);
                     fault
                 }
                 Err(join) => Fault::Trap(format!("guest task failed: {join}")),
@@ -345,7 +360,11 @@ impl GuestRun {
                 let proxy = match proxy {
                     Some(proxy) => proxy,
                     None => {
-                        let proxy = handler.component.pre.instantiate_async(&mut store).await?;
+                        let ProxyPre::P2(pre) = &handler.component.pre else {
+                            // Routes with a 0.3 handler never get here.
+                            wasmtime::bail!("not a wasi:http 0.2 handler");
+                        };
+                        let proxy = pre.instantiate_async(&mut store).await?;
                         instantiated.store(true, Ordering::Relaxed);
                         handler.instances.created();
                         proxy
@@ -392,7 +411,7 @@ impl GuestRun {
             handler.instances.retired(served);
         }
         flags.faulted.store(true, Ordering::Release);
-        report(&handler, &request_id, &fault);
+        report_on(&handler, &request_id, &fault);
         Err(fault)
         // `store` drops here, closing the response body stream.
     }
@@ -457,11 +476,12 @@ fn epoch_policy(
     }
 }
 
-fn report(handler: &Handler, request_id: &str, fault: &Fault) {
-    handler.metrics.fault(fault.kind());
+/// Logs a fault once, and counts it on the route version's series.
+pub fn report(label: &str, digest: &str, metrics: &RouteMetrics, request_id: &str, fault: &Fault) {
+    metrics.fault(fault.kind());
     tracing::error!(
-        route = %handler.label,
-        digest = %handler.component.digest,
+        route = %label,
+        digest = %digest,
         request_id = %request_id,
         kind = %fault.kind(),
         cause = %fault.cause(),
@@ -469,7 +489,17 @@ fn report(handler: &Handler, request_id: &str, fault: &Fault) {
     );
 }
 
-fn fault_text(fault: &Fault) -> &'static str {
+fn report_on(handler: &Handler, request_id: &str, fault: &Fault) {
+    report(
+        &handler.label,
+        &handler.component.digest,
+        &handler.metrics,
+        request_id,
+        fault,
+    );
+}
+
+pub fn fault_text(fault: &Fault) -> &'static str {
     match fault {
         Fault::Trap(_) => "handler trapped",
         Fault::Timeout => "handler timed out",
@@ -642,6 +672,8 @@ pub struct ResponseBody {
     guest: Option<Arc<Flags>>,
     /// Told, when the body is dropped, whether the guest faulted.
     on_done: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+    /// Whatever must live as long as the body (a request slot).
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl Drop for ResponseBody {
@@ -657,13 +689,20 @@ impl Drop for ResponseBody {
 }
 
 impl ResponseBody {
-    fn from_guest(inner: HyperOutgoingBody, flags: Arc<Flags>) -> ResponseBody {
+    pub fn from_guest(inner: HyperOutgoingBody, flags: Arc<Flags>) -> ResponseBody {
         ResponseBody {
             inner,
             counter: None,
             guest: Some(flags),
             on_done: None,
+            _held: None,
         }
+    }
+
+    /// Keeps `held` until the body is done.
+    pub fn holding(mut self, held: Box<dyn Send + Sync>) -> ResponseBody {
+        self._held = Some(held);
+        self
     }
 
     fn from_host(inner: HyperOutgoingBody) -> ResponseBody {
@@ -672,6 +711,7 @@ impl ResponseBody {
             counter: None,
             guest: None,
             on_done: None,
+            _held: None,
         }
     }
 

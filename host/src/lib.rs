@@ -16,7 +16,7 @@
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
-//! - [`world`]: which wasi:http handler interface a component exports (p2 served, p3 refused).
+//! - [`world`]: which wasi:http handler interface a component exports (0.2.x, or 0.3.0).
 //! - [`component`]: reading, validating, compiling and pre-instantiating a component.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
@@ -25,6 +25,7 @@
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
 //! - [`invoke`]: running one request in a fresh store and mapping faults to statuses.
 //! - [`reuse`]: opt-in instance reuse: a route's instances kept between requests.
+//! - [`p3`]: serving wasi:http 0.3 handlers, several requests at once per instance.
 //! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`workers`]: the per-CPU request threads connections are spread over.
@@ -54,6 +55,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod oci;
 pub mod outbound;
+pub mod p3;
 pub mod registry;
 pub mod reload;
 pub mod reuse;

@@ -101,6 +101,12 @@ pub struct Limits {
     #[arg(long, env = "WASMLET_MAX_INSTANCE_REUSE_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instance_reuse_count: u32,
 
+    /// Requests one instance of a wasi:http 0.3 handler may run at once
+    /// (they interleave while they wait); a route's `max_concurrent_reuse`
+    /// overrides it. No effect on 0.2 handlers, which run one at a time.
+    #[arg(long, env = "WASMLET_MAX_INSTANCE_CONCURRENT_REUSE_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instance_concurrent_reuse_count: u32,
+
     /// How long an instance kept for reuse may wait for its next request
     /// before it is dropped; a route's `idle_instance_timeout` overrides it.
     #[arg(long, env = "WASMLET_IDLE_INSTANCE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -134,6 +140,7 @@ impl Default for Limits {
             max_table_elements: 20_000,
             workers: None,
             max_instance_reuse_count: 1,
+            max_instance_concurrent_reuse_count: 1,
             idle_instance_timeout: Duration::from_secs(1),
         }
     }
@@ -146,6 +153,7 @@ pub struct RouteLimits {
     pub max_memory: Option<u64>,
     pub max_body_size: Option<u64>,
     pub max_instance_reuse: Option<u32>,
+    pub max_concurrent_reuse: Option<u32>,
     pub idle_instance_timeout: Option<Duration>,
 }
 
@@ -157,6 +165,8 @@ pub struct RequestLimits {
     pub max_body_size: u64,
     /// Requests one instance serves before it is dropped (1: no reuse).
     pub max_instance_reuse: u32,
+    /// Requests one wasi:http 0.3 instance runs at once.
+    pub max_concurrent_reuse: u32,
     /// How long an instance kept for reuse may sit idle.
     pub idle_instance_timeout: Duration,
 }
@@ -170,6 +180,9 @@ impl RequestLimits {
             max_instance_reuse: route
                 .max_instance_reuse
                 .unwrap_or(host.max_instance_reuse_count),
+            max_concurrent_reuse: route
+                .max_concurrent_reuse
+                .unwrap_or(host.max_instance_concurrent_reuse_count),
             idle_instance_timeout: route
                 .idle_instance_timeout
                 .unwrap_or(host.idle_instance_timeout),

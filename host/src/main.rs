@@ -104,8 +104,9 @@ async fn check(args: CheckArgs) -> Result<()> {
     );
     println!("sha256: {}", loaded.digest);
     println!("size: {} bytes", loaded.size);
-    let version = component::handler_version(&exports).unwrap_or("?");
-    println!("wasi:http: {version} (exports wasi:http/incoming-handler@{version})");
+    let export = loaded.world.export().unwrap_or_else(|| "?".into());
+    let version = export.rsplit('@').next().unwrap_or("?");
+    println!("wasi:http: {version} (exports {export})");
     print_needs(&loaded.footprint, &per_component);
     println!("exports:");
     for name in exports {

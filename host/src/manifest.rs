@@ -63,6 +63,10 @@ struct RouteFile {
     /// `max_instance_reuse = 1000` (at least 1; 1: a fresh instance per request)
     #[serde(default)]
     max_instance_reuse: Option<u32>,
+    /// `max_concurrent_reuse = 16` (wasi:http 0.3 handlers: requests one
+    /// instance runs at once; at least 1)
+    #[serde(default)]
+    max_concurrent_reuse: Option<u32>,
     /// `idle_instance_timeout = "1s"`
     #[serde(default, deserialize_with = "limits::duration_opt")]
     idle_instance_timeout: Option<Duration>,
@@ -187,6 +191,9 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
     if route.max_instance_reuse == Some(0) {
         bail!("`max_instance_reuse` must be at least 1 (1: a fresh instance per request)");
     }
+    if route.max_concurrent_reuse == Some(0) {
+        bail!("`max_concurrent_reuse` must be at least 1 (1: one request at a time per instance)");
+    }
     for name in route.env.keys() {
         if name.is_empty() || name.contains(['=', '\0']) {
             bail!("`env`: invalid variable name `{name}`");
@@ -231,6 +238,7 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
             max_memory: route.max_memory,
             max_body_size: route.max_body_size,
             max_instance_reuse: route.max_instance_reuse,
+            max_concurrent_reuse: route.max_concurrent_reuse,
             idle_instance_timeout: route.idle_instance_timeout,
         },
         env: route.env.into_iter().collect(),

@@ -9,6 +9,7 @@ use crate::component::LoadedComponent;
 use crate::limits::RequestLimits;
 use crate::manifest::RouteSpec;
 use crate::metrics::RouteMetrics;
+use crate::p3::P3Route;
 use crate::reuse::Instances;
 use crate::router::Router;
 use crate::sandbox::Grants;
@@ -30,6 +31,8 @@ pub struct Handler {
     pub metrics: RouteMetrics,
     /// Instances kept for reuse (none unless the route opts in).
     pub instances: Arc<Instances>,
+    /// The instances of a wasi:http 0.3 handler (see [`crate::p3`]).
+    pub p3: Option<Arc<P3Route>>,
     /// The table generation in which this route got its current component.
     pub generation: u64,
     /// For an `oci://` component: the manifest digest it resolved to.

@@ -33,6 +33,7 @@ use crate::oci::cosign::CosignKey;
 use crate::oci::pull::PullSettings;
 use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
+use crate::p3::{P3Parts, P3Route, Reporter};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::reuse::{IdleSlots, Instances};
 use crate::router::Router;
@@ -47,6 +48,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime_wasi_http::handler::ProxyPre;
 
 /// One version of a route's handler: its component, and for an `oci://`
 /// reference the manifest digest it resolved to.
@@ -600,23 +602,41 @@ impl Reloader {
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         let limits = RequestLimits::resolve(&self.limits, &spec.limits);
         let grants = self.grants(&spec, label.clone());
-        let version = |(component, resolved): Version, name: &str| Handler {
-            instances: Arc::new(Instances::new(
-                &limits,
-                self.idle_slots.clone(),
-                self.metrics.instances(&label),
-            )),
-            spec: spec.clone(),
-            label: label.clone(),
-            component,
-            limits,
-            grants: grants.clone(),
-            metrics: self.metrics.route(&label, name),
-            generation,
-            resolved,
-            loaded_at: SystemTime::now(),
-            canary: None,
-            promoted: None,
+        let version = |(component, resolved): Version, name: &str| {
+            let metrics = self.metrics.route(&label, name);
+            let instances = self.metrics.instances(&label);
+            let p3 = match &component.pre {
+                ProxyPre::P3(pre) => Some(Arc::new(P3Route::new(P3Parts {
+                    pre: pre.clone(),
+                    grants: grants.clone(),
+                    limits,
+                    budget: self.memory_budget.clone(),
+                    ticker: self.ticker.clone(),
+                    reporter: Reporter {
+                        label: label.clone(),
+                        digest: component.digest.clone(),
+                        metrics: metrics.clone(),
+                    },
+                    instances: instances.clone(),
+                    idle_slots: self.idle_slots.clone(),
+                }))),
+                ProxyPre::P2(_) => None,
+            };
+            Handler {
+                instances: Arc::new(Instances::new(&limits, self.idle_slots.clone(), instances)),
+                p3,
+                spec: spec.clone(),
+                label: label.clone(),
+                component,
+                limits,
+                grants: grants.clone(),
+                metrics,
+                generation,
+                resolved,
+                loaded_at: SystemTime::now(),
+                canary: None,
+                promoted: None,
+            }
         };
         let canary = match (canary, spec.canary.clone(), state) {
             (Some(canary), Some(canary_spec), Some(state)) => Some(Canary::new(

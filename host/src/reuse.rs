@@ -49,6 +49,11 @@ impl IdleSlots {
     pub fn new(slots: usize) -> IdleSlots {
         IdleSlots(Arc::new(Semaphore::new(slots)))
     }
+
+    /// One slot, if any is free; held until the permit drops.
+    pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
 }
 
 /// One route's series about its instances.
@@ -168,7 +173,7 @@ impl<W: Reusable> Instances<W> {
         if warm.served() >= self.max_reuse {
             return self.retire(warm);
         }
-        let Ok(slot) = self.slots.0.clone().try_acquire_owned() else {
+        let Some(slot) = self.slots.try_take() else {
             return self.retire(warm);
         };
         self.metrics.idle.inc();

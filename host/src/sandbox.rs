@@ -252,6 +252,9 @@ pub struct MemoryLimiter {
     /// drops: an overcount, never an undercount.
     charged: u64,
     pub exceeded: Option<MemoryLimit>,
+    /// Raised with `exceeded`, for whoever decides about the instance
+    /// outside its store (a wasi:http 0.3 worker, see [`crate::p3`]).
+    signal: Option<Arc<AtomicBool>>,
 }
 
 impl MemoryLimiter {
@@ -263,7 +266,23 @@ impl MemoryLimiter {
             host: 0,
             charged: 0,
             exceeded: None,
+            signal: None,
         }
+    }
+
+    /// A flag raised when a limit refuses this instance memory.
+    pub fn exceeded_signal(&mut self) -> Arc<AtomicBool> {
+        self.signal
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(self.exceeded.is_some())))
+            .clone()
+    }
+
+    fn refuse(&mut self, limit: MemoryLimit) -> Result<(), MemoryLimit> {
+        self.exceeded = Some(limit);
+        if let Some(signal) = &self.signal {
+            signal.store(true, Ordering::Release);
+        }
+        Err(limit)
     }
 
     /// The limit, for error messages.
@@ -276,15 +295,13 @@ impl MemoryLimiter {
     fn resize(&mut self, linear: u64, host: u64) -> Result<(), MemoryLimit> {
         let total = linear.saturating_add(host);
         if total > self.max {
-            self.exceeded = Some(MemoryLimit::Instance);
-            return Err(MemoryLimit::Instance);
+            return self.refuse(MemoryLimit::Instance);
         }
         if let Some(budget) = &self.budget
             && total > self.charged
         {
             if !budget.try_charge(total - self.charged) {
-                self.exceeded = Some(MemoryLimit::Host);
-                return Err(MemoryLimit::Host);
+                return self.refuse(MemoryLimit::Host);
             }
             self.charged = total;
         }

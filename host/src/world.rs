@@ -2,11 +2,11 @@
 //! binary before wasmtime compiles it.
 //!
 //! wasmlet serves `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy`
-//! world, WASIp2). A WASIp3 handler exports `wasi:http/handler@0.3.x`
-//! instead and needs the component-model-async features, which this host's
-//! engine does not enable: compiling it would fail with a message about a
-//! wasm feature. It is refused here, before compiling, with a line that
-//! says what it is and what serves it.
+//! world, WASIp2) and `wasi:http/handler@0.3.0` (the `wasi:http/service`
+//! world, WASIp3, as wasmtime 48 implements it; see [`crate::p3`]). A
+//! handler built against a later 0.3.x release would not link against
+//! wasmtime 48's 0.3.0, so it is refused here, before compiling, with a line
+//! that says so.
 
 use anyhow::{Context, Result, bail};
 use wasmparser::{Parser, Payload};
@@ -15,13 +15,16 @@ use wasmparser::{Parser, Payload};
 pub const P2_HANDLER: &str = "wasi:http/incoming-handler@";
 /// The p3 handler interface, without its version.
 pub const P3_HANDLER: &str = "wasi:http/handler@";
+/// The one wasi:http 0.3 release wasmtime 48 implements.
+pub const P3_VERSION: &str = "0.3.0";
 
 /// The handler interfaces among a component's top-level exports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpWorld {
     /// `wasi:http/incoming-handler@VERSION` (WASIp2): served.
     P2(String),
-    /// `wasi:http/handler@VERSION` (WASIp3) and no p2 handler: refused.
+    /// `wasi:http/handler@VERSION` (WASIp3) and no p2 handler: served
+    /// when VERSION is [`P3_VERSION`].
     P3(String),
     /// Neither.
     None,
@@ -55,15 +58,29 @@ pub fn of_component(wasm: &[u8]) -> Result<HttpWorld> {
     })
 }
 
-/// Refuses a WASIp3 handler with a line saying what it is and what
-/// serves it; anything else is left to the checks after compiling.
-pub fn refuse_p3(world: &HttpWorld) -> Result<()> {
-    if let HttpWorld::P3(version) = world {
+impl HttpWorld {
+    /// The exported handler interface, with its version, for `wasmlet check`.
+    pub fn export(&self) -> Option<String> {
+        match self {
+            HttpWorld::P2(version) => Some(format!("{P2_HANDLER}{version}")),
+            HttpWorld::P3(version) => Some(format!("{P3_HANDLER}{version}")),
+            HttpWorld::None => None,
+        }
+    }
+}
+
+/// Refuses a WASIp3 handler of a release this host cannot link, with a line
+/// saying what it is and what to build instead; anything else is left to
+/// the checks after compiling.
+pub fn check_p3_version(world: &HttpWorld) -> Result<()> {
+    if let HttpWorld::P3(version) = world
+        && version != P3_VERSION
+    {
         bail!(
-            "exports `{P3_HANDLER}{version}`, a wasi:http 0.3 (WASIp3) handler, which this host \
-             does not serve: build it against wasi:http/proxy@0.2.x (incoming-handler), or serve it \
-             with `wasmtime serve -Sp3` (wasmtime 48 implements wasi:http@0.3.0 only; guests \
-             built for 0.3.1 or later will not link there either)"
+            "exports `{P3_HANDLER}{version}`, but this host (wasmtime 48) implements wasi:http \
+             {P3_VERSION} only, and a 0.3 handler links against exactly that release: build it \
+             against wasi:http@{P3_VERSION} (for Rust, the `wasip3` crate 0.9.0+wasi-0.3.0), or \
+             against wasi:http/proxy@0.2.x"
         );
     }
     Ok(())
@@ -88,10 +105,15 @@ mod tests {
         assert_eq!(of_component(&p3).unwrap(), HttpWorld::P3("0.3.0".into()));
         let neither = exporting("wasi:cli/run@0.2.0");
         assert_eq!(of_component(&neither).unwrap(), HttpWorld::None);
-        assert!(refuse_p3(&of_component(&p2).unwrap()).is_ok());
-        let e = refuse_p3(&of_component(&p3).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("wasi:http/handler@0.3.0"), "{e}");
-        assert!(e.to_string().contains("wasmtime serve -Sp3"), "{e}");
+        assert!(check_p3_version(&of_component(&p2).unwrap()).is_ok());
+        assert!(check_p3_version(&of_component(&p3).unwrap()).is_ok());
+        let later = exporting("wasi:http/handler@0.3.2");
+        let e = check_p3_version(&of_component(&later).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("wasi:http/handler@0.3.2"), "{e}");
+        assert!(
+            e.to_string().contains("implements wasi:http 0.3.0 only"),
+            "{e}"
+        );
     }
 
     #[test]

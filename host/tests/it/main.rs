@@ -15,6 +15,7 @@ mod net;
 mod observability;
 mod oci;
 mod oci_e2e;
+mod p3;
 mod parity;
 mod reuse;
 mod swap;

@@ -1,0 +1,446 @@
+//! Serving wasi:http 0.3 (WASIp3) handlers.
+//!
+//! A p3 handler exports `wasi:http/handler@0.3.0`, whose `handle` is async:
+//! one instance can run several requests at once, interleaved while they
+//! wait. wasmtime-wasi-http's [`ProxyHandler`] drives such instances (the
+//! same driver `wasmtime serve -Sp3` uses): it queues requests, hands them
+//! to an instance with room, and makes a new instance when none has.
+//! This module is wasmlet's side of it, per route version:
+//!
+//! - each instance's store comes from [`sandbox::new_store`], with the
+//!   route's grants, memory limit and the host's memory budget; the limit
+//!   covers the instance, so requests running on it at once share it;
+//! - an instance takes at most `max_concurrent_reuse` requests at once and
+//!   `max_instance_reuse` in all (both 1 unless the route opts in: a fresh
+//!   instance per request, as for 0.2 handlers);
+//! - each request has its own deadline (504); a guest that spins past the
+//!   deadline of the request it runs for is interrupted with its instance,
+//!   and every request still on it fails;
+//! - an instance that trapped, timed out or was refused memory takes no new
+//!   request; idle instances count against the host-wide idle allowance
+//!   and leave after `idle_instance_timeout`, or as soon as their route
+//!   version is replaced.
+
+use crate::engine::{GuestRunning, TickerHandle};
+use crate::invoke::{self, Fault, Flags, InFlight, ResponseBody, host_response};
+use crate::limits::{MemoryBudget, RequestLimits};
+use crate::metrics::RouteMetrics;
+use crate::reuse::{IdleSlots, InstanceMetrics};
+use crate::sandbox::{self, Grants, HostState};
+use http::{Request, Response, StatusCode};
+use prometheus_client::metrics::gauge::Gauge;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::{Instant, Sleep};
+use wasmtime::component::GuestTaskId;
+use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{
+    ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
+    TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+
+/// How long a request whose instance died waits to learn why, before it
+/// is answered as a plain trap (the worker records the cause right after
+/// it lets go of its requests).
+const CAUSE_WAIT: Duration = Duration::from_secs(1);
+
+/// One route version's p3 instances. Dropping it (the route version was
+/// replaced) tells its idle instances to leave.
+pub struct P3Route {
+    handler: ProxyHandler<RouteState>,
+    closed: watch::Sender<bool>,
+}
+
+impl Drop for P3Route {
+    fn drop(&mut self) {
+        self.closed.send_replace(true);
+    }
+}
+
+/// Everything a route version's instances are made with.
+pub struct P3Parts {
+    pub pre: ServicePre<HostState>,
+    pub grants: Grants,
+    pub limits: RequestLimits,
+    pub budget: Option<MemoryBudget>,
+    pub ticker: TickerHandle,
+    pub reporter: Reporter,
+    pub instances: InstanceMetrics,
+    pub idle_slots: IdleSlots,
+}
+
+/// Where a route version's faults are logged and counted.
+#[derive(Clone)]
+pub struct Reporter {
+    pub label: Arc<str>,
+    pub digest: String,
+    pub metrics: RouteMetrics,
+}
+
+impl Reporter {
+    fn report(&self, request_id: &str, fault: &Fault) {
+        invoke::report(&self.label, &self.digest, &self.metrics, request_id, fault);
+    }
+}
+
+impl P3Route {
+    pub fn new(parts: P3Parts) -> P3Route {
+        let (closed, closed_rx) = watch::channel(false);
+        P3Route {
+            handler: ProxyHandler::new(RouteState {
+                parts,
+                closed: closed_rx,
+                next_instance: AtomicU64::new(0),
+            }),
+            closed,
+        }
+    }
+
+    /// Runs one request on an instance of this route version. `flags` are
+    /// the request body's (see [`invoke::invoke`]); `in_flight` is held
+    /// until the response body is done.
+    pub async fn invoke(
+        &self,
+        request: Request<WasiBody>,
+        request_id: Arc<str>,
+        flags: Arc<Flags>,
+        in_flight: InFlight,
+        refusal: impl Fn(&Flags) -> Option<Response<ResponseBody>>,
+    ) -> Response<ResponseBody> {
+        let reporter = &self.handler.state().parts.reporter;
+        let limits = self.handler.state().parts.limits;
+        let (cause, cause_rx) = watch::channel(None);
+        let task = Arc::new(P3Request {
+            request_id: request_id.clone(),
+            deadline: Instant::now() + limits.timeout,
+            flags: flags.clone(),
+            cause,
+            reported: AtomicBool::new(false),
+            reporter: reporter.clone(),
+        });
+        let fault = match self.handler.handle(task.clone(), request).await {
+            Ok(response) => {
+                return match refusal(&flags) {
+                    None => response.map(|body| {
+                        ResponseBody::from_guest(body, flags).holding(Box::new((in_flight, task)))
+                    }),
+                    Some(refused) => refused,
+                };
+            }
+            Err(error) => match self.fault_of(&error, cause_rx).await {
+                Ok(fault) => fault,
+                Err(code) => {
+                    tracing::warn!(route = %reporter.label, digest = %reporter.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
+                    return refusal(&flags).unwrap_or_else(|| {
+                        host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
+                    });
+                }
+            },
+        };
+        task.fail(fault.clone());
+        refusal(&flags).unwrap_or_else(|| {
+            host_response(fault.status(), &format!("{}\n", invoke::fault_text(&fault)))
+        })
+    }
+
+    /// What went wrong, from the driver's error: a fault, or the error
+    /// code the handler returned instead of a response.
+    async fn fault_of(
+        &self,
+        error: &wasmtime::Error,
+        mut cause: watch::Receiver<Option<Fault>>,
+    ) -> Result<Fault, ErrorCode> {
+        if error.is::<ExpirationError>() {
+            return Ok(Fault::Timeout);
+        }
+        if let Some(failed) = error.downcast_ref::<InstantiationError<Arc<P3Request>>>() {
+            return Ok(match failed.error.downcast_ref::<InstanceFault>() {
+                Some(InstanceFault(fault)) => fault.clone(),
+                None => Fault::classify(&failed.error, None),
+            });
+        }
+        if let Some(code) = error.downcast_ref::<ErrorCode>() {
+            return Err(code.clone());
+        }
+        if error.is::<TrapOrPanicError>() {
+            let known = tokio::time::timeout(CAUSE_WAIT, cause.wait_for(Option::is_some)).await;
+            if let Ok(Ok(fault)) = known {
+                return Ok(fault.clone().expect("waited for it"));
+            }
+        }
+        Ok(Fault::classify(error, None))
+    }
+}
+
+/// One request handed to the driver.
+struct P3Request {
+    request_id: Arc<str>,
+    deadline: Instant,
+    flags: Arc<Flags>,
+    /// Set when the request's instance fails, to why it failed.
+    cause: watch::Sender<Option<Fault>>,
+    reported: AtomicBool,
+    reporter: Reporter,
+}
+
+impl P3Request {
+    /// Records that the request failed: its response body, if one is
+    /// streaming, is cut, and the fault is logged and counted once.
+    fn fail(&self, fault: Fault) {
+        self.flags.faulted.store(true, Ordering::Release);
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            self.reporter.report(&self.request_id, &fault);
+        }
+        self.cause
+            .send_if_modified(|cause| cause.is_none().then(|| *cause = Some(fault)).is_some());
+    }
+}
+
+/// A fault of an instance that never started, carried through the
+/// driver's error.
+#[derive(Debug)]
+struct InstanceFault(Fault);
+
+impl std::fmt::Display for InstanceFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for InstanceFault {}
+
+struct RouteState {
+    parts: P3Parts,
+    closed: watch::Receiver<bool>,
+    next_instance: AtomicU64,
+}
+
+impl HandlerState for RouteState {
+    type StoreData = HostState;
+    type WorkerExpiration = Expiry;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiry, Worker>> {
+        let parts = &self.parts;
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let mut store = sandbox::new_store(
+            parts.pre.engine(),
+            &parts.grants,
+            &parts.limits,
+            parts.budget.clone(),
+            Arc::from(format!("{}#instance-{id}", parts.reporter.label)),
+        );
+        // Yield at every tick: the driver checks the deadlines between
+        // polls, and a spinning guest never returns to it otherwise.
+        store.epoch_deadline_callback(|store| {
+            sandbox::charge_host_memory(store)?;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let ticking = parts.ticker.guest_running();
+        let started = tokio::time::timeout(
+            parts.limits.timeout,
+            parts.pre.instantiate_async(&mut store),
+        )
+        .await;
+        let service = match started {
+            Ok(Ok(service)) => service,
+            Ok(Err(error)) => {
+                let fault = Fault::classify(&error, store.data().limiter.exceeded);
+                return Err(wasmtime::Error::new(InstanceFault(fault)));
+            }
+            Err(_) => return Err(wasmtime::Error::new(InstanceFault(Fault::Timeout))),
+        };
+        parts.instances.created.inc();
+        let refused_memory = store.data_mut().limiter.exceeded_signal();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        Ok(Instance {
+            store,
+            proxy: Proxy::P3(service),
+            view: wasmtime_wasi_http::WasiHttpView::http,
+            expiration: Expiry {
+                idle_timeout: parts.limits.idle_instance_timeout,
+                request_timeout: parts.limits.timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+                closed: Box::pin(route_closed(self.closed.clone())),
+                timed_out: timed_out.clone(),
+                idle_slots: parts.idle_slots.clone(),
+                idle: None,
+                idle_gauge: parts.instances.idle.clone(),
+            },
+            state: Worker {
+                max_reuse: parts.limits.max_instance_reuse.max(1) as usize,
+                max_concurrent: parts.limits.max_concurrent_reuse.max(1) as usize,
+                refused_memory,
+                timed_out,
+                requests: Mutex::new(Vec::new()),
+                served: AtomicUsize::new(0),
+                instances: parts.instances.clone(),
+                _ticking: ticking,
+            },
+        })
+    }
+}
+
+/// Resolves once the route version is replaced.
+async fn route_closed(mut closed: watch::Receiver<bool>) {
+    // An error means the sender is gone: the route version is gone too.
+    let _ = closed.wait_for(|closed| *closed).await;
+}
+
+/// One instance's bookkeeping, as the driver consults it.
+struct Worker {
+    max_reuse: usize,
+    max_concurrent: usize,
+    /// Raised by the instance's memory limiter.
+    refused_memory: Arc<AtomicBool>,
+    /// Raised by [`Expiry`] when it ends the instance at a deadline.
+    timed_out: Arc<AtomicBool>,
+    /// The requests it took, while they last (their response bodies
+    /// included).
+    requests: Mutex<Vec<Weak<P3Request>>>,
+    served: AtomicUsize,
+    instances: InstanceMetrics,
+    /// Keeps the epoch ticking while the instance lives.
+    _ticking: GuestRunning,
+}
+
+impl WorkerState for Worker {
+    type StoreData = HostState;
+    type RequestData = Arc<P3Request>;
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.max_reuse || self.refused_memory.load(Ordering::Acquire) {
+            ShouldAccept::Never
+        } else if concurrent >= self.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        mut store: StoreContextMut<'_, HostState>,
+        request: Arc<P3Request>,
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        // Guest output from now on is logged under this request (requests
+        // running at once on one instance cannot be told apart).
+        store
+            .data_mut()
+            .renew_for_request(request.request_id.clone());
+        self.served.fetch_add(1, Ordering::Relaxed);
+        let mut requests = self.requests.lock().unwrap();
+        requests.retain(|r| r.strong_count() > 0);
+        requests.push(Arc::downgrade(&request));
+        Box::pin(tokio::time::sleep_until(request.deadline))
+    }
+
+    fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
+        self.instances
+            .requests
+            .observe(self.served.load(Ordering::Relaxed) as f64);
+        if let Err(error) = result {
+            let fault = if self.timed_out.load(Ordering::Acquire) {
+                Fault::Timeout
+            } else {
+                Fault::classify(&error, store.data().limiter.exceeded)
+            };
+            for request in self.requests.lock().unwrap().drain(..) {
+                if let Some(request) = request.upgrade() {
+                    request.fail(fault.clone());
+                }
+            }
+        }
+        // The store, and with it the memory budget's charge, goes here.
+    }
+}
+
+/// When an instance leaves: past a request's deadline while busy (the
+/// driver checks this between polls, so a guest spinning in a loop is
+/// caught at its next epoch yield), after `idle_instance_timeout` idle,
+/// at once when idle and its route version was replaced, or when idle
+/// and the host-wide idle allowance is used up.
+struct Expiry {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    closed: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    timed_out: Arc<AtomicBool>,
+    idle_slots: IdleSlots,
+    /// Held while idle.
+    idle: Option<OwnedSemaphorePermit>,
+    idle_gauge: Gauge,
+}
+
+impl Expiry {
+    fn set_idle(&mut self, idle: bool) -> bool {
+        match (idle, self.idle.is_some()) {
+            (true, false) => match self.idle_slots.try_take() {
+                Some(slot) => {
+                    self.idle = Some(slot);
+                    self.idle_gauge.inc();
+                }
+                None => return false,
+            },
+            (false, true) => {
+                self.idle = None;
+                self.idle_gauge.dec();
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+impl Drop for Expiry {
+    fn drop(&mut self) {
+        self.set_idle(false);
+    }
+}
+
+impl WorkerExpiration for Expiry {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: std::time::Instant,
+    ) -> Poll<()> {
+        let me = self.get_mut();
+        let idle = status == WorkerStatus::Idle;
+        if idle && (me.closed.as_mut().poll(cx).is_ready() || !me.set_idle(true)) {
+            return Poll::Ready(());
+        }
+        if !idle {
+            me.set_idle(false);
+        }
+        let timeout = if idle {
+            me.idle_timeout
+        } else {
+            me.request_timeout
+        };
+        let Some(deadline) = start.checked_add(timeout) else {
+            return Poll::Pending;
+        };
+        let deadline = Instant::from_std(deadline);
+        if me.sleep.deadline() != deadline {
+            me.sleep.as_mut().reset(deadline);
+        }
+        if me.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if !idle {
+            me.timed_out.store(true, Ordering::Release);
+        }
+        Poll::Ready(())
+    }
+}

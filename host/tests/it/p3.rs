@@ -1,0 +1,316 @@
+//! Issue 18: wasi:http 0.3 handlers. The `p3` fixture exports
+//! `wasi:http/handler@0.3.0`; its `/count` shows reuse and its `/sleep`
+//! how many requests its instance was running at once.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+/// A manifest with one route `/...` serving `p3` with `extra` TOML lines.
+fn p3_route(extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempdir();
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\n{extra}\n",
+            wasm::P3
+        ),
+    );
+    let manifest = path_str(&manifest).to_string();
+    (dir, manifest)
+}
+
+const CREATED: &str = "wasmlet_instances_created_total{route=\"/...\"}";
+
+async fn texts(host: &Wasmlet, path: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = get(host.public, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        out.push(r.text());
+    }
+    out
+}
+
+/// `n` requests to `path` sent at once; their answers.
+async fn at_once(host: &Wasmlet, path: &'static str, n: usize) -> Vec<String> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let addr = host.public;
+            tokio::spawn(async move { get(addr, path).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        out.push(r.text());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_p3_handler_is_checked_and_served_fresh_by_default() {
+    let (status, stdout, stderr) = run(&["check", wasm::P3]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("wasi:http: 0.3.0 (exports wasi:http/handler@0.3.0)"),
+        "{stdout}"
+    );
+
+    let host = Wasmlet::serve(&[wasm::P3]);
+    let r = get(host.public, "/").await;
+    assert_eq!((r.status, r.text()), (200, "Hello World!".into()));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let body = "a body, streamed back".repeat(1000);
+    let r = request(host.public, "POST", "/echo", body.clone()).await;
+    assert_eq!((r.status, r.text()), (200, body));
+    assert_eq!(texts(&host, "/count", 3).await, ["1", "1", "1"]);
+    assert_eq!(
+        at_once(&host, "/sleep?n=200", 8).await,
+        ["1"; 8],
+        "without opting in, no instance runs two requests"
+    );
+    assert_eq!(metric(&host, CREATED).await, 13.0, "one per request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_share_one_instance_when_the_route_opts_in() {
+    let (_dir, manifest) = p3_route("max_instance_reuse = 1000\nmax_concurrent_reuse = 16");
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    // One instance, warmed: requests after it find it idle.
+    assert_eq!(texts(&host, "/count", 3).await, ["1", "2", "3"]);
+    let started = Instant::now();
+    let sharing: Vec<u64> = at_once(&host, "/sleep?n=1000", 16)
+        .await
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    let most = *sharing.iter().max().unwrap();
+    assert!(
+        most >= 4,
+        "requests did not share an instance: {sharing:?} in flight at once"
+    );
+    assert!(sharing.iter().all(|&n| n <= 16), "{sharing:?} over the cap");
+    let created = metric(&host, CREATED).await;
+    assert!(
+        created < 16.0,
+        "{created} instances for 16 requests: {sharing:?}"
+    );
+    // 16 one-second waits, interleaved; in turn they would take 16 s.
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_reuse_caps_the_requests_an_instance_runs_at_once() {
+    let (_dir, manifest) = p3_route("max_instance_reuse = 1000\nmax_concurrent_reuse = 2");
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    let sharing = at_once(&host, "/sleep?n=300", 12).await;
+    assert!(
+        sharing.iter().all(|n| n == "1" || n == "2"),
+        "{sharing:?}: more than 2 at once"
+    );
+    assert!(metric(&host, CREATED).await >= 6.0, "12 requests, 2 each");
+}
+
+/// A trap, a timeout and a memory limit each fail their request with the
+/// status a 0.2 handler gets, and retire the instance they hit: the next
+/// request counts from 1 again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_faults_is_never_reused() {
+    let (_dir, manifest) = p3_route(
+        "max_instance_reuse = 100\nmax_concurrent_reuse = 4\ntimeout = \"500ms\"\nmax_memory = \"32MiB\"\nidle_instance_timeout = \"30s\"",
+    );
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    for (fault, status) in [
+        ("/trap", 500),
+        ("/spin", 504),
+        ("/sleep?n=3000", 504),
+        ("/alloc?n=64", 500),
+    ] {
+        assert_eq!(
+            texts(&host, "/count", 2).await,
+            ["1", "2"],
+            "before {fault}"
+        );
+        let started = Instant::now();
+        let r = get(host.public, fault).await;
+        assert_eq!(r.status, status, "{fault}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(5), "{fault}");
+        assert_eq!(
+            texts(&host, "/count", 1).await,
+            ["1"],
+            "the instance that hit `{fault}` is gone"
+        );
+        // Retire the instance that just served, so the next round starts at 1.
+        assert_eq!(get(host.public, "/trap").await.status, 500);
+    }
+    let text = get(host.admin, "/metrics").await.text();
+    for kind in ["trap", "timeout", "memory"] {
+        let line = format!(
+            "wasmlet_handler_faults_total{{route=\"/...\",version=\"stable\",kind=\"{kind}\"}}"
+        );
+        assert!(sample(&text, &line) >= 1.0, "{kind} not counted:\n{text}");
+    }
+}
+
+/// A guest spinning on a shared instance takes the requests running beside
+/// it down with it: they fail (a 0.3 instance is one unit), and later
+/// requests get a new instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spinning_request_ends_its_instance_and_the_requests_beside_it() {
+    let (_dir, manifest) =
+        p3_route("max_instance_reuse = 100\nmax_concurrent_reuse = 8\ntimeout = \"1s\"");
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    assert_eq!(texts(&host, "/count", 1).await, ["1"]);
+    let beside = {
+        let addr = host.public;
+        tokio::spawn(async move { get(addr, "/sleep?n=3000").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spin = get(host.public, "/spin").await;
+    assert_eq!(spin.status, 504, "{}", spin.text());
+    let beside = beside.await.unwrap();
+    assert!(beside.status >= 500, "{} {}", beside.status, beside.text());
+    assert_eq!(texts(&host, "/count", 1).await, ["1"], "a new instance");
+}
+
+/// Body limits hold per request on a reused instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limits_hold_on_a_reused_instance() {
+    let (_dir, manifest) =
+        p3_route("max_instance_reuse = 100\nmax_concurrent_reuse = 4\nmax_body_size = \"1KiB\"");
+    let host = Wasmlet::serve(&["--config", &manifest]);
+    assert_eq!(
+        request(host.public, "POST", "/echo", "abc").await.text(),
+        "abc"
+    );
+    let big = http::Request::post("/echo")
+        .header("host", "x")
+        .body(streamed_body(4096, 512))
+        .unwrap();
+    let r = send(host.public, big).await.unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = request(host.public, "POST", "/echo", "x".repeat(2048)).await;
+    assert_eq!(r.status, 413, "declared too large: {}", r.text());
+    assert_eq!(
+        request(host.public, "POST", "/echo", "de").await.text(),
+        "de"
+    );
+}
+
+/// SIGTERM with idle instances and requests in flight on a shared one: the
+/// requests finish, the host exits 0 without waiting for idle timeouts.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_with_idle_and_busy_p3_instances() {
+    let (_dir, manifest) = p3_route(
+        "max_instance_reuse = 100\nmax_concurrent_reuse = 8\nidle_instance_timeout = \"60s\"",
+    );
+    let mut host = Wasmlet::serve(&["--config", &manifest, "--drain-timeout", "10s"]);
+    assert_eq!(texts(&host, "/count", 1).await, ["1"]);
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = host.public;
+            tokio::spawn(async move { get(addr, "/sleep?n=1000").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.signal("TERM");
+    let started = Instant::now();
+    for task in busy {
+        let r = task.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let status = host
+        .wait(Duration::from_secs(10))
+        .expect("exits after draining");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle instances held the exit up: {:?}",
+        started.elapsed()
+    );
+}
+
+/// A swap of a 0.3 route's component lets the old version's idle instance
+/// go at once, with its memory charge, instead of at its idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_drops_the_old_versions_idle_instances() {
+    let dir = tempdir();
+    let component = dir.path().join("handler.wasm");
+    copy(wasm::P3, &component);
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/...\"\ncomponent = \"handler.wasm\"\nmax_instance_reuse = 100\nidle_instance_timeout = \"60s\"\n",
+    );
+    let host = Wasmlet::serve(&[
+        "--config",
+        path_str(&manifest),
+        "--max-total-memory",
+        "256MiB",
+    ]);
+    assert_eq!(texts(&host, "/count", 2).await, ["1", "2"]);
+    let idle = "wasmlet_idle_instances{route=\"/...\"}";
+    // The instance turns idle once its response's task is done, just after
+    // the response is sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&host, idle).await < 1.0 {
+        assert!(Instant::now() < deadline, "the instance never turned idle");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&host, "wasmlet_guest_memory_bytes").await > 0.0);
+
+    copy(wasm::HELLO, &component);
+    until_body(host.public, "/", "Hello World!", Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&host, idle).await > 0.0 || metric(&host, "wasmlet_guest_memory_bytes").await > 0.0
+    {
+        assert!(Instant::now() < deadline, "the old instance stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The same component, the same reuse flags: wasmlet and `wasmtime serve
+/// -Sp3` answer the same, one request at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn p3_answers_the_same_as_under_wasmtime_serve() {
+    async fn paced(addr: std::net::SocketAddr) -> Vec<String> {
+        let mut out = vec![get(addr, "/").await.text()];
+        out.push(request(addr, "POST", "/echo", "echo me").await.text());
+        for _ in 0..5 {
+            let r = get(addr, "/count").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            out.push(r.text());
+            // An instance goes back to its pool after its response is sent.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        out
+    }
+    for reuse in ["1", "3"] {
+        let flags = [
+            "--max-instance-reuse-count",
+            reuse,
+            "--max-instance-concurrent-reuse-count",
+            "4",
+            "--idle-instance-timeout",
+            "30s",
+        ];
+        let reference =
+            crate::parity::start_reference_with(wasm::P3, &[&["-Sp3"][..], &flags].concat());
+        let host = Wasmlet::serve(&[&[wasm::P3][..], &flags].concat());
+        let want = paced(reference.addr).await;
+        assert_eq!(paced(host.public).await, want, "reuse {reuse}");
+        // With 3 per instance: `/` and `/echo` are the first instance's
+        // first two requests, its third is the first count.
+        let counts: &[&str] = if reuse == "1" {
+            &["1", "1", "1", "1", "1"]
+        } else {
+            &["1", "1", "2", "3", "1"]
+        };
+        assert_eq!(want[0], "Hello World!");
+        assert_eq!(want[1], "echo me");
+        assert_eq!(&want[2..], counts, "wasmtime serve, reuse {reuse}");
+    }
+}
