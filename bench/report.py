@@ -20,7 +20,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["wasmlet", "wasmtime", "wasmtime-pool", "native", "wasmlet-reuse", "wasmtime-reuse"]
+SERVERS = ["wasmlet", "wasmtime", "wasmtime-pool", "native", "wasmlet-reuse", "wasmtime-reuse",
+           "wasmlet-p3", "wasmtime-p3"]
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
@@ -175,6 +176,12 @@ def main():
             ("native", "÷ native hyper"),
             ("wasmlet", "÷ wasmlet (fresh instances)"),
         ])
+    if any("wasmlet-p3" in med[c] for c in conns):
+        ratios("## Ratios for the wasi:http 0.3 hello (wasmlet, requests/s ÷ the other's, medians)", "wasmlet-p3", [
+            ("wasmtime-p3", "÷ wasmtime serve -Sp3 (pooling, same reuse)"),
+            ("native", "÷ native hyper"),
+            ("wasmlet-reuse", "÷ wasmlet, 0.2 hello with reuse"),
+        ])
 
     cold = []
     cold_path = os.path.join(work, "cold.jsonl")
@@ -236,6 +243,12 @@ def main():
         if r:
             rows.append(("reuse: requests/s ≥ 60% of native hyper (issue 18)", f"{100 * reuse_ratio('native'):.0f}%", reuse_ratio("native") >= 0.6))
             rows.append(("reuse: requests/s ≥ 1.5× wasmtime serve, same reuse (issue 18)", f"{reuse_ratio('wasmtime-reuse'):.2f}×", reuse_ratio("wasmtime-reuse") >= 1.5))
+        q = m.get("wasmlet-p3", {})
+        def p3_ratio(k):
+            return q.get("rps", float("nan")) / m[k]["rps"] if q and k in m and m[k]["rps"] else float("nan")
+        if q:
+            rows.append(("p3 with reuse: requests/s ≥ 60% of native hyper (issue 18)", f"{100 * p3_ratio('native'):.0f}%", p3_ratio("native") >= 0.6))
+            rows.append(("p3 with reuse: requests/s ≥ 1.5× wasmtime serve -Sp3, same reuse (issue 18)", f"{p3_ratio('wasmtime-p3'):.2f}×", p3_ratio("wasmtime-p3") >= 1.5))
         p(f"## Targets (issues 6 and 18; throughput and p99 at {c} connections)")
         p()
         p("| target | measured | met |")

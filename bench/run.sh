@@ -44,8 +44,11 @@ THREADS=${BENCH_THREADS:-2}
 COLD_RUNS=${BENCH_COLD_RUNS:-15}
 OUT=${BENCH_OUT:-bench/results/latest.md}
 REUSE=${BENCH_REUSE:-1000}
+# The p3 pair: wasmtime serve -Sp3's own defaults, given to both explicitly.
+P3_REUSE=${BENCH_P3_REUSE:-128}
+P3_CONCURRENT=${BENCH_P3_CONCURRENT:-16}
 PROFILE=${BENCH_PROFILE:-dist}
-for val in "$REUSE" "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
+for val in "$REUSE" "$P3_REUSE" "$P3_CONCURRENT" "$DURATION" "$REPEATS" "$THREADS" "$COLD_RUNS" $CONNECTIONS; do
   [[ $val =~ ^[1-9][0-9]*$ ]] || { echo "bench: expected a positive integer, got '$val'" >&2; exit 2; }
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WARMUP must be an integer, got '$WARMUP'" >&2; exit 2; }
@@ -61,10 +64,13 @@ scripts/setup-tools.sh >&2
 log "building the host and native-hello ($PROFILE profile; dist: LTO, minutes), and hello.wasm"
 cargo build --profile "$PROFILE" -p wasmlet -p native-hello >&2
 cargo build --release -p hello --target wasm32-wasip2 >&2
+# The wasi:http 0.3 hello: the p3 fixture answers `GET /` with Hello World!.
+cargo build --release -p test-programs --bin p3 --target wasm32-wasip2 >&2
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 WASMLET=$TARGET/$PROFILE/wasmlet
 NATIVE=$TARGET/$PROFILE/native-hello
 WASM=$TARGET/wasm32-wasip2/release/hello.wasm
+WASM_P3=$TARGET/wasm32-wasip2/release/p3.wasm
 WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 
 # --- wasmtime serve with wasmlet's engine settings ----------------------------
@@ -111,7 +117,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-readarray -t PORTS < <(python3 bench/coldstart.py ports 8)
+readarray -t PORTS < <(python3 bench/coldstart.py ports 11)
 declare -A URL=(
   [wasmlet]=http://127.0.0.1:${PORTS[0]}/
   [wasmtime]=http://127.0.0.1:${PORTS[2]}/
@@ -119,8 +125,10 @@ declare -A URL=(
   [native]=http://127.0.0.1:${PORTS[4]}/
   [wasmlet-reuse]=http://127.0.0.1:${PORTS[5]}/
   [wasmtime-reuse]=http://127.0.0.1:${PORTS[7]}/
+  [wasmlet-p3]=http://127.0.0.1:${PORTS[8]}/
+  [wasmtime-p3]=http://127.0.0.1:${PORTS[10]}/
 )
-ORDER=(wasmlet wasmtime wasmtime-pool native wasmlet-reuse wasmtime-reuse)
+ORDER=(wasmlet wasmtime wasmtime-pool native wasmlet-reuse wasmtime-reuse wasmlet-p3 wasmtime-p3)
 
 # Commands are recorded with the scratch directory shown as $WORK and paths
 # in the repository relative to it.
@@ -157,7 +165,7 @@ proc_kib() { # PID FIELD -> KiB
   printf 'profile\t%s\n' "$PROFILE"
   printf 'duration\t%s\nwarmup\t%s\nrepeats\t%s\nthreads\t%s\ncold_runs\t%s\n' "$DURATION" "$WARMUP" "$REPEATS" "$THREADS" "$COLD_RUNS"
   inv=""
-  for v in BENCH_PROFILE BENCH_REUSE BENCH_DURATION BENCH_WARMUP BENCH_REPEATS BENCH_CONNECTIONS BENCH_THREADS BENCH_COLD_RUNS; do
+  for v in BENCH_PROFILE BENCH_REUSE BENCH_P3_REUSE BENCH_P3_CONCURRENT BENCH_DURATION BENCH_WARMUP BENCH_REPEATS BENCH_CONNECTIONS BENCH_THREADS BENCH_COLD_RUNS; do
     if [[ -n ${!v:-} ]]; then inv+="$v=$(printf '%q' "${!v}") "; fi
   done
   printf 'invocation\t%sbench/run.sh\n' "$inv"
@@ -201,6 +209,11 @@ start wasmlet-reuse "wasmlet (reuse $REUSE)" env RUST_LOG=warn "$WASMLET" serve 
   --max-instance-reuse-count "$REUSE"
 start wasmtime-reuse "wasmtime serve (pooling as wasmlet, reuse $REUSE)" env "XDG_CACHE_HOME=$WORK/xdg-pool" \
   "$WASMTIME" serve -Scli "${POOLING_FLAGS[@]}" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:${PORTS[7]}" "$WASM"
+P3_FLAGS=(--max-instance-reuse-count "$P3_REUSE" --max-instance-concurrent-reuse-count "$P3_CONCURRENT")
+start wasmlet-p3 "wasmlet (p3, reuse $P3_REUSE, $P3_CONCURRENT at once)" env RUST_LOG=warn "$WASMLET" serve "$WASM_P3" \
+  --listen "127.0.0.1:${PORTS[8]}" --admin-listen "127.0.0.1:${PORTS[9]}" --cache-dir "$WORK/cache-warm" "${P3_FLAGS[@]}"
+start wasmtime-p3 "wasmtime serve -Sp3 (pooling as wasmlet, same reuse)" env "XDG_CACHE_HOME=$WORK/xdg-pool" \
+  "$WASMTIME" serve -Scli -Sp3 "${POOLING_FLAGS[@]}" "${P3_FLAGS[@]}" --addr "127.0.0.1:${PORTS[10]}" "$WASM_P3"
 for key in "${ORDER[@]}"; do
   python3 bench/coldstart.py wait "${URL[$key]}" --timeout 120 || { cat "$WORK/$key.log" >&2; exit 1; }
 done

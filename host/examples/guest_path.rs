@@ -31,12 +31,12 @@ async fn main() -> anyhow::Result<()> {
     let requests: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
 
     let limits = wasmlet::limits::Limits::default();
-    let engine = wasmlet::engine::build(&limits)?;
-    let linker = wasmlet::engine::linker(&engine)?;
-    let cache = wasmlet::cache::CompileCache::disabled(&engine);
+    let wasmtime = wasmlet::engine::Wasmtime::new(&limits)?;
+    let engine = wasmtime.engine.clone();
+    let cache = wasmlet::cache::CompileCache::disabled();
     let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path), u64::MAX)?;
     let per_component = wasmlet::engine::PerComponent::for_limits(&limits);
-    let loaded = wasmlet::component::compile(&engine, &linker, &per_component, &cache, &file)?;
+    let loaded = wasmlet::component::compile(&wasmtime, &per_component, &cache, &file)?;
     let grants = Grants {
         log_output: true,
         ..Grants::none("/")

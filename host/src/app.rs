@@ -56,8 +56,8 @@ impl App {
         compiler: Compiler,
         worker_threads: usize,
     ) -> (Arc<App>, EpochTicker) {
-        let ticker = EpochTicker::start(&wasmtime.engine);
-        let cache = CompileCache::new(cache_dir, &wasmtime.engine).with_compiler(compiler);
+        let ticker = EpochTicker::start(&wasmtime);
+        let cache = CompileCache::new(cache_dir).with_compiler(compiler);
         let registry = Arc::new(Registry::new());
         let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
         let mut metrics = Metrics::new();

@@ -48,7 +48,6 @@ impl CacheOutcome {
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
-    engine_key: String,
     /// What compiles on a miss.
     compiler: Compiler,
 }
@@ -57,7 +56,7 @@ impl CompileCache {
     /// A cache in `dir`, created if needed; an unusable or unsafe
     /// directory disables the cache with a warning rather than failing the
     /// host.
-    pub fn new(dir: Option<&Path>, engine: &Engine) -> CompileCache {
+    pub fn new(dir: Option<&Path>) -> CompileCache {
         let dir = dir.and_then(|dir| match usable_dir(dir) {
             Ok(()) => Some(dir.to_path_buf()),
             Err(e) => {
@@ -67,7 +66,6 @@ impl CompileCache {
         });
         CompileCache {
             dir,
-            engine_key: engine::fingerprint(engine),
             compiler: Compiler::InProcess,
         }
     }
@@ -77,14 +75,15 @@ impl CompileCache {
         CompileCache { compiler, ..self }
     }
 
-    pub fn disabled(engine: &Engine) -> CompileCache {
-        CompileCache::new(None, engine)
+    pub fn disabled() -> CompileCache {
+        CompileCache::new(None)
     }
 
-    /// Where the entry for a wasm with this digest lives.
-    pub fn entry_path(&self, digest: &str) -> Option<PathBuf> {
+    /// Where the entry for a wasm with this digest, compiled for `engine`,
+    /// lives.
+    pub fn entry_path(&self, digest: &str, engine: &Engine) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        Some(dir.join(format!("{digest}-{}.cwasm", self.engine_key)))
+        Some(dir.join(format!("{digest}-{}.cwasm", engine::fingerprint(engine))))
     }
 
     /// Compiles `wasm` (whose sha256 is `digest`), or loads it from the
@@ -109,7 +108,7 @@ impl CompileCache {
         wasm: &[u8],
         digest: &str,
     ) -> Result<(Component, CacheOutcome)> {
-        let Some(entry) = self.entry_path(digest) else {
+        let Some(entry) = self.entry_path(digest, engine) else {
             return Ok((self.compiler.compile(engine, wasm)?, CacheOutcome::Disabled));
         };
         if let Some(component) = load_entry(engine, &entry) {
@@ -241,12 +240,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for shared in [0o777, 0o775, 0o703] {
             mode(dir.path(), shared);
-            let cache = CompileCache::new(Some(dir.path()), &engine);
-            assert!(cache.entry_path("x").is_none(), "mode {shared:o}");
+            let cache = CompileCache::new(Some(dir.path()));
+            assert!(cache.entry_path("x", &engine).is_none(), "mode {shared:o}");
         }
         mode(dir.path(), 0o755);
-        let cache = CompileCache::new(Some(dir.path()), &engine);
-        assert!(cache.entry_path("x").is_some());
+        let cache = CompileCache::new(Some(dir.path()));
+        assert!(cache.entry_path("x", &engine).is_some());
     }
 
     #[test]

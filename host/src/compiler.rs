@@ -122,14 +122,22 @@ fn precompile_in_child(exe: &PathBuf, wasm: &[u8]) -> Result<Vec<u8>, ChildError
 /// The child's exit status when the input is not a valid component.
 pub const REFUSED: i32 = 3;
 
-/// The child's side: compiles the wasm on stdin for an engine built with
-/// `engine`, writes the artifact to stdout. Returns the exit status.
-pub fn run_child(engine: &Engine) -> i32 {
+/// The child's side: compiles the wasm on stdin for the engine `engine`
+/// builds for it (which engine depends on the component's wasi:http
+/// world), writes the artifact to stdout. Returns the exit status.
+pub fn run_child(engine: impl FnOnce(&[u8]) -> Result<Engine>) -> i32 {
     let mut wasm = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
         eprintln!("error: reading the component from stdin: {e}");
         return 1;
     }
+    let engine = match engine(&wasm) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return REFUSED;
+        }
+    };
     let artifact = match engine.precompile_component(&wasm) {
         Ok(artifact) => artifact,
         Err(e) => {

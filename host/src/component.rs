@@ -7,7 +7,7 @@
 //! the reason in one line.
 
 use crate::cache::{CacheOutcome, CompileCache};
-use crate::engine::{PerComponent, TickerHandle};
+use crate::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::footprint::{self, Footprint};
 use crate::limits::{MemoryBudget, RequestLimits};
 use crate::sandbox::{self, Grants, HostState, MemoryLimit};
@@ -153,12 +153,12 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles (or loads from the cache) and validates a component. Blocking:
-/// call it off the request path. A component that would not fit the pool
-/// (`per_component`) is refused before it is compiled.
+/// Compiles (or loads from the cache) and validates a component, for the
+/// engine its wasi:http world needs. Blocking: call it off the request
+/// path. A component that would not fit the pool (`per_component`) is
+/// refused before it is compiled.
 pub fn compile(
-    engine: &Engine,
-    linker: &Linker<HostState>,
+    wasmtime: &Wasmtime,
     per_component: &PerComponent,
     cache: &CompileCache,
     file: &WasmFile,
@@ -173,6 +173,7 @@ pub fn compile(
     let world = world::of_component(&file.bytes)
         .with_context(|| format!("`{path}`: not a valid component"))?;
     world::check_p3_version(&world).with_context(|| format!("`{path}`"))?;
+    let (engine, linker): (&Engine, &Linker<HostState>) = wasmtime.for_world(&world)?;
     let started = Instant::now();
     let (component, outcome) = cache
         .compile(engine, &file.bytes, &file.digest)

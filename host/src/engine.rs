@@ -1,20 +1,28 @@
-//! The one wasmtime `Engine` and `Linker` of the process, and its epoch ticker.
+//! The process's wasmtime engines and linkers, and their epoch ticker.
 //!
 //! The engine uses the pooling allocator, tuned for these VMs: releasing an
 //! instance's memory back to the kernel costs cross-CPU TLB shootdowns, so
 //! slots keep their memory resident and are reset in place. Epoch
-//! interruption bounds a guest's CPU time; one ticker thread per engine
-//! advances the epoch (never a thread per request), and parks while no
-//! guest runs. The same settings render as `wasmtime serve` flags, for the
-//! benchmark's like-for-like comparison.
+//! interruption bounds a guest's CPU time; one ticker thread advances the
+//! epoch (never a thread per request), and parks while no guest runs. The
+//! same settings render as `wasmtime serve` flags, for the benchmark's
+//! like-for-like comparison.
+//!
+//! wasi:http 0.2 handlers run on an engine without the component model's
+//! concurrency support: with it on, wasmtime 48 sends every call, 0.2's
+//! included, through its concurrent-call machinery, which cost the 0.2
+//! hello a quarter more CPU per request. wasi:http 0.3 handlers need it, so
+//! they get a second engine with the same settings plus concurrency, built
+//! when the first one is loaded ([`Wasmtime::for_world`]).
 
 use crate::footprint::Footprint;
 use crate::limits::Limits;
 use crate::sandbox::HostState;
+use crate::world::HttpWorld;
 use anyhow::{Context, Result, bail};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 use wasmtime::component::Linker;
@@ -51,30 +59,87 @@ const STACK_HEADROOM: u32 = 4;
 /// instance and the stack totals make room for this many beyond the rest.
 pub const MAX_IDLE_INSTANCES: u32 = 64;
 
-/// The engine and the linker for it: all that compiling and instantiating
+/// The engines and their linkers: all that compiling and instantiating
 /// components needs.
 #[derive(Clone)]
 pub struct Wasmtime {
+    /// For wasi:http 0.2 handlers.
     pub engine: Engine,
     pub linker: Linker<HostState>,
+    /// For wasi:http 0.3 handlers, built on first use.
+    concurrent: Arc<Concurrent>,
+}
+
+struct Concurrent {
+    limits: Limits,
+    built: OnceLock<(Engine, Linker<HostState>)>,
+    /// Held while building, so two loads never build two.
+    building: Mutex<()>,
 }
 
 impl Wasmtime {
-    /// Builds both for the given host limits.
+    /// Builds the 0.2 engine and its linker for the given host limits.
     pub fn new(limits: &Limits) -> Result<Wasmtime> {
         let engine = build(limits)?;
         let linker = linker(&engine)?;
-        Ok(Wasmtime { engine, linker })
+        Ok(Wasmtime {
+            engine,
+            linker,
+            concurrent: Arc::new(Concurrent {
+                limits: limits.clone(),
+                built: OnceLock::new(),
+                building: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The engine and linker for a component exporting `world`.
+    pub fn for_world(&self, world: &HttpWorld) -> Result<(&Engine, &Linker<HostState>)> {
+        if !matches!(world, HttpWorld::P3(_)) {
+            return Ok((&self.engine, &self.linker));
+        }
+        let concurrent = &*self.concurrent;
+        if concurrent.built.get().is_none() {
+            let _building = concurrent.building.lock().unwrap();
+            if concurrent.built.get().is_none() {
+                let engine = build_concurrent(&concurrent.limits)?;
+                let linker = concurrent_linker(&engine)?;
+                let _ = concurrent.built.set((engine, linker));
+            }
+        }
+        let (engine, linker) = concurrent.built.get().expect("built above");
+        Ok((engine, linker))
+    }
+
+    /// Every engine built so far.
+    pub fn engines(&self) -> impl Iterator<Item = &Engine> {
+        std::iter::once(&self.engine).chain(self.concurrent.built.get().map(|(engine, _)| engine))
     }
 }
 
-/// Builds the process's engine for the given host limits.
+/// Builds the engine for wasi:http 0.2 handlers for the given host limits.
 pub fn build(limits: &Limits) -> Result<Engine> {
+    build_with(limits, false)
+}
+
+/// Builds the engine for wasi:http 0.3 handlers: the same, with the
+/// component model's concurrency support and async features.
+pub fn build_concurrent(limits: &Limits) -> Result<Engine> {
+    build_with(limits, true)
+}
+
+/// The engine for a component exporting `world` (for the compiler child,
+/// which sees only the wasm).
+pub fn build_for(limits: &Limits, world: &HttpWorld) -> Result<Engine> {
+    build_with(limits, matches!(world, HttpWorld::P3(_)))
+}
+
+fn build_with(limits: &Limits, concurrency: bool) -> Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        // wasi:http 0.3 handlers (see crate::p3).
-        .wasm_component_model_async(true)
+        .concurrency_support(concurrency)
+        .wasm_component_model_async(concurrency)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(
             Pool::for_limits(limits).config(),
@@ -276,14 +341,20 @@ pub fn wasmtime_serve_flags(limits: &Limits) -> Vec<String> {
         .collect()
 }
 
-/// The linker every component is pre-instantiated with: WASI p2 and p3
-/// (granting nothing unless a route says so) plus wasi:http 0.2 and 0.3.
-/// Both sets share one linker: a p3 guest built by Rust's wasm32-wasip2
-/// target imports p2 interfaces for its standard library too.
+/// The linker 0.2 handlers are pre-instantiated with: WASI p2 (granting
+/// nothing unless a route says so) plus wasi:http.
 pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// The linker 0.3 handlers are pre-instantiated with: everything of
+/// [`linker`] plus WASI p3 and wasi:http 0.3 (a p3 guest built by Rust's
+/// wasm32-wasip2 target imports p2 interfaces for its standard library too).
+pub fn concurrent_linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = linker(engine)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     Ok(linker)
@@ -321,7 +392,8 @@ struct TickerShared {
 }
 
 impl EpochTicker {
-    pub fn start(engine: &Engine) -> EpochTicker {
+    /// Ticks every engine of `wasmtime`, those built later included.
+    pub fn start(wasmtime: &Wasmtime) -> EpochTicker {
         let shared = Arc::new(TickerShared {
             stop: AtomicBool::new(false),
             running: AtomicUsize::new(0),
@@ -330,9 +402,9 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("wasmlet-epoch".into())
             .spawn({
-                let engine = engine.clone();
+                let wasmtime = wasmtime.clone();
                 let shared = shared.clone();
-                move || tick(&engine, &shared)
+                move || tick(&wasmtime, &shared)
             })
             .expect("failed to spawn the epoch ticker thread");
         EpochTicker {
@@ -360,11 +432,13 @@ impl EpochTicker {
     }
 }
 
-fn tick(engine: &Engine, shared: &TickerShared) {
+fn tick(wasmtime: &Wasmtime, shared: &TickerShared) {
     let mut idle_ticks = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(EPOCH_TICK);
-        engine.increment_epoch();
+        for engine in wasmtime.engines() {
+            engine.increment_epoch();
+        }
         if shared.running.load(Ordering::SeqCst) > 0 {
             idle_ticks = 0;
             continue;
@@ -486,8 +560,8 @@ mod tests {
 
     #[test]
     fn the_ticker_parks_while_no_guest_runs_and_wakes_for_one() {
-        let engine = build(&Limits::default()).unwrap();
-        let ticker = EpochTicker::start(&engine);
+        let wasmtime = Wasmtime::new(&Limits::default()).unwrap();
+        let ticker = EpochTicker::start(&wasmtime);
         let handle = ticker.handle();
         wait_until("the idle ticker parks", || ticker.is_parked());
 

@@ -69,26 +69,23 @@ fn compiler_child() -> Compiler {
 /// `serve` uses by default (wasmtime checks that the artifact fits the
 /// host's engine when it loads it).
 fn precompile() -> ExitCode {
-    let status = match wasmlet::engine::build(&wasmlet::limits::Limits::default()) {
-        Ok(engine) => compiler::run_child(&engine),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
-        }
-    };
+    let status = compiler::run_child(|wasm| {
+        let world = wasmlet::world::of_component(wasm)?;
+        wasmlet::engine::build_for(&wasmlet::limits::Limits::default(), &world)
+    });
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
 
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
     let limits = args.limits;
-    let Wasmtime { engine, linker } = Wasmtime::new(&limits)?;
-    let ticker = EpochTicker::start(&engine);
-    let cache = wasmlet::cache::CompileCache::disabled(&engine);
+    let wasmtime = Wasmtime::new(&limits)?;
+    let ticker = EpochTicker::start(&wasmtime);
+    let cache = wasmlet::cache::CompileCache::disabled();
     let file =
         component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
     let per_component = PerComponent::for_limits(&limits);
-    let loaded = component::compile(&engine, &linker, &per_component, &cache, &file)?;
+    let loaded = component::compile(&wasmtime, &per_component, &cache, &file)?;
     component::trial_instantiate(
         &loaded,
         &Grants::none("(check)"),
@@ -97,7 +94,7 @@ async fn check(args: CheckArgs) -> Result<()> {
         &ticker.handle(),
     )
     .await?;
-    let (imports, exports) = component::interface(&engine, &loaded);
+    let (imports, exports) = component::interface(loaded.engine(), &loaded);
     println!(
         "ok: `{}` is a wasi:http component this host can serve",
         args.component.display()

@@ -37,7 +37,7 @@ use crate::p3::{P3Parts, P3Route, Reporter};
 use crate::registry::{Handler, Registry, RouteError, RoutingTable};
 use crate::reuse::{IdleSlots, Instances};
 use crate::router::Router;
-use crate::sandbox::{Grants, HostState};
+use crate::sandbox::Grants;
 use anyhow::{Context, Result, anyhow, bail};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Serialize;
@@ -46,8 +46,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::UnboundedReceiver;
-use wasmtime::Engine;
-use wasmtime::component::Linker;
 use wasmtime_wasi_http::handler::ProxyPre;
 
 /// One version of a route's handler: its component, and for an `oci://`
@@ -144,8 +142,7 @@ pub struct ReloadReport {
 
 pub struct Reloader {
     source: Source,
-    engine: Engine,
-    linker: Linker<HostState>,
+    wasmtime: Wasmtime,
     /// Keeps the epoch ticking while a trial instantiation runs.
     ticker: TickerHandle,
     cache: CompileCache,
@@ -198,8 +195,7 @@ impl Reloader {
         Reloader {
             oci,
             source: parts.source,
-            engine: parts.wasmtime.engine,
-            linker: parts.wasmtime.linker,
+            wasmtime: parts.wasmtime,
             ticker: parts.ticker,
             cache: parts.cache,
             limits: parts.limits,
@@ -508,11 +504,10 @@ impl Reloader {
     /// compile past --compile-timeout is abandoned (at start-up there is
     /// no version to keep serving, and the first load runs inline).
     async fn compile(&self, file: WasmFile) -> Result<LoadedComponent> {
-        let (engine, linker, cache) =
-            (self.engine.clone(), self.linker.clone(), self.cache.clone());
+        let (wasmtime, cache) = (self.wasmtime.clone(), self.cache.clone());
         let per_component = PerComponent::for_limits(&self.limits);
         if !self.registry.is_loaded() {
-            return component::compile(&engine, &linker, &per_component, &cache, &file);
+            return component::compile(&wasmtime, &per_component, &cache, &file);
         }
         let timeout = self.load_limits.compile_timeout;
         let path = file.path.clone();
@@ -530,7 +525,7 @@ impl Reloader {
             .context("the compile semaphore is never closed")?;
         let compile = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            component::compile(&engine, &linker, &per_component, &cache, &file)
+            component::compile(&wasmtime, &per_component, &cache, &file)
         });
         match tokio::time::timeout_at(deadline, compile).await {
             Ok(joined) => joined.context("compile task failed")?,

@@ -54,7 +54,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
 fn a_cache_entry_from_another_engine_is_rebuilt() {
     let engine = wasmlet::engine::build(&Limits::default()).unwrap();
     let dir = tempdir();
-    let cache = CompileCache::new(Some(dir.path()), &engine);
+    let cache = CompileCache::new(Some(dir.path()));
     let wasm = std::fs::read(wasm::HELLO).unwrap();
     let digest: String = sha2::Sha256::digest(&wasm)
         .iter()
@@ -68,7 +68,7 @@ fn a_cache_entry_from_another_engine_is_rebuilt() {
     let artifact = foreign.precompile_component(&wasm).unwrap();
     let mut entry = sha2::Sha256::digest(&artifact).to_vec();
     entry.extend_from_slice(&artifact);
-    let path = cache.entry_path(&digest).unwrap();
+    let path = cache.entry_path(&digest, &engine).unwrap();
     std::fs::write(&path, &entry).unwrap();
 
     let (_component, outcome) = cache.compile(&engine, &wasm, &digest).unwrap();
