@@ -14,6 +14,8 @@ agree with each other and with the image:
   - the handler ConfigMap exists and is mounted as a whole folder (no subPath: those never see
     updates) over the image's handler folder; the cache folder is a writable emptyDir;
   - the handlers' memory budget (WASMLET_MAX_TOTAL_MEMORY) is set and under the memory limit;
+  - the cache's cap (WASMLET_CACHE_MAX_SIZE, default 192MiB) is on, and under the cache emptyDir's
+    sizeLimit by at least what one new handler writes before the host prunes;
   - the securityContext is restrictive, requests and limits are set, the rollout never drops
     below 3 ready replicas, and the PDB leaves room for a drain;
   - a NetworkPolicy selects the pods: the public port open to all, the admin port only to pods
@@ -46,6 +48,10 @@ HTTP_PORT = 5000
 HANDLERS_DIR = "/app/handlers"
 DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the host's documented default for --drain-timeout
 DEFAULT_CACHE_DIR = "/var/cache/wasmlet/components"
+DEFAULT_CACHE_MAX_SIZE = "192MiB"  # the host's documented default for --cache-max-size
+# What one new handler may write under --cache-dir before the host prunes back to its cap: a
+# Python hello pulled from a registry is an 18.9 MB layer and 35.8 MB compiled.
+HANDLER_CACHE_BYTES = 55_000_000
 SCRAPER_LABEL = ("wasmlet.dev/metrics-scraper", "true")  # documented in k8s/base/networkpolicy.yaml
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -245,6 +251,15 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
                if cache_dir == path or cache_dir.startswith(path.rstrip("/") + "/")), None)
     r.check("cache-volume", cm is not None and "emptyDir" in volumes.get(cm["name"], {}),
             f"{cache_dir} is in an emptyDir (writable under a read-only root)")
+    # Past the emptyDir's sizeLimit kubelet evicts the pod; the host prunes its cache to
+    # WASMLET_CACHE_MAX_SIZE after each write, so the cap needs one handler's room below it.
+    size_limit_text = (volumes.get(cm["name"], {}).get("emptyDir") or {}).get("sizeLimit") if cm else None
+    cap_text = env.get("WASMLET_CACHE_MAX_SIZE") or image_env.get("WASMLET_CACHE_MAX_SIZE") or DEFAULT_CACHE_MAX_SIZE
+    size_limit = parse_size(size_limit_text) if size_limit_text else None
+    cap = parse_size(cap_text)
+    r.check("cache-cap", size_limit is not None and 0 < cap and cap + HANDLER_CACHE_BYTES <= size_limit,
+            f"WASMLET_CACHE_MAX_SIZE {cap_text} leaves {HANDLER_CACHE_BYTES // 1_000_000} MB for one new handler"
+            f" under the cache emptyDir's sizeLimit {size_limit_text}")
 
     # Security and resources.
     psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
@@ -425,6 +440,13 @@ MUTATIONS = [
      lambda d: [e.update(value="600MiB") for e in _ctr(d)["env"] if e["name"] == "WASMLET_MAX_TOTAL_MEMORY"]),
     ("no memory budget for handlers", "memory-budget",
      lambda d: _ctr(d).update(env=[e for e in _ctr(d)["env"] if e["name"] != "WASMLET_MAX_TOTAL_MEMORY"])),
+    ("cache cap at the cache emptyDir's sizeLimit", "cache-cap",
+     lambda d: [e.update(value="256MiB") for e in _ctr(d)["env"] if e["name"] == "WASMLET_CACHE_MAX_SIZE"]),
+    ("cache cap turned off", "cache-cap",
+     lambda d: [e.update(value="0") for e in _ctr(d)["env"] if e["name"] == "WASMLET_CACHE_MAX_SIZE"]),
+    ("cache emptyDir without a sizeLimit", "cache-cap",
+     lambda d: [v["emptyDir"].pop("sizeLimit") for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if "emptyDir" in v]),
     ("rollout may drop a replica", "rollout",
      lambda d: _dep(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     ("PDB blocks every drain", "pdb-allows-drain",

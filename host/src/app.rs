@@ -5,8 +5,9 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::cache::CompileCache;
+use crate::cache_budget::CacheBudget;
 use crate::compiler::Compiler;
-use crate::config::{LoadLimits, ServeArgs};
+use crate::config::{CacheArgs, LoadLimits, ServeArgs};
 use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
 use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
@@ -51,13 +52,14 @@ impl App {
         source: Source,
         limits: Limits,
         load_limits: LoadLimits,
-        cache_dir: Option<&std::path::Path>,
+        cache: &CacheArgs,
         wasmtime: Wasmtime,
         compiler: Compiler,
         worker_threads: usize,
     ) -> (Arc<App>, EpochTicker) {
         let ticker = EpochTicker::start(&wasmtime);
-        let cache = CompileCache::new(cache_dir).with_compiler(compiler);
+        let cache_dir = cache.cache_dir.as_deref();
+        let compile_cache = CompileCache::new(cache_dir).with_compiler(compiler);
         let registry = Arc::new(Registry::new());
         let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
         let mut metrics = Metrics::new();
@@ -65,13 +67,16 @@ impl App {
             metrics.register_memory_budget(budget);
         }
         let metrics = Arc::new(metrics);
+        let cache_budget =
+            cache_dir.map(|dir| Arc::new(CacheBudget::new(dir, cache.cache_max_size, &metrics)));
         let own_addresses = OwnAddresses::default();
         let reloader = Arc::new(Reloader::new(
             ReloaderParts {
                 source,
                 wasmtime,
                 ticker: ticker.handle(),
-                cache,
+                cache: compile_cache,
+                cache_budget,
                 limits: limits.clone(),
                 load_limits,
                 memory_budget: memory_budget.clone(),
@@ -127,7 +132,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         source,
         args.limits.clone(),
         args.load.clone(),
-        args.cache_dir.as_deref(),
+        &args.cache,
         Wasmtime::new(&args.limits)?,
         compiler,
         worker_threads,

@@ -1,7 +1,8 @@
 //! The on-disk cache of compiled components.
 //!
 //! An entry is named by the wasm's sha256 and the engine's fingerprint, so a
-//! restart or a swap back to a known version skips compilation. An entry
+//! restart or a swap back to a known version skips compilation (while the
+//! entry is kept: [`crate::cache_budget`] prunes the least recently used). An entry
 //! starts with the sha256 of the rest of the file; a corrupt entry (bad
 //! checksum) or a foreign one (wasmtime refuses it) is ignored, removed and
 //! rebuilt.
@@ -169,7 +170,11 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
         return None;
     }
     match deserialize(engine, &bytes[CHECKSUM_LEN..]) {
-        Ok(component) => Some(component),
+        Ok(component) => {
+            // Recently used entries are the last `--cache-max-size` prunes.
+            crate::cache_budget::touch(entry);
+            Some(component)
+        }
         Err(e) => {
             tracing::warn!(entry = %entry.display(), error = %e, "ignoring compile cache entry this engine cannot load");
             let _ = std::fs::remove_file(entry);

@@ -55,10 +55,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMLET_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Directory for compiled components, keyed by the wasm's sha256 and
-    /// the engine's settings. Without it every start compiles again.
-    #[arg(long, env = "WASMLET_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     /// Do not watch the manifest and components for changes (reload only on
     /// SIGHUP or POST /reload).
@@ -128,6 +126,39 @@ impl Default for NetLimits {
         }
     }
 }
+
+/// Where compiled components and pulled `oci://` blobs are kept, and how
+/// much of them (see the `cache` and `cache_budget` modules).
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Directory for compiled components, keyed by the wasm's sha256 and
+    /// the engine's settings, and for pulled `oci://` components. Without
+    /// it every start compiles again.
+    #[arg(long, env = "WASMLET_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    // The default fits the Deployment's 256Mi emptyDir with room for one
+    // more Python handler, ~55 MB compiled and pulled, written before the
+    // next prune: past the emptyDir's sizeLimit kubelet evicts the pod.
+    /// Most bytes kept under --cache-dir: compiled components and pulled
+    /// blobs together. Past it the least recently used are removed, but
+    /// never what the serving handlers use (then the cap gives way, with a
+    /// warning). `0`: no cap.
+    #[arg(long, env = "WASMLET_CACHE_MAX_SIZE", default_value = "192MiB", value_parser = parse_bytes)]
+    pub cache_max_size: u64,
+}
+
+impl Default for CacheArgs {
+    fn default() -> Self {
+        CacheArgs {
+            cache_dir: None,
+            cache_max_size: DEFAULT_CACHE_MAX_SIZE,
+        }
+    }
+}
+
+/// `--cache-max-size`'s default, in bytes.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 192 << 20;
 
 /// Bounds on the work one load (start-up or reload) may do.
 #[derive(Debug, Clone, Args)]
@@ -260,6 +291,24 @@ mod tests {
         assert_eq!(args.net.write_timeout, NetLimits::default().write_timeout);
         assert_eq!(args.net.min_body_rate, NetLimits::default().min_body_rate);
         assert!(args.net.admin_allowed_hosts.is_empty());
+        assert_eq!(args.cache.cache_max_size, DEFAULT_CACHE_MAX_SIZE);
+        assert_eq!(args.cache.cache_max_size, 192 << 20);
+    }
+
+    #[test]
+    fn cache_max_size_parses_units_and_zero() {
+        let parse = |size: &str| {
+            let cli =
+                Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--cache-max-size", size])?;
+            let Command::Serve(args) = cli.command else {
+                panic!("expected serve")
+            };
+            Ok::<_, clap::Error>(args.cache.cache_max_size)
+        };
+        assert_eq!(parse("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse("0").unwrap(), 0, "no cap");
+        assert!(parse("lots").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`router`]: route patterns and longest-match lookup (pure logic).
 //! - [`engine`]: the one wasmtime `Engine`, `Linker` and epoch ticker.
 //! - [`cache`]: the on-disk cache of compiled components.
+//! - [`cache_budget`]: keeping `--cache-dir` under `--cache-max-size`, least recently used out first.
 //! - [`footprint`]: what one instance of a component needs: core instances, memories, tables.
 //! - [`compiler`]: compiling in a child process, so the compiler's heap dies with it.
 //! - [`heap`]: giving the heap's free pages back after a compile.
@@ -39,6 +40,7 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod cache_budget;
 pub mod canary;
 pub mod cgroup;
 pub mod compiler;

@@ -135,6 +135,9 @@ pub struct Metrics {
     pub instances_created: Family<RouteLabel, Counter>,
     pub instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram>,
     pub idle_instances: Family<RouteLabel, Gauge>,
+    /// What the host's files under --cache-dir hold (see `cache_budget`).
+    pub cache_bytes: Gauge<u64, AtomicU64>,
+    pub cache_pruned: Counter,
     resident_memory: Gauge,
     open_fds: Gauge,
     /// The cgroup's working set, when the process's cgroup can be read.
@@ -257,6 +260,20 @@ impl Metrics {
             compile_seconds.clone(),
         );
 
+        let cache_bytes = Gauge::<u64, AtomicU64>::default();
+        host.register_with_unit(
+            "cache",
+            "What the host's files under --cache-dir hold after the last reload: compiled components and pulled blobs (0 without --cache-dir)",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
+        let cache_pruned = Counter::default();
+        host.register(
+            "cache_pruned",
+            "Files removed from --cache-dir to keep it under --cache-max-size, least recently used first",
+            cache_pruned.clone(),
+        );
+
         let working_set = MemoryCgroup::find().map(|cgroup| {
             let gauge = Gauge::<u64, AtomicU64>::default();
             host.register_with_unit(
@@ -318,6 +335,8 @@ impl Metrics {
             instances_created,
             instance_requests,
             idle_instances,
+            cache_bytes,
+            cache_pruned,
             working_set,
             requests,
             duration,

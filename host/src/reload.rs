@@ -19,9 +19,12 @@
 //! a reload's compile by --compile-timeout. A compile past it is abandoned
 //! (it cannot be interrupted; it finishes on its thread and is dropped,
 //! and the next compile waits for it), the reload fails, and the serving
-//! version stays.
+//! version stays. What a reload writes under --cache-dir is pruned to
+//! --cache-max-size as it goes, sparing the serving table's versions and
+//! its own (see [`crate::cache_budget`]).
 
-use crate::cache::CompileCache;
+use crate::cache::{CacheOutcome, CompileCache};
+use crate::cache_budget::{CacheBudget, Served};
 use crate::canary::{self, ActionError, Canary, CanaryState, Phase};
 use crate::component::{self, LoadedComponent, WasmFile};
 use crate::config::LoadLimits;
@@ -162,6 +165,8 @@ pub struct Reloader {
     compiling: Arc<tokio::sync::Semaphore>,
     /// Fetches `oci://` components into `--cache-dir`; none without one.
     oci: Option<Puller>,
+    /// Keeps `--cache-dir` under `--cache-max-size`; none without one.
+    budget: Option<Arc<CacheBudget>>,
     /// The host-wide allowance of instances kept idle for reuse.
     idle_slots: IdleSlots,
 }
@@ -172,6 +177,8 @@ pub struct ReloaderParts {
     pub wasmtime: Wasmtime,
     pub ticker: TickerHandle,
     pub cache: CompileCache,
+    /// Keeps `--cache-dir` under `--cache-max-size`; none without one.
+    pub cache_budget: Option<Arc<CacheBudget>>,
     pub limits: Limits,
     pub load_limits: LoadLimits,
     pub memory_budget: Option<MemoryBudget>,
@@ -198,6 +205,7 @@ impl Reloader {
             wasmtime: parts.wasmtime,
             ticker: parts.ticker,
             cache: parts.cache,
+            budget: parts.cache_budget,
             limits: parts.limits,
             load_limits: parts.load_limits,
             memory_budget: parts.memory_budget,
@@ -213,7 +221,7 @@ impl Reloader {
     /// Reloads from disk; on failure the serving table stays as it was.
     pub async fn reload(&self, trigger: &'static str) -> Result<ReloadReport> {
         let _running = self.running.lock().await;
-        match self.try_reload().await {
+        let result = match self.try_reload().await {
             Ok(report) => {
                 self.registry.record_success();
                 self.metrics.reload(report.outcome);
@@ -241,7 +249,9 @@ impl Reloader {
                 self.metrics.reload("error");
                 Err(error)
             }
-        }
+        };
+        self.prune_cache().await;
+        result
     }
 
     async fn try_reload(
@@ -402,6 +412,7 @@ impl Reloader {
             Some(reference) => Some(self.pull(spec, reference).await?),
             None => None,
         };
+        let downloaded = pulled.as_ref().is_some_and(|p| !p.from_cache);
         let path = pulled
             .as_ref()
             .map_or_else(|| spec.component.clone(), |p| p.path.clone());
@@ -414,9 +425,13 @@ impl Reloader {
             None => None,
         };
         if let Some(component) = known.get(file.digest.as_str()) {
+            self.use_cache(&file.digest, &resolved, downloaded).await;
             return Ok(((*component).clone(), false, resolved));
         }
         let loaded = self.compile(file).await?;
+        let compiled = loaded.cache == CacheOutcome::Miss;
+        self.use_cache(&loaded.digest, &resolved, downloaded || compiled)
+            .await;
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         component::trial_instantiate(
             &loaded,
@@ -441,6 +456,54 @@ impl Reloader {
             "component loaded"
         );
         Ok((Arc::new(loaded), true, resolved))
+    }
+
+    /// Spares what this version uses in `--cache-dir` until the reload
+    /// ends, and after a write to it prunes it to `--cache-max-size` right
+    /// away: a reload of several new components would otherwise overshoot
+    /// the cap by all of them before it ends.
+    async fn use_cache(&self, digest: &str, resolved: &Option<String>, wrote: bool) {
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        let version = (digest.to_string(), resolved.clone());
+        let serving = self.serving();
+        let _ = self
+            .blocking(move || {
+                budget.hold(&version);
+                if wrote {
+                    budget.enforce(&serving);
+                }
+            })
+            .await;
+    }
+
+    /// At the end of a reload, published or not: only the serving table is
+    /// spared now, and the cache is pruned to `--cache-max-size`.
+    async fn prune_cache(&self) {
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        let serving = self.serving();
+        let _ = self
+            .blocking(move || {
+                budget.release();
+                budget.enforce(&serving)
+            })
+            .await;
+    }
+
+    /// Every version the published table serves, stable and canary.
+    fn serving(&self) -> Vec<Served> {
+        let Some(table) = self.registry.table() else {
+            return Vec::new();
+        };
+        table
+            .router
+            .iter()
+            .flat_map(|(_, h)| std::iter::once(&**h).chain(h.canary.iter().map(|c| &*c.handler)))
+            .map(|h| (h.component.digest.clone(), h.resolved.clone()))
+            .collect()
     }
 
     /// The digest `reference`'s tag names now (one manifest HEAD).

@@ -36,10 +36,15 @@ impl BlobStore {
         Ok(self.root.join("blobs").join("sha256").join(hex))
     }
 
-    /// The blob's path if it is in the store.
+    /// The blob's path if it is in the store. Marks it used (its mtime),
+    /// so `--cache-max-size` prunes it among the last.
     pub fn get(&self, digest: &str) -> Result<Option<PathBuf>> {
         let path = self.path(digest)?;
-        Ok(path.is_file().then_some(path))
+        if !path.is_file() {
+            return Ok(None);
+        }
+        crate::cache_budget::touch(&path);
+        Ok(Some(path))
     }
 
     /// Reads a stored manifest back, checking its digest again (a cached
@@ -115,8 +120,9 @@ impl BlobStore {
             .root
             .join("signatures")
             .join(&signed["sha256:".len()..]);
-        let text = std::fs::read_to_string(path).ok()?;
+        let text = std::fs::read_to_string(&path).ok()?;
         check_digest(text.trim()).ok()?;
+        crate::cache_budget::touch(&path);
         Some(text.trim().to_string())
     }
 

@@ -17,7 +17,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
         Source::Component(pathbuf(wasm::HELLO)),
         Limits::default(),
         LoadLimits::default(),
-        None,
+        &wasmlet::config::CacheArgs::default(),
         Wasmtime::new(&Limits::default()).unwrap(),
         wasmlet::compiler::Compiler::InProcess,
         1,

@@ -1,0 +1,569 @@
+//! Keeping everything under `--cache-dir` within `--cache-max-size`.
+//!
+//! Two stores write there and neither removes entries on its own: compiled
+//! components (`HEX-ENGINE.cwasm`, see [`crate::cache`]) and pulled OCI
+//! manifests, layers and signature records (`oci/`, see
+//! [`crate::oci::store`]). In Kubernetes the folder is an emptyDir with a
+//! `sizeLimit`, and past it kubelet evicts the pod. So after a reload writes
+//! an entry, and when each reload ends, entries go least recently used
+//! first (oldest mtime; reading an entry touches it) until the total fits.
+//! What the serving routing table uses, or the reload in progress, is never
+//! removed: if that alone is over the cap, the cap gives way and a warning
+//! says so, once. Only names the host writes are counted and removed; the
+//! temporary file of a write in progress is counted but left alone unless
+//! nothing has written to it for [`STALE_TEMP`].
+
+use crate::metrics::Metrics;
+use crate::oci::cosign;
+use crate::oci::layout::{self, Selected};
+use crate::oci::store::BlobStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// How long a temporary file may go unwritten before it counts as left
+/// behind by a crash. A live write renames its file within seconds: a
+/// download writes every chunk as it arrives (and an attempt is bounded by
+/// --pull-timeout), a compile writes its finished artifact in one go.
+pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
+
+/// One version a table serves, as the cache knows it: the hex sha256 of
+/// its wasm and, for an `oci://` component, the `sha256:…` manifest digest
+/// its reference resolved to.
+pub type Served = (String, Option<String>);
+
+/// Hex digests whose entries are not to be removed.
+type InUse = HashSet<String>;
+
+/// What one [`CacheBudget::enforce`] left, and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes under `--cache-dir` (the host's own files) after pruning.
+    pub bytes: u64,
+    /// Files removed by this call.
+    pub removed: u64,
+}
+
+pub struct CacheBudget {
+    root: PathBuf,
+    /// `None`: no cap (`--cache-max-size 0`); the gauge is still kept.
+    max: Option<u64>,
+    /// Read to follow an in-use manifest to the blobs it needs.
+    store: BlobStore,
+    /// What the reload in progress has loaded: not yet in a published
+    /// table, and not to be pruned before it gets there.
+    held: Mutex<InUse>,
+    /// Whether the last check found the cache over its cap with nothing
+    /// left to remove: the warning is logged once, not at every reload,
+    /// until the cache fits again.
+    over: AtomicBool,
+    bytes: Gauge<u64, AtomicU64>,
+    pruned: Counter,
+}
+
+impl CacheBudget {
+    /// A budget of `max` bytes (0: none) for `root`, the `--cache-dir`.
+    pub fn new(root: &Path, max: u64, metrics: &Metrics) -> CacheBudget {
+        CacheBudget {
+            root: root.to_path_buf(),
+            max: (max > 0).then_some(max),
+            store: BlobStore::new(root.join("oci")),
+            held: Mutex::new(InUse::new()),
+            over: AtomicBool::new(false),
+            bytes: metrics.cache_bytes.clone(),
+            pruned: metrics.cache_pruned.clone(),
+        }
+    }
+
+    /// Spares what `version` uses until [`CacheBudget::release`]: a reload
+    /// holds each version it loads. Blocking (reads manifests).
+    pub fn hold(&self, version: &Served) {
+        let mut held = self.held.lock().unwrap();
+        self.uses(&mut held, version);
+    }
+
+    /// Ends a reload's holds: from now on only the published table counts.
+    pub fn release(&self) {
+        self.held.lock().unwrap().clear();
+    }
+
+    /// Removes least recently used entries until the cache fits its cap,
+    /// sparing what `serving` (every version of the published table) and
+    /// the holds use. Blocking: call it off the request path.
+    pub fn enforce(&self, serving: &[Served]) -> Usage {
+        let mut in_use = self.held.lock().unwrap().clone();
+        for version in serving {
+            self.uses(&mut in_use, version);
+        }
+        let now = SystemTime::now();
+        let mut files = scan(&self.root);
+        let mut bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let mut removed = 0;
+        let mut remove = |file: &CacheFile, bytes: &mut u64| {
+            match std::fs::remove_file(&file.path) {
+                Ok(()) => {
+                    tracing::debug!(file = %file.path.display(), bytes = file.bytes, "cache file removed");
+                    removed += 1;
+                }
+                // Gone already (a corrupt entry dropped by its reader).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %file.path.display(), error = %e, "cannot remove cache file");
+                    return;
+                }
+            }
+            *bytes -= file.bytes;
+        };
+
+        // A temporary file no one writes to any more was left by a crash.
+        files.retain(|file| {
+            let stale = file.digest.is_none()
+                && now.duration_since(file.modified).unwrap_or_default() > STALE_TEMP;
+            if stale {
+                remove(file, &mut bytes);
+            }
+            !stale
+        });
+        if let Some(max) = self.max
+            && bytes > max
+        {
+            let mut unused: Vec<&CacheFile> = files
+                .iter()
+                .filter(|f| f.digest.as_ref().is_some_and(|d| !in_use.contains(d)))
+                .collect();
+            unused.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+            for file in unused {
+                if bytes <= max {
+                    break;
+                }
+                remove(file, &mut bytes);
+            }
+        }
+
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                cache_bytes = bytes,
+                max_bytes = self.max,
+                "cache pruned, least recently used first"
+            );
+        }
+        match self.max {
+            Some(max) if bytes > max => {
+                if !self.over.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        cache_bytes = bytes,
+                        max_bytes = max,
+                        "--cache-dir is over --cache-max-size, and what is left is in use (by the serving handlers, or a write in progress); kept over the cap: raise --cache-max-size, and the volume's size limit with it"
+                    );
+                }
+            }
+            _ => self.over.store(false, Ordering::Relaxed),
+        }
+        self.bytes.set(bytes);
+        self.pruned.inc_by(removed);
+        Usage { bytes, removed }
+    }
+
+    /// Adds what one version needs: the compiled entry named by its wasm's
+    /// digest and, for an `oci://` component, the manifest it resolved to
+    /// and what that leads to in the store: an index's platform manifest,
+    /// the layer, the signature checked for it and the signature's payloads.
+    fn uses(&self, in_use: &mut InUse, (digest, resolved): &Served) {
+        in_use.insert(digest.clone());
+        let mut manifests: Vec<String> = resolved.iter().cloned().collect();
+        while let Some(manifest) = manifests.pop() {
+            if !in_use.insert(hex(&manifest).to_string()) {
+                continue;
+            }
+            if let Some(signature) = self.store.signature(&manifest) {
+                manifests.push(signature);
+            }
+            let Ok(Some(bytes)) = self.store.read_manifest(&manifest) else {
+                continue;
+            };
+            match layout::select(&bytes) {
+                Ok(Selected::Layer(layer)) => {
+                    in_use.insert(hex(&layer.digest).to_string());
+                }
+                Ok(Selected::Platform(child)) => manifests.push(child),
+                // Not a handler's manifest: a signature's.
+                Err(_) => {}
+            }
+            for payload in cosign::signature_layers(&bytes).unwrap_or_default() {
+                in_use.insert(hex(&payload.digest).to_string());
+            }
+        }
+    }
+}
+
+/// Marks a cache entry as used now, so it is among the last to go.
+pub fn touch(path: &Path) {
+    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// `HEX` of `sha256:HEX`.
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// A file the host wrote under `--cache-dir`.
+#[derive(Debug)]
+struct CacheFile {
+    path: PathBuf,
+    bytes: u64,
+    modified: SystemTime,
+    /// The hex digest the entry is named by; `None` for a temporary file.
+    digest: Option<String>,
+}
+
+/// What a file name in one of the cache's folders says it is.
+enum Name {
+    Entry(String),
+    Temp,
+    /// Not a name the host writes: neither counted nor removed.
+    Foreign,
+}
+
+/// Every file the host wrote under `root`: compiled entries at the top,
+/// blobs and signature records under `oci/`.
+fn scan(root: &Path) -> Vec<CacheFile> {
+    let mut files = Vec::new();
+    list(root, compiled_name, &mut files);
+    for dir in [
+        ["oci", "blobs", "sha256"].as_slice(),
+        &["oci", "signatures"],
+    ] {
+        if let Some(dir) = real_dir(root, dir) {
+            list(&dir, stored_name, &mut files);
+        }
+    }
+    files
+}
+
+/// `root/a/b/…` if each step is a directory, not a symlink: nothing
+/// outside `--cache-dir` is ever listed, let alone removed.
+fn real_dir(root: &Path, steps: &[&str]) -> Option<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for step in steps {
+        dir.push(step);
+        if !std::fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+fn list(dir: &Path, name: fn(&str) -> Name, files: &mut Vec<CacheFile>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(file_name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let digest = match name(&file_name) {
+            Name::Entry(digest) => Some(digest),
+            Name::Temp => None,
+            Name::Foreign => continue,
+        };
+        // `DirEntry::metadata` does not follow a symlink: a link is skipped.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        files.push(CacheFile {
+            path: entry.path(),
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            digest,
+        });
+    }
+}
+
+/// `HEX-ENGINE.cwasm`, or `HEX-ENGINE.tmp-RANDOM` while it is written.
+fn compiled_name(name: &str) -> Name {
+    let Some((stem, extension)) = name.split_once('.') else {
+        return Name::Foreign;
+    };
+    let Some((digest, engine)) = stem.split_once('-') else {
+        return Name::Foreign;
+    };
+    if !is_digest(digest) || engine.is_empty() || !engine.bytes().all(is_hex_digit) {
+        return Name::Foreign;
+    }
+    match extension {
+        "cwasm" => Name::Entry(digest.to_string()),
+        tmp if tmp.starts_with("tmp-") => Name::Temp,
+        _ => Name::Foreign,
+    }
+}
+
+/// `HEX` (a blob, or the signature record of the manifest `HEX`), or
+/// `.temp-PID-N` while it is written.
+fn stored_name(name: &str) -> Name {
+    if is_digest(name) {
+        Name::Entry(name.to_string())
+    } else if name.starts_with(".temp-") {
+        Name::Temp
+    } else {
+        Name::Foreign
+    }
+}
+
+fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(is_hex_digit)
+}
+
+fn is_hex_digit(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'a'..=b'f')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::store::sha256;
+
+    const ENGINE: &str = "0123456789abcdef";
+
+    /// A file of `bytes` bytes, last used `age` ago.
+    fn file(path: &Path, bytes: usize, age: Duration) {
+        file_with(path, &vec![0u8; bytes], age);
+    }
+
+    fn file_with(path: &Path, contents: &[u8], age: Duration) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    fn digest(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    fn compiled(root: &Path, n: u8) -> PathBuf {
+        root.join(format!("{}-{ENGINE}.cwasm", digest(n)))
+    }
+
+    fn budget(root: &Path, max: u64) -> CacheBudget {
+        CacheBudget::new(root, max, &Metrics::new())
+    }
+
+    fn minutes(n: u64) -> Duration {
+        Duration::from_secs(60 * n)
+    }
+
+    #[test]
+    fn least_recently_used_entries_go_first_and_entries_in_use_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // 1 is the oldest but serving; 4 is held by a reload in progress.
+        for (n, age) in [(1, 50), (2, 40), (3, 30), (4, 20), (5, 10)] {
+            file(&compiled(root, n), 100, minutes(age));
+        }
+        let budget = budget(root, 250);
+        budget.hold(&(digest(4), None));
+        let usage = budget.enforce(&[(digest(1), None)]);
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 200,
+                removed: 3
+            }
+        );
+        let left: Vec<bool> = (1..=5).map(|n| compiled(root, n).exists()).collect();
+        assert_eq!(left, [true, false, false, true, false]);
+        assert_eq!(budget.bytes.get(), 200);
+        assert_eq!(budget.pruned.get(), 3);
+
+        // Released, the held entry goes before a newer one.
+        budget.release();
+        file(&compiled(root, 6), 100, Duration::ZERO);
+        let usage = budget.enforce(&[(digest(1), None)]);
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 200,
+                removed: 1
+            }
+        );
+        assert!(!compiled(root, 4).exists() && compiled(root, 6).exists());
+        assert_eq!(budget.pruned.get(), 4);
+    }
+
+    #[test]
+    fn over_the_cap_with_everything_in_use_everything_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        file(&compiled(root, 1), 100, minutes(2));
+        file(&compiled(root, 2), 100, minutes(1));
+        let budget = budget(root, 150);
+        let serving = [(digest(1), None), (digest(2), None)];
+        assert_eq!(
+            budget.enforce(&serving),
+            Usage {
+                bytes: 200,
+                removed: 0
+            }
+        );
+        assert!(budget.over.load(Ordering::Relaxed), "warned");
+        // Once 2 is no longer served, the cap holds again.
+        assert_eq!(
+            budget.enforce(&serving[..1]),
+            Usage {
+                bytes: 100,
+                removed: 1
+            }
+        );
+        assert!(!budget.over.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn no_cap_removes_nothing_but_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for n in 1..=3 {
+            file(&compiled(root, n), 100, minutes(n.into()));
+        }
+        let blobs = root.join("oci/blobs/sha256");
+        let fresh = blobs.join(".temp-7-0");
+        let stale = blobs.join(".temp-7-1");
+        let compiling = root.join(format!("{}-{ENGINE}.tmp-{}", digest(9), "ab".repeat(16)));
+        file(&fresh, 10, minutes(1));
+        file(&stale, 10, minutes(61));
+        file(&compiling, 10, minutes(1));
+        let usage = budget(root, 0).enforce(&[]);
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 320,
+                removed: 1
+            }
+        );
+        assert!(!stale.exists() && fresh.exists() && compiling.exists());
+
+        // With a cap, a write in progress is counted but never removed.
+        let usage = budget(root, 1).enforce(&[]);
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 20,
+                removed: 3
+            }
+        );
+        assert!(fresh.exists() && compiling.exists());
+    }
+
+    #[test]
+    fn files_the_host_did_not_name_are_neither_counted_nor_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let foreign = [
+            root.join("notes.txt"),
+            root.join(format!("{}.cwasm", digest(1))),
+            root.join("oci/blobs/sha256/readme"),
+            root.join("oci/blobs/sha512").join(digest(2)),
+        ];
+        for path in &foreign {
+            file(path, 100, minutes(60 * 24));
+        }
+        // A link named like an entry, and a linked folder: never followed.
+        let victim = outside.path().join(digest(3));
+        file(&victim, 100, minutes(60 * 24));
+        std::os::unix::fs::symlink(&victim, compiled(root, 3)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("oci/signatures")).unwrap();
+        let usage = budget(root, 1).enforce(&[]);
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 0,
+                removed: 0
+            }
+        );
+        assert!(foreign.iter().all(|p| p.exists()) && victim.exists());
+    }
+
+    /// Stores `bytes` as a blob; returns its `sha256:…` digest.
+    fn blob(root: &Path, bytes: &[u8], age: Duration) -> String {
+        let digest = sha256(bytes);
+        file_with(
+            &root.join("oci/blobs/sha256").join(hex(&digest)),
+            bytes,
+            age,
+        );
+        digest
+    }
+
+    fn blob_exists(root: &Path, digest: &str) -> bool {
+        root.join("oci/blobs/sha256").join(hex(digest)).exists()
+    }
+
+    #[test]
+    fn an_oci_version_keeps_its_index_manifest_layer_and_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = minutes(60 * 24);
+        let layer = blob(root, b"\0asm the component", old);
+        let manifest = blob(
+            root,
+            serde_json::json!({
+                "schemaVersion": 2,
+                "config": { "mediaType": layout::WASM_CONFIG_TYPE, "digest": sha256(b"{}"), "size": 2 },
+                "layers": [{ "mediaType": "application/wasm", "digest": layer, "size": 18 }],
+            })
+            .to_string()
+            .as_bytes(),
+            old,
+        );
+        let index = blob(
+            root,
+            serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{
+                    "mediaType": layout::OCI_MANIFEST, "digest": manifest, "size": 1,
+                    "platform": { "architecture": "wasm", "os": "wasip2" },
+                }],
+            })
+            .to_string()
+            .as_bytes(),
+            old,
+        );
+        let payload = blob(root, b"{\"critical\":{}}", old);
+        let signature = blob(
+            root,
+            serde_json::json!({
+                "schemaVersion": 2,
+                "layers": [{
+                    "mediaType": cosign::SIMPLESIGNING, "digest": payload, "size": 15,
+                    "annotations": { (cosign::SIGNATURE_ANNOTATION): "c2ln" },
+                }],
+            })
+            .to_string()
+            .as_bytes(),
+            old,
+        );
+        let record = root.join("oci/signatures").join(hex(&index));
+        file_with(&record, signature.as_bytes(), old);
+        let unused = blob(root, b"another layer", old);
+        file(&compiled(root, 9), 100, old);
+
+        let served = (hex(&layer).to_string(), Some(index.clone()));
+        let usage = budget(root, 1).enforce(&[served]);
+        assert_eq!(usage.removed, 2, "the other layer and compiled entry");
+        assert!(!blob_exists(root, &unused) && !compiled(root, 9).exists());
+        for kept in [&layer, &manifest, &index, &signature, &payload] {
+            assert!(blob_exists(root, kept), "{kept}");
+        }
+        assert!(record.exists());
+    }
+}
