@@ -9,7 +9,8 @@
 # (default 5), interleaved (before, after, before, ...), and prints each run
 # and the medians of requests/s and CPU microseconds per request, with the
 # after/before ratios. COMPONENT defaults to the Rust hello.
-# Environment: ROUNDS, CONNS (default 64), DURATION seconds (default 8).
+# Environment: ROUNDS, CONNS (default 64), DURATION seconds (default 8),
+# SERVE_ARGS (more `wasmlet serve` flags for both, e.g. reuse counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:?usage: compare-builds.sh BEFORE_BINARY AFTER_BINARY [COMPONENT]}
@@ -25,7 +26,7 @@ for ((r = 1; r <= rounds; r++)); do
   for which in before after; do
     binary=${!which}
     line=$(RUST_LOG=warn bench/cpu-per-request.sh "http://127.0.0.1:$public/" -- \
-      "$binary" serve "$component" --listen "127.0.0.1:$public" --admin-listen "127.0.0.1:$admin")
+      "$binary" serve "$component" --listen "127.0.0.1:$public" --admin-listen "127.0.0.1:$admin" ${SERVE_ARGS:-})
     echo "round $r $which: $line"
     echo "$which $line" >>"$results"
   done

@@ -19,7 +19,10 @@
 //! - an instance that trapped, timed out or was refused memory takes no new
 //!   request; idle instances count against the host-wide idle allowance
 //!   and leave after `idle_instance_timeout`, or as soon as their route
-//!   version is replaced.
+//!   version is replaced;
+//! - each request worker thread has its own driver and instances, so a
+//!   request and the instance running it stay on one thread, as the 0.2
+//!   path does (see [`crate::workers`]); the counts apply per instance.
 
 use crate::engine::{GuestRunning, TickerHandle};
 use crate::invoke::{self, Fault, Flags, InFlight, ResponseBody, host_response};
@@ -55,7 +58,9 @@ const CAUSE_WAIT: Duration = Duration::from_secs(1);
 /// One route version's p3 instances. Dropping it (the route version was
 /// replaced) tells its idle instances to leave.
 pub struct P3Route {
-    handler: ProxyHandler<RouteState>,
+    /// One driver per request worker thread.
+    shards: Vec<ProxyHandler<Shard>>,
+    state: Arc<RouteState>,
     closed: watch::Sender<bool>,
 }
 
@@ -75,6 +80,8 @@ pub struct P3Parts {
     pub reporter: Reporter,
     pub instances: InstanceMetrics,
     pub idle_slots: IdleSlots,
+    /// Request worker threads: one driver each.
+    pub workers: usize,
 }
 
 /// Where a route version's faults are logged and counted.
@@ -94,14 +101,25 @@ impl Reporter {
 impl P3Route {
     pub fn new(parts: P3Parts) -> P3Route {
         let (closed, closed_rx) = watch::channel(false);
+        let shards = parts.workers.max(1);
+        let state = Arc::new(RouteState {
+            parts,
+            closed: closed_rx,
+            next_instance: AtomicU64::new(0),
+        });
         P3Route {
-            handler: ProxyHandler::new(RouteState {
-                parts,
-                closed: closed_rx,
-                next_instance: AtomicU64::new(0),
-            }),
+            shards: (0..shards)
+                .map(|_| ProxyHandler::new(Shard(state.clone())))
+                .collect(),
+            state,
             closed,
         }
+    }
+
+    /// The driver of the worker thread running the caller.
+    fn shard(&self) -> &ProxyHandler<Shard> {
+        let index = crate::workers::current().unwrap_or(0);
+        &self.shards[index % self.shards.len()]
     }
 
     /// Runs one request on an instance of this route version. `flags` are
@@ -115,8 +133,8 @@ impl P3Route {
         in_flight: InFlight,
         refusal: impl Fn(&Flags) -> Option<Response<ResponseBody>>,
     ) -> Response<ResponseBody> {
-        let reporter = &self.handler.state().parts.reporter;
-        let limits = self.handler.state().parts.limits;
+        let reporter = &self.state.parts.reporter;
+        let limits = self.state.parts.limits;
         let (cause, cause_rx) = watch::channel(None);
         let task = Arc::new(P3Request {
             request_id: request_id.clone(),
@@ -126,7 +144,7 @@ impl P3Route {
             reported: AtomicBool::new(false),
             reporter: reporter.clone(),
         });
-        let fault = match self.handler.handle(task.clone(), request).await {
+        let fault = match self.shard().handle(task.clone(), request).await {
             Ok(response) => {
                 return match refusal(&flags) {
                     None => response.map(|body| {
@@ -223,14 +241,18 @@ struct RouteState {
     next_instance: AtomicU64,
 }
 
-impl HandlerState for RouteState {
+/// One worker thread's view of a route version.
+struct Shard(Arc<RouteState>);
+
+impl HandlerState for Shard {
     type StoreData = HostState;
     type WorkerExpiration = Expiry;
     type WorkerState = Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiry, Worker>> {
-        let parts = &self.parts;
-        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let route = &*self.0;
+        let parts = &route.parts;
+        let id = route.next_instance.fetch_add(1, Ordering::Relaxed);
         let mut store = sandbox::new_store(
             parts.pre.engine(),
             &parts.grants,
@@ -270,7 +292,7 @@ impl HandlerState for RouteState {
                 idle_timeout: parts.limits.idle_instance_timeout,
                 request_timeout: parts.limits.timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
-                closed: Box::pin(route_closed(self.closed.clone())),
+                closed: Box::pin(route_closed(route.closed.clone())),
                 timed_out: timed_out.clone(),
                 idle_slots: parts.idle_slots.clone(),
                 idle: None,

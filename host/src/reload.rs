@@ -677,6 +677,7 @@ impl Reloader {
                     },
                     instances: instances.clone(),
                     idle_slots: self.idle_slots.clone(),
+                    workers: self.limits.worker_count(),
                 }))),
                 ProxyPre::P2(_) => None,
             };

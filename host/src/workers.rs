@@ -9,6 +9,7 @@
 //! 2-core VM this cut the host's CPU per request by about a third against
 //! one multi-threaded runtime (bench/README.md).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -16,6 +17,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+
+thread_local! {
+    /// The index of the worker this thread is, on worker threads.
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the request worker running the caller, if it runs on one.
+pub fn current() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
 
 /// The request worker threads of one server.
 pub struct Workers {
@@ -69,6 +80,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("wasmlet-worker-{index}"))
             .spawn(move || {
+                CURRENT.with(|current| current.set(Some(index)));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
