@@ -466,3 +466,82 @@ impl WorkerExpiration for Expiry {
         Poll::Ready(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn expiry(slots: &IdleSlots, closed: &watch::Sender<bool>, gauge: &Gauge) -> Pin<Box<Expiry>> {
+        Box::pin(Expiry {
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_millis(100),
+            sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+            closed: Box::pin(route_closed(closed.subscribe())),
+            timed_out: Arc::new(AtomicBool::new(false)),
+            idle_slots: slots.clone(),
+            idle: None,
+            idle_gauge: gauge.clone(),
+        })
+    }
+
+    fn poll(
+        expiry: &mut Pin<Box<Expiry>>,
+        status: WorkerStatus,
+        start: std::time::Instant,
+    ) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        expiry.as_mut().poll(&mut cx, status, start).is_ready()
+    }
+
+    #[tokio::test]
+    async fn idle_instances_hold_a_slot_and_leave_when_none_is_left_or_the_route_goes() {
+        let slots = IdleSlots::new(1);
+        let (closed, _) = watch::channel(false);
+        let gauge = Gauge::default();
+        let now = std::time::Instant::now();
+        let mut first = expiry(&slots, &closed, &gauge);
+        let mut second = expiry(&slots, &closed, &gauge);
+
+        assert!(
+            !poll(&mut first, WorkerStatus::Idle, now),
+            "idle, within its timeout"
+        );
+        assert_eq!(gauge.get(), 1);
+        assert!(
+            poll(&mut second, WorkerStatus::Idle, now),
+            "no idle slot left: it leaves"
+        );
+        assert!(!poll(&mut first, WorkerStatus::Requests, now), "busy again");
+        assert_eq!(gauge.get(), 0, "a busy instance gives its idle slot back");
+        assert!(
+            !poll(&mut second, WorkerStatus::Idle, now),
+            "the slot is free again"
+        );
+
+        closed.send_replace(true);
+        assert!(
+            poll(&mut second, WorkerStatus::Idle, now),
+            "its route version is gone"
+        );
+        assert!(
+            !poll(&mut first, WorkerStatus::Requests, now),
+            "a busy one finishes first"
+        );
+        drop(second);
+        assert_eq!(gauge.get(), 0, "dropped, its slot and gauge go back");
+    }
+
+    #[tokio::test]
+    async fn a_busy_instance_past_the_request_timeout_is_ended_as_timed_out() {
+        let (closed, _) = watch::channel(false);
+        let gauge = Gauge::default();
+        let mut expiry = expiry(&IdleSlots::new(1), &closed, &gauge);
+        let now = std::time::Instant::now();
+        assert!(!poll(&mut expiry, WorkerStatus::Requests, now));
+        assert!(!expiry.timed_out.load(Ordering::Acquire));
+        let long_ago = now - Duration::from_secs(1);
+        assert!(poll(&mut expiry, WorkerStatus::PostReturn, long_ago));
+        assert!(expiry.timed_out.load(Ordering::Acquire));
+    }
+}
