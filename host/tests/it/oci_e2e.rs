@@ -2,7 +2,8 @@
 //! distribution 2.8) on a loopback port, `wasmlet push`, an independent
 //! client (oras-py, `scripts/oras-push.sh`), and `wasmlet serve` pulling
 //! what both pushed; then the same registry behind htpasswd basic auth,
-//! and behind TLS with a certificate from a test CA.
+//! behind the bearer-token flow with a token server in the test, and
+//! behind TLS with a certificate from a test CA.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -22,17 +23,38 @@ struct Distribution {
     child: Child,
     addr: String,
     _dir: tempfile::TempDir,
+    /// The registry's stderr (its log), for assertion messages.
+    log: PathBuf,
+}
+
+/// Who may use the registry.
+enum Auth<'a> {
+    Anonymous,
+    /// htpasswd (bcrypt lines): every request needs basic auth.
+    Htpasswd(&'a str),
+    /// `auth: token:`: every request needs a bearer token from this realm.
+    Token(&'a TokenAuth),
+}
+
+/// The registry side of the token flow: where clients get tokens, and what
+/// the registry checks in them.
+struct TokenAuth {
+    realm: String,
+    service: String,
+    issuer: String,
+    /// PEM certificates a token's `x5c` chain must end in.
+    rootcertbundle: PathBuf,
 }
 
 impl Distribution {
     /// Anonymous access.
     async fn start() -> Distribution {
-        Distribution::start_with(None, None).await
+        Distribution::start_with(Auth::Anonymous, None).await
     }
 
-    /// With `htpasswd` (bcrypt lines), every request needs basic auth; with
-    /// `tls`, the registry speaks HTTPS only.
-    async fn start_with(htpasswd: Option<&str>, tls: Option<&TestCa>) -> Distribution {
+    /// With `auth`, requests need credentials; with `tls`, the registry
+    /// speaks HTTPS only.
+    async fn start_with(auth: Auth<'_>, tls: Option<&TestCa>) -> Distribution {
         let status = Command::new(repo_root().join("scripts/need-command.sh"))
             .args(["docker-registry", "docker-registry"])
             .status()
@@ -50,14 +72,7 @@ impl Distribution {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if let Some(htpasswd) = htpasswd {
-            let file = dir.path().join("htpasswd");
-            write(&file, htpasswd);
-            yaml += &format!(
-                "auth:\n  htpasswd:\n    realm: wasmlet-e2e\n    path: {}\n",
-                file.display()
-            );
-        }
+        let needs_auth = !matches!(auth, Auth::Anonymous);
         if let Some(tls) = tls {
             yaml += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
@@ -65,19 +80,42 @@ impl Distribution {
                 tls.key.display()
             );
         }
+        // After `http:`, whose `tls:` the lines above extend.
+        match auth {
+            Auth::Anonymous => {}
+            Auth::Htpasswd(htpasswd) => {
+                let file = dir.path().join("htpasswd");
+                write(&file, htpasswd);
+                yaml += &format!(
+                    "auth:\n  htpasswd:\n    realm: wasmlet-e2e\n    path: {}\n",
+                    file.display()
+                );
+            }
+            Auth::Token(token) => {
+                yaml += &format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    token.realm,
+                    token.service,
+                    token.issuer,
+                    token.rootcertbundle.display()
+                );
+            }
+        }
         write(&config, yaml);
+        let log = dir.path().join("registry.log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("docker-registry");
         let registry = Distribution {
             child,
             addr,
             _dir: dir,
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         let sock: std::net::SocketAddr = registry.addr.parse().unwrap();
@@ -94,7 +132,7 @@ impl Distribution {
                     .unwrap(),
             )
             .await
-                && (r.status == 200 || (htpasswd.is_some() && r.status == 401))
+                && (r.status == 200 || (needs_auth && r.status == 401))
             {
                 break;
             }
@@ -102,6 +140,11 @@ impl Distribution {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         registry
+    }
+
+    /// What the registry has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -114,23 +157,7 @@ struct TestCa {
 
 impl TestCa {
     fn new(dir: &Path) -> TestCa {
-        let status = Command::new(repo_root().join("scripts/need-command.sh"))
-            .args(["openssl", "openssl"])
-            .status()
-            .expect("scripts/need-command.sh");
-        assert!(status.success(), "cannot install openssl");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let openssl = |args: &[&str]| openssl(dir, args);
         let p256 = [
             "-newkey",
             "ec",
@@ -185,6 +212,237 @@ impl TestCa {
             key: dir.join("server.key"),
         }
     }
+}
+
+/// Runs the openssl CLI (installed if missing) in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new(repo_root().join("scripts/need-command.sh"))
+        .args(["openssl", "openssl"])
+        .status()
+        .expect("scripts/need-command.sh");
+    assert!(status.success(), "cannot install openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token server on a loopback port 0, as `auth: token:` expects one:
+/// `GET /token?service=…&scope=repository:NAME:ACTIONS` with the robot's
+/// basic credentials answers a JWT granting those actions, ES256-signed by
+/// a self-signed certificate that is the registry's whole `rootcertbundle`;
+/// anything else answers 401.
+struct TokenServer {
+    addr: std::net::SocketAddr,
+    /// Every token issued so far.
+    issued: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the token server signs with and checks.
+struct Issuer {
+    key: p256::ecdsa::SigningKey,
+    /// Base64 DER of the certificate, as `x5c` carries it.
+    x5c: String,
+    issuer: String,
+    service: String,
+    /// `Basic base64(robot:password)`, the only credentials it takes.
+    basic: String,
+}
+
+impl TokenServer {
+    /// Makes the signing certificate (`token.pem` in `dir`) and starts
+    /// serving; the registry's [`TokenAuth`] comes from [`TokenServer::auth`].
+    async fn start(dir: &Path, service: &str, issuer: &str, password: &str) -> TokenServer {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=wasmlet-test-token-issuer",
+            ],
+        );
+        use p256::pkcs8::DecodePrivateKey;
+        let key_pem = std::fs::read_to_string(dir.join("token.key")).unwrap();
+        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&key_pem).unwrap();
+        // A PEM body is the base64 of the DER.
+        let x5c: String = std::fs::read_to_string(dir.join("token.pem"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let issuer = std::sync::Arc::new(Issuer {
+            key,
+            x5c,
+            issuer: issuer.into(),
+            service: service.into(),
+            basic: format!(
+                "Basic {}",
+                crate::fake_registry::base64(format!("robot:{password}").as_bytes())
+            ),
+        });
+        let issued = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = issued.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (issuer, log) = (issuer.clone(), log.clone());
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = issue(&issuer, &log, &req);
+                    async move { Ok::<_, std::convert::Infallible>(answer) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        TokenServer { addr, issued, task }
+    }
+
+    /// The registry's side: this server's realm, and `token.pem` as the
+    /// only root.
+    fn auth(&self, dir: &Path, service: &str, issuer: &str) -> TokenAuth {
+        TokenAuth {
+            realm: format!("http://{}/token", self.addr),
+            service: service.into(),
+            issuer: issuer.into(),
+            rootcertbundle: dir.join("token.pem"),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One token request: 401 unless it carries the robot's credentials, else
+/// `{"token": JWT, "access_token": JWT}` for the scopes it asks.
+fn issue<B>(
+    issuer: &Issuer,
+    log: &std::sync::Mutex<Vec<String>>,
+    req: &http::Request<B>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let answer = |status: u16, body: String| {
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == issuer.basic.as_bytes());
+    if req.uri().path() != "/token" || !authorized {
+        return answer(401, r#"{"details":"wrong credentials"}"#.into());
+    }
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| percent_decode(v))
+            .collect::<Vec<_>>()
+    };
+    if param("service") != [issuer.service.clone()] {
+        return answer(400, r#"{"details":"unknown service"}"#.into());
+    }
+    // `repository:NAME:ACTIONS`; NAME may hold no colon here (no port).
+    let access: Vec<serde_json::Value> = param("scope")
+        .iter()
+        .flat_map(|scopes| scopes.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [issuer.x5c]});
+    let mut log = log.lock().unwrap();
+    let claims = serde_json::json!({
+        "iss": issuer.issuer,
+        "sub": "robot",
+        "aud": issuer.service,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("wasmlet-e2e-{}", log.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature: p256::ecdsa::Signature = issuer.key.sign(signing_input.as_bytes());
+    let token = format!("{signing_input}.{}", b64(&signature.to_bytes()));
+    log.push(token.clone());
+    answer(
+        200,
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string(),
+    )
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 impl Drop for Distribution {
@@ -322,7 +580,7 @@ async fn basic_auth_against_distribution() {
     const SECRET: &str = "e2e-pa55-never-shown";
     // bcrypt (the only kind distribution takes) of SECRET, as `htpasswd -B` writes it.
     const HTPASSWD: &str = "robot:$2b$05$wasmletE2eSaltValue01uQMD0uUuN/nX/QBSeKjeUIDwqwGB8x8q\n";
-    let registry = Distribution::start_with(Some(HTPASSWD), None).await;
+    let registry = Distribution::start_with(Auth::Htpasswd(HTPASSWD), None).await;
     let addr = registry.addr.clone();
     let dir = tempdir();
     let docker_config = |name: &str, password: &str| {
@@ -402,6 +660,115 @@ async fn basic_auth_against_distribution() {
     assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
 }
 
+/// The bearer-token flow against a real registry: distribution with
+/// `auth: token:` challenges with `WWW-Authenticate: Bearer realm=…`, the
+/// client trades the robot's Docker-config credentials at the test's token
+/// server for an ES256 JWT, and distribution checks that JWT (issuer,
+/// audience, `x5c` chain to its `rootcertbundle`, signature, granted
+/// actions). Push and serve work with the credentials, fail without them or
+/// with a wrong password (naming the reference), and neither the password
+/// nor any issued token is ever shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_auth_against_distribution() {
+    const SECRET: &str = "e2e-t0ken-pa55-never-shown";
+    const SERVICE: &str = "wasmlet-e2e-registry";
+    const ISSUER: &str = "wasmlet-e2e-token-issuer";
+    let dir = tempdir();
+    let tokens = TokenServer::start(dir.path(), SERVICE, ISSUER, SECRET).await;
+    let auth = tokens.auth(dir.path(), SERVICE, ISSUER);
+    let registry = Distribution::start_with(Auth::Token(&auth), None).await;
+    let addr = registry.addr.clone();
+    let docker_config = |name: &str, password: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
+        write(
+            &folder.join("config.json"),
+            format!(r#"{{"auths": {{"{addr}": {{"auth": "{auth}"}}}}}}"#),
+        );
+        folder
+    };
+    let good = docker_config("good", SECRET);
+    let wrong = docker_config("wrong", "wr0ng-t0ken-pa55");
+    let anonymous = dir.path().join("anonymous");
+    let shown =
+        |text: &str| {
+            text.contains(SECRET)
+                || text.contains(&crate::fake_registry::base64(
+                    format!("robot:{SECRET}").as_bytes(),
+                ))
+                || tokens.issued.lock().unwrap().iter().any(|t| {
+                    text.contains(t.as_str()) || text.contains(t.split('.').nth(2).unwrap())
+                })
+        };
+
+    let tag = format!("oci://{addr}/private/hello:1.0");
+    let push = |config: &Path| {
+        run_with_env(
+            &["push", wasm::HELLO, &tag, "--insecure-registry", &addr],
+            &[("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")],
+        )
+    };
+    let (status, _, stderr) = push(&anonymous);
+    assert!(!status.success() && stderr.contains(&tag), "{stderr}");
+    assert!(tokens.issued.lock().unwrap().is_empty());
+    let (status, stdout, stderr) = push(&good);
+    assert!(
+        status.success(),
+        "{stderr}\nregistry log:\n{}",
+        registry.log()
+    );
+    let digest = stdout.trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{stdout}");
+    assert!(
+        !tokens.issued.lock().unwrap().is_empty(),
+        "no token was asked for"
+    );
+    assert!(!shown(&stdout) && !shown(&stderr), "{stdout}{stderr}");
+
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
+    );
+    let caches = ["cache-a", "cache-w", "cache"].map(|c| dir.path().join(c));
+    let args = |cache: usize| {
+        let cache = path_str(&caches[cache]);
+        [
+            "--config",
+            path_str(&manifest),
+            "--cache-dir",
+            cache,
+            "--insecure-registry",
+            &addr,
+        ]
+    };
+    // Without credentials, and with a wrong password: refused at start-up,
+    // naming the reference, never the secret.
+    for (config, cache) in [(&anonymous, 0), (&wrong, 1)] {
+        let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
+        let (status, _, stderr) = serve_to_exit(&args(cache), &env);
+        assert!(!status.success() && stderr.contains(&tag), "{stderr}");
+        assert!(
+            !shown(&stderr) && !stderr.contains("wr0ng-t0ken-pa55"),
+            "{stderr}"
+        );
+    }
+    let host = Wasmlet::serve_with_env(
+        &args(2),
+        &[("DOCKER_CONFIG", path_str(&good)), ("RUST_LOG", "debug")],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "Hello World!");
+    let doc = handlers(&host).await;
+    assert_eq!(
+        doc["routes"][0]["resolved_digest"],
+        digest.as_str(),
+        "{doc}"
+    );
+    let logs = host.logs().join("\n");
+    assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
+}
+
 /// HTTPS, verified against the system's roots: a registry whose certificate
 /// a test CA signed is refused until that CA is among the roots
 /// (`SSL_CERT_FILE`, read on Linux as a pod's mounted CA bundle would be).
@@ -409,7 +776,7 @@ async fn basic_auth_against_distribution() {
 async fn https_is_verified_against_the_system_roots() {
     let dir = tempdir();
     let ca = TestCa::new(dir.path());
-    let registry = Distribution::start_with(None, Some(&ca)).await;
+    let registry = Distribution::start_with(Auth::Anonymous, Some(&ca)).await;
     let tag = format!("oci://{}/tls/v1:1.0", registry.addr);
     let trusted = [("SSL_CERT_FILE", path_str(&ca.ca))];
 
