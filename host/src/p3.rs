@@ -77,7 +77,8 @@ pub struct P3Parts {
     pub limits: RequestLimits,
     pub budget: Option<MemoryBudget>,
     pub ticker: TickerHandle,
-    pub reporter: Reporter,
+    /// Shared by the requests, so none clones it.
+    pub reporter: Arc<Reporter>,
     pub instances: InstanceMetrics,
     pub idle_slots: IdleSlots,
     /// Request worker threads: one driver each.
@@ -206,7 +207,7 @@ struct P3Request {
     /// Set when the request's instance fails, to why it failed.
     cause: watch::Sender<Option<Fault>>,
     reported: AtomicBool,
-    reporter: Reporter,
+    reporter: Arc<Reporter>,
 }
 
 impl P3Request {

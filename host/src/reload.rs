@@ -670,11 +670,11 @@ impl Reloader {
                     limits,
                     budget: self.memory_budget.clone(),
                     ticker: self.ticker.clone(),
-                    reporter: Reporter {
+                    reporter: Arc::new(Reporter {
                         label: label.clone(),
                         digest: component.digest.clone(),
                         metrics: metrics.clone(),
-                    },
+                    }),
                     instances: instances.clone(),
                     idle_slots: self.idle_slots.clone(),
                     workers: self.limits.worker_count(),

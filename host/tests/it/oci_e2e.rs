@@ -575,6 +575,84 @@ async fn push_and_pull_against_distribution() {
     assert_eq!(v2["resolved_digest"], cncf.as_str(), "{doc}");
 }
 
+/// A Docker config folder `dir/name` holding the robot's credentials for
+/// `registry`, with `password`.
+fn robot_config(dir: &Path, name: &str, registry: &str, password: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
+    write(
+        &folder.join("config.json"),
+        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+    );
+    folder
+}
+
+/// The Docker config folders a credentials test serves with.
+struct Robot<'a> {
+    /// No credentials at all.
+    anonymous: &'a Path,
+    /// The robot with `wrong_password`.
+    wrong: &'a Path,
+    wrong_password: &'a str,
+    /// The robot with its real password.
+    good: &'a Path,
+}
+
+/// `wasmlet serve` of `tag` is refused at start-up without credentials and
+/// with a wrong password, naming the reference and never a secret (as
+/// `shown` tells them); with the robot's credentials it answers `body` on
+/// `/` and `/handlers` shows `digest`, with no secret in `/handlers` or the
+/// logs.
+async fn serves_only_with_the_robots_credentials(
+    dir: &Path,
+    tag: &str,
+    registry: &str,
+    robot: &Robot<'_>,
+    body: &str,
+    digest: &str,
+    shown: &dyn Fn(&str) -> bool,
+) {
+    let manifest = dir.join("wasmlet.toml");
+    write(
+        &manifest,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
+    );
+    let caches = ["cache-a", "cache-w", "cache"].map(|c| dir.join(c));
+    let args = |cache: usize| {
+        let cache = path_str(&caches[cache]);
+        [
+            "--config",
+            path_str(&manifest),
+            "--cache-dir",
+            cache,
+            "--insecure-registry",
+            registry,
+        ]
+    };
+    for (config, cache) in [(robot.anonymous, 0), (robot.wrong, 1)] {
+        let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
+        let (status, _, stderr) = serve_to_exit(&args(cache), &env);
+        assert!(!status.success() && stderr.contains(tag), "{stderr}");
+        assert!(
+            !shown(&stderr) && !stderr.contains(robot.wrong_password),
+            "{stderr}"
+        );
+    }
+    let host = Wasmlet::serve_with_env(
+        &args(2),
+        &[
+            ("DOCKER_CONFIG", path_str(robot.good)),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    assert_eq!(get(host.public, "/").await.text(), body);
+    let doc = handlers(&host).await;
+    assert_eq!(doc["routes"][0]["resolved_digest"], digest, "{doc}");
+    let logs = host.logs().join("\n");
+    assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_against_distribution() {
     const SECRET: &str = "e2e-pa55-never-shown";
@@ -583,16 +661,8 @@ async fn basic_auth_against_distribution() {
     let registry = Distribution::start_with(Auth::Htpasswd(HTPASSWD), None).await;
     let addr = registry.addr.clone();
     let dir = tempdir();
-    let docker_config = |name: &str, password: &str| {
-        let folder = dir.path().join(name);
-        std::fs::create_dir_all(&folder).unwrap();
-        let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
-        write(
-            &folder.join("config.json"),
-            format!(r#"{{"auths": {{"{addr}": {{"auth": "{auth}"}}}}}}"#),
-        );
-        folder
-    };
+    let docker_config =
+        |name: &str, password: &str| robot_config(dir.path(), name, &addr, password);
     let good = docker_config("good", SECRET);
     let wrong = docker_config("wrong", "wr0ng-pa55");
     let anonymous = dir.path().join("anonymous");
@@ -617,47 +687,14 @@ async fn basic_auth_against_distribution() {
     assert!(digest.starts_with("sha256:"), "{stdout}");
     assert!(!shown(&stdout) && !shown(&stderr), "{stdout}{stderr}");
 
-    let manifest = dir.path().join("wasmlet.toml");
-    write(
-        &manifest,
-        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
-    );
-    let caches = ["cache-a", "cache-w", "cache"].map(|c| dir.path().join(c));
-    let args = |cache: usize| {
-        let cache = path_str(&caches[cache]);
-        [
-            "--config",
-            path_str(&manifest),
-            "--cache-dir",
-            cache,
-            "--insecure-registry",
-            &addr,
-        ]
+    let robot = Robot {
+        anonymous: &anonymous,
+        wrong: &wrong,
+        wrong_password: "wr0ng-pa55",
+        good: &good,
     };
-    // Without credentials, and with a wrong password: refused at start-up,
-    // naming the reference, never the secret.
-    for (config, cache) in [(&anonymous, 0), (&wrong, 1)] {
-        let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
-        let (status, _, stderr) = serve_to_exit(&args(cache), &env);
-        assert!(!status.success() && stderr.contains(&tag), "{stderr}");
-        assert!(
-            !shown(&stderr) && !stderr.contains("wr0ng-pa55"),
-            "{stderr}"
-        );
-    }
-    let host = Wasmlet::serve_with_env(
-        &args(2),
-        &[("DOCKER_CONFIG", path_str(&good)), ("RUST_LOG", "debug")],
-    );
-    assert_eq!(get(host.public, "/").await.text(), "v1");
-    let doc = handlers(&host).await;
-    assert_eq!(
-        doc["routes"][0]["resolved_digest"],
-        digest.as_str(),
-        "{doc}"
-    );
-    let logs = host.logs().join("\n");
-    assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
+    serves_only_with_the_robots_credentials(dir.path(), &tag, &addr, &robot, "v1", &digest, &shown)
+        .await;
 }
 
 /// The bearer-token flow against a real registry: distribution with
@@ -678,16 +715,8 @@ async fn bearer_token_auth_against_distribution() {
     let auth = tokens.auth(dir.path(), SERVICE, ISSUER);
     let registry = Distribution::start_with(Auth::Token(&auth), None).await;
     let addr = registry.addr.clone();
-    let docker_config = |name: &str, password: &str| {
-        let folder = dir.path().join(name);
-        std::fs::create_dir_all(&folder).unwrap();
-        let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
-        write(
-            &folder.join("config.json"),
-            format!(r#"{{"auths": {{"{addr}": {{"auth": "{auth}"}}}}}}"#),
-        );
-        folder
-    };
+    let docker_config =
+        |name: &str, password: &str| robot_config(dir.path(), name, &addr, password);
     let good = docker_config("good", SECRET);
     let wrong = docker_config("wrong", "wr0ng-t0ken-pa55");
     let anonymous = dir.path().join("anonymous");
@@ -726,47 +755,22 @@ async fn bearer_token_auth_against_distribution() {
     );
     assert!(!shown(&stdout) && !shown(&stderr), "{stdout}{stderr}");
 
-    let manifest = dir.path().join("wasmlet.toml");
-    write(
-        &manifest,
-        format!("[[route]]\npath = \"/...\"\ncomponent = \"{tag}\"\n"),
-    );
-    let caches = ["cache-a", "cache-w", "cache"].map(|c| dir.path().join(c));
-    let args = |cache: usize| {
-        let cache = path_str(&caches[cache]);
-        [
-            "--config",
-            path_str(&manifest),
-            "--cache-dir",
-            cache,
-            "--insecure-registry",
-            &addr,
-        ]
+    let robot = Robot {
+        anonymous: &anonymous,
+        wrong: &wrong,
+        wrong_password: "wr0ng-t0ken-pa55",
+        good: &good,
     };
-    // Without credentials, and with a wrong password: refused at start-up,
-    // naming the reference, never the secret.
-    for (config, cache) in [(&anonymous, 0), (&wrong, 1)] {
-        let env = [("DOCKER_CONFIG", path_str(config)), ("RUST_LOG", "debug")];
-        let (status, _, stderr) = serve_to_exit(&args(cache), &env);
-        assert!(!status.success() && stderr.contains(&tag), "{stderr}");
-        assert!(
-            !shown(&stderr) && !stderr.contains("wr0ng-t0ken-pa55"),
-            "{stderr}"
-        );
-    }
-    let host = Wasmlet::serve_with_env(
-        &args(2),
-        &[("DOCKER_CONFIG", path_str(&good)), ("RUST_LOG", "debug")],
-    );
-    assert_eq!(get(host.public, "/").await.text(), "Hello World!");
-    let doc = handlers(&host).await;
-    assert_eq!(
-        doc["routes"][0]["resolved_digest"],
-        digest.as_str(),
-        "{doc}"
-    );
-    let logs = host.logs().join("\n");
-    assert!(!shown(&doc.to_string()) && !shown(&logs), "{logs}");
+    serves_only_with_the_robots_credentials(
+        dir.path(),
+        &tag,
+        &addr,
+        &robot,
+        "Hello World!",
+        &digest,
+        &shown,
+    )
+    .await;
 }
 
 /// HTTPS, verified against the system's roots: a registry whose certificate

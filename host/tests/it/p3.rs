@@ -8,6 +8,7 @@
 //! (`--workers 1`), so consecutive requests can find the same instance.
 
 use crate::common::*;
+use crate::reuse::{counts, each_fault_retires_its_instance};
 use std::time::{Duration, Instant};
 
 /// A manifest with one route `/...` serving `p3` with `extra` TOML lines.
@@ -26,16 +27,6 @@ fn p3_route(extra: &str) -> (tempfile::TempDir, String) {
 }
 
 const CREATED: &str = "wasmlet_instances_created_total{route=\"/...\"}";
-
-async fn texts(host: &Wasmlet, path: &str, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let r = get(host.public, path).await;
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        out.push(r.text());
-    }
-    out
-}
 
 /// `n` requests to `path` sent at once; their answers.
 async fn at_once(host: &Wasmlet, path: &'static str, n: usize) -> Vec<String> {
@@ -70,7 +61,7 @@ async fn a_p3_handler_is_checked_and_served_fresh_by_default() {
     let body = "a body, streamed back".repeat(1000);
     let r = request(host.public, "POST", "/echo", body.clone()).await;
     assert_eq!((r.status, r.text()), (200, body));
-    assert_eq!(texts(&host, "/count", 3).await, ["1", "1", "1"]);
+    assert_eq!(counts(&host, "/count", 3).await, ["1", "1", "1"]);
     assert_eq!(
         at_once(&host, "/sleep?n=200", 8).await,
         ["1"; 8],
@@ -84,7 +75,7 @@ async fn concurrent_requests_share_one_instance_when_the_route_opts_in() {
     let (_dir, manifest) = p3_route("max_instance_reuse = 1000\nmax_concurrent_reuse = 16");
     let host = Wasmlet::serve(&["--config", &manifest, "--workers", "1"]);
     // One instance, warmed: requests after it find it idle.
-    assert_eq!(texts(&host, "/count", 3).await, ["1", "2", "3"]);
+    assert_eq!(counts(&host, "/count", 3).await, ["1", "2", "3"]);
     // Eight requests, 50 ms apart, each waiting 1.5 s: each new one finds
     // the instance waiting (a burst in one instant would go to new
     // instances, as the driver spreads requests that may be busy).
@@ -114,7 +105,7 @@ async fn concurrent_requests_share_one_instance_when_the_route_opts_in() {
         created <= 2.0,
         "{created} instances for 8 requests: {sharing:?}"
     );
-    assert_eq!(texts(&host, "/count", 1).await, ["4"], "the same instance");
+    assert_eq!(counts(&host, "/count", 1).await, ["4"], "the same instance");
     // Eight 1.5 s waits, interleaved; in turn they would take 12 s.
     assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
 }
@@ -140,36 +131,13 @@ async fn an_instance_that_faults_is_never_reused() {
         "max_instance_reuse = 100\nmax_concurrent_reuse = 4\ntimeout = \"500ms\"\nmax_memory = \"32MiB\"\nidle_instance_timeout = \"30s\"",
     );
     let host = Wasmlet::serve(&["--config", &manifest, "--workers", "1"]);
-    for (fault, status) in [
+    let faults = [
         ("/trap", 500),
         ("/spin", 504),
         ("/sleep?n=3000", 504),
         ("/alloc?n=64", 500),
-    ] {
-        assert_eq!(
-            texts(&host, "/count", 2).await,
-            ["1", "2"],
-            "before {fault}"
-        );
-        let started = Instant::now();
-        let r = get(host.public, fault).await;
-        assert_eq!(r.status, status, "{fault}: {}", r.text());
-        assert!(started.elapsed() < Duration::from_secs(5), "{fault}");
-        assert_eq!(
-            texts(&host, "/count", 1).await,
-            ["1"],
-            "the instance that hit `{fault}` is gone"
-        );
-        // Retire the instance that just served, so the next round starts at 1.
-        assert_eq!(get(host.public, "/trap").await.status, 500);
-    }
-    let text = get(host.admin, "/metrics").await.text();
-    for kind in ["trap", "timeout", "memory"] {
-        let line = format!(
-            "wasmlet_handler_faults_total{{route=\"/...\",version=\"stable\",kind=\"{kind}\"}}"
-        );
-        assert!(sample(&text, &line) >= 1.0, "{kind} not counted:\n{text}");
-    }
+    ];
+    each_fault_retires_its_instance(&host, "/count", &faults, "/trap").await;
 }
 
 /// A guest spinning on a shared instance takes the requests running beside
@@ -180,7 +148,7 @@ async fn a_spinning_request_ends_its_instance_and_the_requests_beside_it() {
     let (_dir, manifest) =
         p3_route("max_instance_reuse = 100\nmax_concurrent_reuse = 8\ntimeout = \"1s\"");
     let host = Wasmlet::serve(&["--config", &manifest, "--workers", "1"]);
-    assert_eq!(texts(&host, "/count", 1).await, ["1"]);
+    assert_eq!(counts(&host, "/count", 1).await, ["1"]);
     let beside = {
         let addr = host.public;
         tokio::spawn(async move { get(addr, "/sleep?n=3000").await })
@@ -190,7 +158,7 @@ async fn a_spinning_request_ends_its_instance_and_the_requests_beside_it() {
     assert_eq!(spin.status, 504, "{}", spin.text());
     let beside = beside.await.unwrap();
     assert!(beside.status >= 500, "{} {}", beside.status, beside.text());
-    assert_eq!(texts(&host, "/count", 1).await, ["1"], "a new instance");
+    assert_eq!(counts(&host, "/count", 1).await, ["1"], "a new instance");
 }
 
 /// Body limits hold per request on a reused instance.
@@ -232,7 +200,7 @@ async fn sigterm_drains_with_idle_and_busy_p3_instances() {
         "--workers",
         "1",
     ]);
-    assert_eq!(texts(&host, "/count", 1).await, ["1"]);
+    assert_eq!(counts(&host, "/count", 1).await, ["1"]);
     let busy: Vec<_> = (0..4)
         .map(|_| {
             let addr = host.public;
@@ -277,7 +245,7 @@ async fn a_swap_drops_the_old_versions_idle_instances() {
         "--workers",
         "1",
     ]);
-    assert_eq!(texts(&host, "/count", 2).await, ["1", "2"]);
+    assert_eq!(counts(&host, "/count", 2).await, ["1", "2"]);
     let idle = "wasmlet_idle_instances{route=\"/...\"}";
     // The instance turns idle once its response's task is done, just after
     // the response is sent.

@@ -21,7 +21,7 @@ fn counter_routes(routes: &[(&str, &str)]) -> (tempfile::TempDir, String) {
 }
 
 /// The counts `n` requests to `path`, one after another, answer.
-async fn counts(host: &Wasmlet, path: &str, n: usize) -> Vec<String> {
+pub async fn counts(host: &Wasmlet, path: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..n {
         let r = get(host.public, path).await;
@@ -96,19 +96,38 @@ async fn an_instance_that_faults_is_never_reused() {
         "max_instance_reuse = 100\ntimeout = \"500ms\"\nmax_memory = \"32MiB\"",
     )]);
     let host = Wasmlet::serve(&["--config", &manifest]);
-    for (fault, status) in [("trap", 500), ("spin", 504), ("hog", 500)] {
-        assert_eq!(counts(&host, "/", 2).await, ["1", "2"], "before {fault}");
+    let faults = [
+        ("/?then=trap", 500),
+        ("/?then=spin", 504),
+        ("/?then=hog", 500),
+    ];
+    each_fault_retires_its_instance(&host, "/", &faults, "/?then=trap").await;
+}
+
+/// For each `(path, status)` of `faults`: after two requests to `count`
+/// (which answers its instance's count) on one instance, `path` gets
+/// `status` within 5 s and its instance is gone (the next count is 1);
+/// `retire` (a trap) then drops the instance that counted, so each round
+/// starts at 1. The route is `/...`; trap, timeout and memory faults are
+/// counted on its series.
+pub async fn each_fault_retires_its_instance(
+    host: &Wasmlet,
+    count: &str,
+    faults: &[(&str, u16)],
+    retire: &str,
+) {
+    for &(fault, status) in faults {
+        assert_eq!(counts(host, count, 2).await, ["1", "2"], "before {fault}");
         let started = Instant::now();
-        let r = get(host.public, &format!("/?then={fault}")).await;
+        let r = get(host.public, fault).await;
         assert_eq!(r.status, status, "{fault}: {}", r.text());
         assert!(started.elapsed() < Duration::from_secs(5), "{fault}");
         assert_eq!(
-            counts(&host, "/", 1).await,
+            counts(host, count, 1).await,
             ["1"],
             "the instance that hit `{fault}` is gone"
         );
-        // Drop the instance that just served, so the next round starts at 1.
-        assert_eq!(get(host.public, "/?then=trap").await.status, 500);
+        assert_eq!(get(host.public, retire).await.status, 500);
     }
     let text = get(host.admin, "/metrics").await.text();
     for kind in ["trap", "timeout", "memory"] {
