@@ -3,13 +3,15 @@
 //!
 //! A pulled component is a file under `--cache-dir` keyed by its digest; the
 //! reloader then reads, validates and compiles it exactly as it does a local
-//! file. The registry protocol is `oci-client`'s; this module adds what a
-//! server needs around it.
+//! file. Authentication and pushes are `oci-client`'s; pulls read with a
+//! cap on every body, which oci-client has no hook for; this module adds
+//! what a server needs around them.
 //!
 //! - [`reference`]: parsing `oci://` references (pure logic).
 //! - [`layout`]: which manifests are handlers: layer media types, index platforms.
 //! - [`store`]: the blob store under `--cache-dir`, written by streaming and verifying.
 //! - [`auth`]: registry credentials from a Docker `config.json`.
+//! - [`registry`]: the host's own reads (manifests, blobs), every body capped.
 //! - [`pull`]: resolving a reference to a verified local file: timeout, retries, cache.
 //! - [`push`]: `wasmlet push FILE oci://…` in the CNCF wasm layout.
 //! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
@@ -22,15 +24,22 @@ pub mod layout;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use pull::{Pulled, Puller};
 pub use reference::OciRef;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use std::time::Duration;
+
+/// How long connecting to a registry may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const USER_AGENT: &str = concat!("wasmlet/", env!("CARGO_PKG_VERSION"));
 
 /// A registry client: HTTPS with the system's roots (rustls with ring as
-/// its crypto provider), plain HTTP only to `insecure` registries.
+/// its crypto provider), plain HTTP only to `insecure` registries. Pulls
+/// use it for the token flow only; see [`registry`].
 pub fn client(insecure: &[String]) -> oci_client::Client {
     // reqwest is built without a provider; the first caller installs ring.
     // A second call finds it installed, which is fine.
@@ -43,8 +52,8 @@ pub fn client(insecure: &[String]) -> oci_client::Client {
         },
         // Index entries are chosen by `layout`, never by the host's platform.
         platform_resolver: None,
-        connect_timeout: Some(std::time::Duration::from_secs(10)),
-        user_agent: concat!("wasmlet/", env!("CARGO_PKG_VERSION")),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        user_agent: USER_AGENT,
         ..ClientConfig::default()
     })
 }

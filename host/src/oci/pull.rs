@@ -6,7 +6,9 @@
 //! the pinned digest, or the registry's `Docker-Content-Digest`), for an
 //! index the wasm platform's manifest, then the one layer, whose declared
 //! size is capped before the download and whose bytes are capped, hashed
-//! and written to disk while they stream (see [`super::store`]).
+//! and written to disk while they stream (see [`super::store`]). Every
+//! read goes through [`super::registry`], which caps manifests and error
+//! answers too.
 //!
 //! Each attempt is bounded by `--pull-timeout`; a failure that may pass
 //! (connection refused or reset, a timeout, a 5xx or 429, a download cut
@@ -17,6 +19,7 @@ use super::auth;
 use super::cosign::{self, CosignKey};
 use super::layout::{self, ACCEPTED_MANIFESTS, Selected, WasmLayer};
 use super::reference::OciRef;
+use super::registry::{Refused, Session};
 use super::store::BlobStore;
 use anyhow::{Result, anyhow};
 use oci_client::errors::OciDistributionError;
@@ -69,10 +72,14 @@ impl Puller {
         }
     }
 
-    /// A fresh client per pull: oci-client keeps the first credentials it
-    /// is given for a registry, and a mounted Secret may have rotated them.
-    fn client(&self) -> oci_client::Client {
-        super::client(&self.settings.insecure)
+    /// A fresh session per attempt: oci-client keeps the first credentials
+    /// it is given for a registry, a mounted Secret may have rotated them,
+    /// and a token may have expired.
+    fn session(&self, reference: &OciRef) -> Result<Session, Failure> {
+        let registry = reference.reference.resolve_registry();
+        let auth = auth::for_registry(self.settings.docker_config.as_deref(), registry)
+            .map_err(Failure::stop)?;
+        Session::new(registry, &self.settings.insecure, auth).map_err(Failure::stop)
     }
 
     pub fn store(&self) -> &BlobStore {
@@ -86,22 +93,18 @@ impl Puller {
         {
             return Ok(pulled);
         }
-        let client = self.client();
-        self.retrying(reference, "pull", || self.pull_once(&client, reference))
+        self.retrying(reference, "pull", || self.pull_once(reference))
             .await
     }
 
     /// The digest a tag points to now: one manifest HEAD (GET if the
     /// registry sends no digest header).
     pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
-        let client = self.client();
         self.retrying(reference, "resolve", || async {
-            let auth = self.auth(reference)?;
-            let digest = client
-                .fetch_manifest_digest(&reference.reference, &auth)
-                .await?;
-            layout::check_digest(&digest).map_err(Failure::stop)?;
-            Ok(digest)
+            let session = self.session(reference)?;
+            Ok(session
+                .resolve(&reference.reference, &ACCEPTED_MANIFESTS)
+                .await?)
         })
         .await
     }
@@ -162,9 +165,8 @@ impl Puller {
         {
             return Ok(());
         }
-        let client = self.client();
         self.retrying(reference, "signature check", || {
-            self.fetch_signature(&client, reference, digest, key)
+            self.fetch_signature(reference, digest, key)
         })
         .await
     }
@@ -191,12 +193,11 @@ impl Puller {
 
     async fn fetch_signature(
         &self,
-        client: &oci_client::Client,
         reference: &OciRef,
         digest: &str,
         key: &CosignKey,
     ) -> Result<(), Failure> {
-        let auth = self.auth(reference)?;
+        let session = self.session(reference)?;
         let image = &reference.reference;
         let tag = cosign::signature_tag(digest);
         let signature_ref = oci_client::Reference::with_tag(
@@ -204,8 +205,8 @@ impl Puller {
             image.repository().to_string(),
             tag.clone(),
         );
-        let (manifest, signature) = match client
-            .pull_manifest_raw(&signature_ref, &auth, &ACCEPTED_MANIFESTS)
+        let (manifest, signature) = match session
+            .manifest(&signature_ref, &ACCEPTED_MANIFESTS)
             .await
         {
             Ok(found) => found,
@@ -241,12 +242,8 @@ impl Puller {
             let path = match self.store.get(&layer.digest)? {
                 Some(path) => path,
                 None => {
-                    let stream = client
-                        .pull_blob_stream(image, layer.digest.as_str())
-                        .await?;
-                    self.store
-                        .write(&layer.digest, layer.size, stream.stream)
-                        .await?
+                    let (_, stream) = session.blob(image, &layer.digest).await?;
+                    self.store.write(&layer.digest, layer.size, stream).await?
                 }
             };
             let payload = std::fs::read(&path)?;
@@ -263,14 +260,6 @@ impl Puller {
             reference.repository(),
             reasons.join("; ")
         )))
-    }
-
-    fn auth(&self, reference: &OciRef) -> Result<oci_client::secrets::RegistryAuth, Failure> {
-        auth::for_registry(
-            self.settings.docker_config.as_deref(),
-            reference.reference.resolve_registry(),
-        )
-        .map_err(Failure::stop)
     }
 
     /// The pinned `digest`, if its manifest (and index entry) and layer are
@@ -299,23 +288,16 @@ impl Puller {
         }))
     }
 
-    async fn pull_once(
-        &self,
-        client: &oci_client::Client,
-        reference: &OciRef,
-    ) -> Result<Pulled, Failure> {
-        let auth = self.auth(reference)?;
+    async fn pull_once(&self, reference: &OciRef) -> Result<Pulled, Failure> {
+        let session = self.session(reference)?;
         let image = &reference.reference;
-        let (manifest, digest) = client
-            .pull_manifest_raw(image, &auth, &ACCEPTED_MANIFESTS)
-            .await?;
-        layout::check_digest(&digest).map_err(Failure::stop)?;
+        let (manifest, digest) = session.manifest(image, &ACCEPTED_MANIFESTS).await?;
         self.store.put(&digest, &manifest).await?;
         let layer = match layout::select(&manifest).map_err(Failure::stop)? {
             Selected::Layer(layer) => layer,
             Selected::Platform(child) => {
-                let (manifest, child) = client
-                    .pull_manifest_raw(&image.clone_with_digest(child), &auth, &ACCEPTED_MANIFESTS)
+                let (manifest, child) = session
+                    .manifest(&image.clone_with_digest(child), &ACCEPTED_MANIFESTS)
                     .await?;
                 self.store.put(&child, &manifest).await?;
                 match layout::select(&manifest).map_err(Failure::stop)? {
@@ -330,7 +312,7 @@ impl Puller {
         };
         let path = match self.store.get(&layer.digest)? {
             Some(path) => path,
-            None => self.download(client, reference, &layer).await?,
+            None => self.download(&session, reference, &layer).await?,
         };
         Ok(Pulled {
             path,
@@ -342,7 +324,7 @@ impl Puller {
 
     async fn download(
         &self,
-        client: &oci_client::Client,
+        session: &Session,
         reference: &OciRef,
         layer: &WasmLayer,
     ) -> Result<PathBuf, Failure> {
@@ -354,10 +336,8 @@ impl Puller {
                 layer.size
             )));
         }
-        let stream = client
-            .pull_blob_stream(&reference.reference, layer.digest.as_str())
-            .await?;
-        if let Some(length) = stream.content_length
+        let (length, stream) = session.blob(&reference.reference, &layer.digest).await?;
+        if let Some(length) = length
             && length > layer.size
         {
             return Err(Failure::stop(anyhow!(
@@ -368,10 +348,7 @@ impl Puller {
         }
         // Capped at the declared size: a blob longer than its descriptor
         // is wrong however it hashes.
-        let written = self
-            .store
-            .write(&layer.digest, layer.size, stream.stream)
-            .await;
+        let written = self.store.write(&layer.digest, layer.size, stream).await;
         match written {
             Err(e) if !is_io(&e) => Err(Failure::stop(e)),
             other => Ok(other?),
@@ -407,15 +384,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-fn is_not_found(error: &OciDistributionError) -> bool {
-    match error {
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::ManifestUnknown)),
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        _ => false,
-    }
+fn is_not_found(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<Refused>()
+        .is_some_and(|r| r.status == reqwest::StatusCode::NOT_FOUND)
 }
 
 fn is_io(error: &anyhow::Error) -> bool {
@@ -428,6 +400,15 @@ fn is_io(error: &anyhow::Error) -> bool {
 /// overloaded or restarting), so a retry is worth it.
 fn transient(error: &anyhow::Error) -> bool {
     for cause in error.chain() {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return refused.may_pass();
+        }
+        // Connecting, sending or a body cut short; not a request the host
+        // built wrong.
+        if let Some(http) = cause.downcast_ref::<reqwest::Error>() {
+            return !http.is_builder();
+        }
+        // From oci-client's token flow.
         if let Some(oci) = cause.downcast_ref::<OciDistributionError>() {
             return match oci {
                 OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
@@ -465,5 +446,16 @@ mod tests {
             anyhow::Error::from(std::io::Error::other("reset")).context("download interrupted");
         assert!(transient(&cut));
         assert!(!transient(&anyhow!("digest mismatch")));
+        let refused = |status| {
+            anyhow::Error::from(Refused {
+                status,
+                url: "http://x/v2/".into(),
+                detail: String::new(),
+            })
+            .context("pull")
+        };
+        assert!(transient(&refused(reqwest::StatusCode::BAD_GATEWAY)));
+        assert!(!transient(&refused(reqwest::StatusCode::FORBIDDEN)));
+        assert!(is_not_found(&refused(reqwest::StatusCode::NOT_FOUND)));
     }
 }

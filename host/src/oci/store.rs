@@ -153,18 +153,7 @@ where
     let mut written: u64 = 0;
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            // oci-client checks the digest too, and reports a mismatch as
-            // an io::Error at the end of the stream: it is no interruption.
-            Err(e) => match e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
-            {
-                Some(mismatch) => bail!("digest mismatch: {mismatch}"),
-                None => return Err(anyhow::Error::from(e).context("download interrupted")),
-            },
-        };
+        let chunk = chunk.context("download interrupted")?;
         written += chunk.len() as u64;
         if written > max {
             bail!("{digest}: more than {max} bytes, larger than its limit; download stopped");

@@ -33,6 +33,12 @@ pub enum Fault {
     Unavailable(usize),
     /// Manifests are not JSON.
     GarbageManifest,
+    /// Manifest GETs answer 200 with a body that never ends, declared as
+    /// 1 TiB when `declared`, else delimited by the close; HEADs send no
+    /// digest header, so a client must GET to learn the digest.
+    EndlessManifest { declared: bool },
+    /// Blob GETs answer 500 with an error body that never ends.
+    EndlessError,
 }
 
 #[derive(Default)]
@@ -270,6 +276,26 @@ async fn answer(mut stream: TcpStream, state: Arc<Mutex<State>>, addr: SocketAdd
         reply.body = b"<html>proxy error</html>".to_vec();
         reply.headers.retain(|(k, _)| k != "Docker-Content-Digest");
     }
+    let endless = match fault {
+        Fault::EndlessManifest { declared }
+            if path.contains("/manifests/") && reply.status.starts_with("200") =>
+        {
+            reply.headers.retain(|(k, _)| k != "Docker-Content-Digest");
+            if method == "GET" {
+                Some(("200 OK", declared.then_some(1u64 << 40)))
+            } else {
+                None
+            }
+        }
+        Fault::EndlessError if is_blob && method == "GET" => {
+            Some(("500 Internal Server Error", None))
+        }
+        _ => None,
+    };
+    if let Some((status, declared)) = endless {
+        endless_body(stream, status, declared, &reply.headers).await;
+        return;
+    }
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
@@ -285,6 +311,28 @@ async fn answer(mut stream: TcpStream, state: Arc<Mutex<State>>, addr: SocketAdd
         let _ = stream.write_all(&reply.body[..end]).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// A head, then JSON-looking bytes until the client hangs up.
+async fn endless_body(
+    mut stream: TcpStream,
+    status: &str,
+    declared: Option<u64>,
+    headers: &[(String, String)],
+) {
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    if let Some(length) = declared {
+        out.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    for (k, v) in headers.iter().filter(|(k, _)| k != "Content-Length") {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n{\"errors\":[{\"message\":\"");
+    if stream.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunk = vec![b'a'; 64 << 10];
+    while stream.write_all(&chunk).await.is_ok() {}
 }
 
 fn route(

@@ -153,6 +153,50 @@ async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_versio
     assert_eq!(resolved_digest(&host).await, v1);
 }
 
+/// A registry that answers with a body that never ends: the host reads a
+/// manifest only up to 4 MiB and an error answer only up to 16 KiB, so it
+/// neither hangs until `--pull-timeout` nor allocates what it is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_bodies_are_cut_off_and_the_last_good_version_serves() {
+    let registry = FakeRegistry::start().await;
+    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(&registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    registry.push(Some("live"), &wasm(wasm::V2));
+    let cases = [
+        (Fault::EndlessManifest { declared: true }, "not read"),
+        (
+            Fault::EndlessManifest { declared: false },
+            "stopped reading",
+        ),
+        (Fault::EndlessError, "500"),
+    ];
+    for (fault, expected) in cases {
+        registry.set_fault(fault.clone());
+        let r = reload(host.admin).await;
+        assert_eq!(r.status, 422, "{fault:?}: {}", r.text());
+        assert!(r.text().contains(expected), "{fault:?}: {}", r.text());
+        assert!(
+            !r.text().contains("--pull-timeout"),
+            "{fault:?}: {}",
+            r.text()
+        );
+        assert_eq!(get(host.public, "/").await.text(), "v1", "{fault:?}");
+        assert_eq!(resolved_digest(&host).await, v1, "{fault:?}");
+    }
+    let peak_mib = status_kib(host.pid(), "VmHWM") / 1024;
+    assert!(peak_mib < 256, "the host peaked at {peak_mib} MiB");
+
+    registry.set_fault(Fault::None);
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn layouts_sizes_and_redirects() {
     let registry = FakeRegistry::start().await;
