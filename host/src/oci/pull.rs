@@ -212,7 +212,9 @@ impl Puller {
             Ok(found) => found,
             Err(e) if is_not_found(&e) => {
                 return Err(Failure::stop(anyhow!(
-                    "no cosign signature: `{}:{tag}` does not exist (sign with `cosign sign --key`)",
+                    "no cosign signature: `{}:{tag}` does not exist (sign with `cosign sign --key`; \
+                     cosign 3 and later write this tag only with `--new-bundle-format=false \
+                     --use-signing-config=false`)",
                     reference.repository()
                 )));
             }

@@ -761,6 +761,7 @@ async fn bearer_token_auth_against_distribution() {
         wrong_password: "wr0ng-t0ken-pa55",
         good: &good,
     };
+    let pushed = tokens.issued.lock().unwrap().len();
     serves_only_with_the_robots_credentials(
         dir.path(),
         &tag,
@@ -771,6 +772,30 @@ async fn bearer_token_auth_against_distribution() {
         &shown,
     )
     .await;
+
+    // The host asks for the right to pull and nothing more (the push
+    // asked for push too, so the claims are read right).
+    let access = |token: &String| {
+        use base64::Engine;
+        let claims = token.split('.').nth(1).unwrap();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&claims).unwrap()["access"].clone()
+    };
+    let issued = tokens.issued.lock().unwrap().clone();
+    assert!(
+        issued[..pushed]
+            .iter()
+            .any(|t| access(t).to_string().contains("push"))
+    );
+    let pull_only = serde_json::json!([
+        {"type": "repository", "name": "private/hello", "actions": ["pull"]}
+    ]);
+    assert!(issued.len() > pushed, "the host asked for no token");
+    for token in &issued[pushed..] {
+        assert_eq!(access(token), pull_only);
+    }
 }
 
 /// HTTPS, verified against the system's roots: a registry whose certificate
