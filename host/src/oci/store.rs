@@ -14,8 +14,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-/// The largest manifest read back from the store: registries cap theirs at
-/// 4 MiB, and a handler's is a few hundred bytes.
+/// The largest manifest read (from a registry or the store): the 4 MiB the
+/// distribution spec asks clients to support; a handler's is a few hundred
+/// bytes.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
