@@ -220,7 +220,6 @@ impl Puller {
             }
             Err(e) => return Err(e.into()),
         };
-        layout::check_digest(&signature).map_err(Failure::stop)?;
         self.store.put(&signature, &manifest).await?;
         let layers = cosign::signature_layers(&manifest).map_err(Failure::stop)?;
         let mut reasons = Vec::new();

@@ -47,6 +47,33 @@ async fn resolved_digest(host: &Wasmlet) -> String {
         .to_string()
 }
 
+/// A host serving v1, pushed to `registry` under the tag `live`.
+struct Live {
+    /// Holds the manifest and the cache: bind it (`dir: _dir`), or they
+    /// are removed at once.
+    #[allow(dead_code)]
+    dir: tempfile::TempDir,
+    cache: std::path::PathBuf,
+    host: Wasmlet,
+    /// v1's manifest digest.
+    v1: String,
+}
+
+async fn serving_v1_from_live(registry: &FakeRegistry) -> Live {
+    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(registry, &config, &cache, &[]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    Live {
+        dir,
+        cache,
+        host,
+        v1,
+    }
+}
+
 fn gets(registry: &FakeRegistry) -> usize {
     registry.log().len()
 }
@@ -94,12 +121,12 @@ async fn a_pinned_digest_is_pulled_once_then_served_from_the_cache() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_version() {
     let registry = FakeRegistry::start().await;
-    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let config = manifest(dir.path(), &registry.reference(":live"));
-    let host = serve(&registry, &config, &cache, &[]);
-    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let Live {
+        dir: _dir,
+        cache,
+        host,
+        v1,
+    } = serving_v1_from_live(&registry).await;
     assert_eq!(resolved_digest(&host).await, v1);
 
     // Each fault in turn, with the tag moved to v2: the reload fails, v1
@@ -159,12 +186,12 @@ async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_versio
 #[tokio::test(flavor = "multi_thread")]
 async fn endless_bodies_are_cut_off_and_the_last_good_version_serves() {
     let registry = FakeRegistry::start().await;
-    let v1 = registry.push(Some("live"), &wasm(wasm::V1));
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let config = manifest(dir.path(), &registry.reference(":live"));
-    let host = serve(&registry, &config, &cache, &[]);
-    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let Live {
+        dir: _dir,
+        host,
+        v1,
+        ..
+    } = serving_v1_from_live(&registry).await;
 
     registry.push(Some("live"), &wasm(wasm::V2));
     let cases = [
@@ -200,13 +227,9 @@ async fn endless_bodies_are_cut_off_and_the_last_good_version_serves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn layouts_sizes_and_redirects() {
     let registry = FakeRegistry::start().await;
-    let v1 = wasm(wasm::V1);
-    registry.push(Some("live"), &v1);
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let config = manifest(dir.path(), &registry.reference(":live"));
-    let host = serve(&registry, &config, &cache, &[]);
-    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let Live {
+        dir: _dir, host, ..
+    } = serving_v1_from_live(&registry).await;
 
     // A layer declared over --max-component-size is not downloaded.
     let v2 = wasm(wasm::V2);
