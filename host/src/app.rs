@@ -67,8 +67,17 @@ impl App {
             metrics.register_memory_budget(budget);
         }
         let metrics = Arc::new(metrics);
+        // A --cache-dir others may write to is not pruned (what is in it may
+        // be theirs), and the OCI store refuses to pull into it.
+        let private_dir = cache_dir.filter(|dir| match crate::cache::usable_dir(dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "--cache-dir is not private to this user: --cache-max-size is not enforced, and oci:// components are refused");
+                false
+            }
+        });
         let cache_budget =
-            cache_dir.map(|dir| Arc::new(CacheBudget::new(dir, cache.cache_max_size, &metrics)));
+            private_dir.map(|dir| Arc::new(CacheBudget::new(dir, cache.cache_max_size, &metrics)));
         let own_addresses = OwnAddresses::default();
         let reloader = Arc::new(Reloader::new(
             ReloaderParts {

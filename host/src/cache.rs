@@ -127,13 +127,32 @@ impl CompileCache {
 const OTHERS_WRITE: u32 = 0o022;
 
 /// Creates `dir` if needed (private to this user), then checks that this
-/// user owns it and no one else may write to it.
-fn usable_dir(dir: &Path) -> Result<()> {
+/// user owns it and no one else may write to it. The OCI store applies the
+/// same rule to `--cache-dir` and each of its own folders.
+pub(crate) fn usable_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .context("cannot create it")?;
+    check_private(dir)
+}
+
+/// Creates the one folder `dir` if it is missing (its parent must exist and
+/// is not created: a symlink on the way is never followed into), then
+/// checks it as [`usable_dir`] does.
+pub(crate) fn private_subdir(dir: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).context("cannot create it"),
+    }
+    check_private(dir)
+}
+
+/// `dir` itself (not a symlink) is a directory this user owns and no one
+/// else may write to.
+pub(crate) fn check_private(dir: &Path) -> Result<()> {
     let meta = std::fs::symlink_metadata(dir).context("cannot read it")?;
     if !meta.is_dir() {
         bail!("not a directory (a symlink is not accepted)");
@@ -147,7 +166,7 @@ fn usable_dir(dir: &Path) -> Result<()> {
     }
     if meta.mode() & OTHERS_WRITE != 0 {
         bail!(
-            "writable by its group or others (mode {:o}); entries are native code the host runs",
+            "writable by its group or others (mode {:o})",
             meta.mode() & 0o7777
         );
     }
@@ -222,7 +241,7 @@ fn store_entry(component: &Component, entry: &Path) -> Result<()> {
 }
 
 /// 128 random bits as hex, from the kernel.
-fn random_hex() -> Result<String> {
+pub(crate) fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))

@@ -12,9 +12,12 @@
 //! says so, once. Only names the host writes are counted and removed; the
 //! temporary file of a write in progress is counted but left alone unless
 //! nothing has written to it for [`STALE_TEMP`].
+//!
+//! A file counts what it takes on disk, as kubelet measures a volume: its
+//! allocated blocks, and at least [`MIN_FILE_CHARGE`] (its block and
+//! inode), so many small files cannot slip past the cap by their lengths.
 
 use crate::metrics::Metrics;
-use crate::oci::cosign;
 use crate::oci::layout::{self, Selected};
 use crate::oci::store::BlobStore;
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +34,11 @@ use std::time::{Duration, SystemTime};
 /// --pull-timeout), a compile writes its finished artifact in one go.
 pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 
+/// What a file counts for at the least: one 4 KiB block, the smallest a
+/// filesystem allocates to a file with any content, which also stands for
+/// its inode and directory entry.
+pub const MIN_FILE_CHARGE: u64 = 4 << 10;
+
 /// One version a table serves, as the cache knows it: the hex sha256 of
 /// its wasm and, for an `oci://` component, the `sha256:…` manifest digest
 /// its reference resolved to.
@@ -42,7 +50,8 @@ type InUse = HashSet<String>;
 /// What one [`CacheBudget::enforce`] left, and removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
-    /// Bytes under `--cache-dir` (the host's own files) after pruning.
+    /// Bytes on disk under `--cache-dir` (the host's own files, each its
+    /// allocated blocks and at least [`MIN_FILE_CHARGE`]) after pruning.
     pub bytes: u64,
     /// Files removed by this call.
     pub removed: u64,
@@ -172,7 +181,8 @@ impl CacheBudget {
     /// Adds what one version needs: the compiled entry named by its wasm's
     /// digest and, for an `oci://` component, the manifest it resolved to
     /// and what that leads to in the store: an index's platform manifest,
-    /// the layer, the signature checked for it and the signature's payloads.
+    /// the layer and the config (its `created` time). The signature record
+    /// of a manifest is named by the manifest's digest, so it stays too.
     fn uses(&self, in_use: &mut InUse, (digest, resolved): &Served) {
         in_use.insert(digest.clone());
         let mut manifests: Vec<String> = resolved.iter().cloned().collect();
@@ -180,22 +190,18 @@ impl CacheBudget {
             if !in_use.insert(hex(&manifest).to_string()) {
                 continue;
             }
-            if let Some(signature) = self.store.signature(&manifest) {
-                manifests.push(signature);
-            }
             let Ok(Some(bytes)) = self.store.read_manifest(&manifest) else {
                 continue;
             };
             match layout::select(&bytes) {
                 Ok(Selected::Layer(layer)) => {
                     in_use.insert(hex(&layer.digest).to_string());
+                    if let Some((config, _)) = layout::config(&bytes) {
+                        in_use.insert(hex(&config).to_string());
+                    }
                 }
                 Ok(Selected::Platform(child)) => manifests.push(child),
-                // Not a handler's manifest: a signature's.
                 Err(_) => {}
-            }
-            for payload in cosign::signature_layers(&bytes).unwrap_or_default() {
-                in_use.insert(hex(&payload.digest).to_string());
             }
         }
     }
@@ -278,11 +284,18 @@ fn list(dir: &Path, name: fn(&str) -> Name, files: &mut Vec<CacheFile>) {
         }
         files.push(CacheFile {
             path: entry.path(),
-            bytes: meta.len(),
+            bytes: charge(&meta),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             digest,
         });
     }
+}
+
+/// What a file counts for: its allocated blocks (`st_blocks` is in
+/// 512-byte units), at least [`MIN_FILE_CHARGE`].
+fn charge(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512).max(MIN_FILE_CHARGE)
 }
 
 /// `HEX-ENGINE.cwasm`, or `HEX-ENGINE.tmp-RANDOM` while it is written.
@@ -304,7 +317,7 @@ fn compiled_name(name: &str) -> Name {
 }
 
 /// `HEX` (a blob, or the signature record of the manifest `HEX`), or
-/// `.temp-PID-N` while it is written.
+/// `.temp-RANDOM` while it is written.
 fn stored_name(name: &str) -> Name {
     if is_digest(name) {
         Name::Entry(name.to_string())
@@ -329,6 +342,8 @@ mod tests {
     use crate::oci::store::sha256;
 
     const ENGINE: &str = "0123456789abcdef";
+    /// What each small file of these tests counts for: one block.
+    const C: u64 = MIN_FILE_CHARGE;
 
     /// A file of `bytes` bytes, last used `age` ago.
     fn file(path: &Path, bytes: usize, age: Duration) {
@@ -370,19 +385,19 @@ mod tests {
         for (n, age) in [(1, 50), (2, 40), (3, 30), (4, 20), (5, 10)] {
             file(&compiled(root, n), 100, minutes(age));
         }
-        let budget = budget(root, 250);
+        let budget = budget(root, 2 * C + C / 2);
         budget.hold(&(digest(4), None));
         let usage = budget.enforce(&[(digest(1), None)]);
         assert_eq!(
             usage,
             Usage {
-                bytes: 200,
+                bytes: 2 * C,
                 removed: 3
             }
         );
         let left: Vec<bool> = (1..=5).map(|n| compiled(root, n).exists()).collect();
         assert_eq!(left, [true, false, false, true, false]);
-        assert_eq!(budget.bytes.get(), 200);
+        assert_eq!(budget.bytes.get(), 2 * C);
         assert_eq!(budget.pruned.get(), 3);
 
         // Released, the held entry goes before a newer one.
@@ -392,7 +407,7 @@ mod tests {
         assert_eq!(
             usage,
             Usage {
-                bytes: 200,
+                bytes: 2 * C,
                 removed: 1
             }
         );
@@ -406,12 +421,12 @@ mod tests {
         let root = dir.path();
         file(&compiled(root, 1), 100, minutes(2));
         file(&compiled(root, 2), 100, minutes(1));
-        let budget = budget(root, 150);
+        let budget = budget(root, C + C / 2);
         let serving = [(digest(1), None), (digest(2), None)];
         assert_eq!(
             budget.enforce(&serving),
             Usage {
-                bytes: 200,
+                bytes: 2 * C,
                 removed: 0
             }
         );
@@ -420,7 +435,7 @@ mod tests {
         assert_eq!(
             budget.enforce(&serving[..1]),
             Usage {
-                bytes: 100,
+                bytes: C,
                 removed: 1
             }
         );
@@ -445,7 +460,7 @@ mod tests {
         assert_eq!(
             usage,
             Usage {
-                bytes: 320,
+                bytes: 5 * C,
                 removed: 1
             }
         );
@@ -456,7 +471,7 @@ mod tests {
         assert_eq!(
             usage,
             Usage {
-                bytes: 20,
+                bytes: 2 * C,
                 removed: 3
             }
         );
@@ -493,6 +508,28 @@ mod tests {
         assert!(foreign.iter().all(|p| p.exists()) && victim.exists());
     }
 
+    #[test]
+    fn a_file_counts_its_blocks_and_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Many one-byte blobs: by length 1,000 bytes, on disk 1,000 blocks.
+        for n in 0..1000u32 {
+            let name = format!("{:064x}", n);
+            file(&root.join("oci/blobs/sha256").join(name), 1, minutes(1));
+        }
+        let usage = budget(root, 0).enforce(&[]);
+        assert_eq!(usage.bytes, 1000 * MIN_FILE_CHARGE);
+        // A larger file counts what it takes, not less.
+        let big: Vec<u8> = (0..100_000u32).map(|n| (n * 7919 % 251) as u8).collect();
+        file_with(&compiled(root, 1), &big, minutes(1));
+        let usage = budget(root, 0).enforce(&[]);
+        assert!(
+            usage.bytes >= 1000 * MIN_FILE_CHARGE + 100_000,
+            "{}",
+            usage.bytes
+        );
+    }
+
     /// Stores `bytes` as a blob; returns its `sha256:…` digest.
     fn blob(root: &Path, bytes: &[u8], age: Duration) -> String {
         let digest = sha256(bytes);
@@ -509,16 +546,17 @@ mod tests {
     }
 
     #[test]
-    fn an_oci_version_keeps_its_index_manifest_layer_and_signature() {
+    fn an_oci_version_keeps_its_index_manifest_layer_config_and_signature() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let old = minutes(60 * 24);
         let layer = blob(root, b"\0asm the component", old);
+        let config = blob(root, br#"{"created":"2026-01-01T00:00:00Z"}"#, old);
         let manifest = blob(
             root,
             serde_json::json!({
                 "schemaVersion": 2,
-                "config": { "mediaType": layout::WASM_CONFIG_TYPE, "digest": sha256(b"{}"), "size": 2 },
+                "config": { "mediaType": layout::WASM_CONFIG_TYPE, "digest": config, "size": 34 },
                 "layers": [{ "mediaType": "application/wasm", "digest": layer, "size": 18 }],
             })
             .to_string()
@@ -538,30 +576,27 @@ mod tests {
             .as_bytes(),
             old,
         );
-        let payload = blob(root, b"{\"critical\":{}}", old);
-        let signature = blob(
-            root,
-            serde_json::json!({
-                "schemaVersion": 2,
-                "layers": [{
-                    "mediaType": cosign::SIMPLESIGNING, "digest": payload, "size": 15,
-                    "annotations": { (cosign::SIGNATURE_ANNOTATION): "c2ln" },
-                }],
-            })
-            .to_string()
-            .as_bytes(),
+        // The signature record of the index, named by its digest.
+        let record = root.join("oci/signatures").join(hex(&index));
+        file_with(&record, br#"{"payload":"e30=","signature":"c2ln"}"#, old);
+        let unused = blob(root, b"another layer", old);
+        let unused_record = root.join("oci/signatures").join(hex(&unused));
+        file_with(
+            &unused_record,
+            br#"{"payload":"e30=","signature":"c2ln"}"#,
             old,
         );
-        let record = root.join("oci/signatures").join(hex(&index));
-        file_with(&record, signature.as_bytes(), old);
-        let unused = blob(root, b"another layer", old);
         file(&compiled(root, 9), 100, old);
 
         let served = (hex(&layer).to_string(), Some(index.clone()));
         let usage = budget(root, 1).enforce(&[served]);
-        assert_eq!(usage.removed, 2, "the other layer and compiled entry");
+        assert_eq!(
+            usage.removed, 3,
+            "the other layer, its signature record and compiled entry"
+        );
         assert!(!blob_exists(root, &unused) && !compiled(root, 9).exists());
-        for kept in [&layer, &manifest, &index, &signature, &payload] {
+        assert!(!unused_record.exists());
+        for kept in [&layer, &config, &manifest, &index] {
             assert!(blob_exists(root, kept), "{kept}");
         }
         assert!(record.exists());

@@ -133,7 +133,9 @@ impl Default for NetLimits {
 pub struct CacheArgs {
     /// Directory for compiled components, keyed by the wasm's sha256 and
     /// the engine's settings, and for pulled `oci://` components. Without
-    /// it every start compiles again.
+    /// it every start compiles again. It must be owned by the host's user
+    /// and not writable by others: otherwise the compile cache is disabled
+    /// and `oci://` components are refused.
     #[arg(long, env = "WASMLET_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -141,7 +143,7 @@ pub struct CacheArgs {
     // more Python handler, ~55 MB compiled and pulled, written before the
     // next prune: past the emptyDir's sizeLimit kubelet evicts the pod.
     /// Most bytes kept under --cache-dir: compiled components and pulled
-    /// blobs together. Past it the least recently used are removed, but
+    /// blobs together, as allocated on disk. Past it the least recently used are removed, but
     /// never what the serving handlers use (then the cap gives way, with a
     /// warning). `0`: no cap.
     #[arg(long, env = "WASMLET_CACHE_MAX_SIZE", default_value = "192MiB", value_parser = parse_bytes)]

@@ -34,6 +34,7 @@ use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::PullSettings;
+use crate::oci::pull::Trust;
 use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::p3::{P3Parts, P3Route, Reporter};
@@ -522,13 +523,17 @@ impl Reloader {
                 "`{reference}`: `oci://` components need --cache-dir, where pulled layers are kept"
             );
         };
-        let pulled = puller.fetch(reference).await?;
-        if let Some(key) = &spec.cosign_key {
-            let key = CosignKey::load(key)?;
-            puller
-                .check_signature(reference, &pulled.manifest_digest, &key)
-                .await?;
-        }
+        let key = spec
+            .cosign_key
+            .as_deref()
+            .map(CosignKey::load)
+            .transpose()?;
+        let serving = self.serving_digest(spec, reference);
+        let trust = key.as_ref().map(|key| Trust {
+            key,
+            serving: serving.as_deref(),
+        });
+        let pulled = puller.fetch(reference, trust.as_ref()).await?;
         tracing::info!(
             reference = %reference,
             digest = %pulled.manifest_digest,
@@ -537,6 +542,17 @@ impl Reloader {
             "component resolved"
         );
         Ok(pulled)
+    }
+
+    /// The manifest digest `reference` resolved to for the route's stable
+    /// version now serving, if it serves from that same reference.
+    fn serving_digest(&self, spec: &RouteSpec, reference: &OciRef) -> Option<String> {
+        let table = self.registry.table()?;
+        let (_, handler) = table.router.iter().find(|(p, _)| *p == spec.pattern)?;
+        let serving = handler.spec.oci.as_ref()?;
+        (serving.to_string() == reference.to_string())
+            .then(|| handler.resolved.clone())
+            .flatten()
     }
 
     /// The file read from the store is the layer that was verified (a blob

@@ -8,6 +8,18 @@
 //! digest) and whose annotation `dev.cosignproject.cosign/signature` is the
 //! base64 ECDSA P-256/SHA-256 signature of that blob. One valid layer is
 //! enough. Only keys are supported (no keyless/Fulcio, no Rekor check).
+//!
+//! The signature image comes from the registry, which may be hostile: at
+//! most [`MAX_SIGNATURE_LAYERS`] layers of at most [`MAX_PAYLOAD`] bytes
+//! are read, into memory, and only the one that verifies is kept (see
+//! [`super::store::SignatureRecord`]). The signature is checked before the
+//! component's layer is downloaded.
+//!
+//! A signature says nothing about when: a registry can move a tag back to
+//! any build the key ever signed. So a tag's new digest is refused if its
+//! config's `created` time (RFC 3339, which `wasmlet push` and `wkg oci
+//! push` write, and which the signed manifest digest covers) is older than
+//! that of the version serving the route ([`check_not_older`]).
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -16,11 +28,19 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
 use std::path::Path;
+use std::time::SystemTime;
 
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The largest signed payload read: cosign's are a few hundred bytes.
 pub const MAX_PAYLOAD: u64 = 64 << 10;
+/// The most simple-signing layers of one signature image that are read:
+/// one per key that signed the digest (cosign appends a layer per `sign`);
+/// the rest are not fetched.
+pub const MAX_SIGNATURE_LAYERS: usize = 8;
+/// The largest component config read for its `created` time; `wasmlet
+/// push` writes about 200 bytes.
+pub const MAX_CONFIG: u64 = 64 << 10;
 
 /// A cosign public key (PEM, P-256).
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +147,48 @@ pub fn verify(key: &CosignKey, digest: &str, payload: &[u8], signature: &str) ->
     Ok(())
 }
 
+#[derive(Deserialize)]
+struct Config {
+    created: Option<String>,
+}
+
+/// The `created` time a component's config states, if it states one.
+pub fn created(config: &[u8]) -> Option<SystemTime> {
+    let config: Config = serde_json::from_slice(config).ok()?;
+    humantime::parse_rfc3339_weak(config.created?.trim()).ok()
+}
+
+/// Refuses `candidate` (a tag's new digest and its config's `created`) if
+/// it is older than `serving`, the version the route serves: a registry
+/// moving a signed tag back to an old build. Without a time on the serving
+/// version there is nothing to compare; without one on the candidate, its
+/// age cannot be told, and it is refused.
+pub fn check_not_older(
+    candidate: (&str, Option<SystemTime>),
+    serving: (&str, Option<SystemTime>),
+) -> Result<()> {
+    let (Some(serving_time), (digest, time)) = (serving.1, candidate) else {
+        return Ok(());
+    };
+    let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    match time {
+        Some(time) if time >= serving_time => Ok(()),
+        Some(time) => bail!(
+            "{digest} was created {}, older than {} which serves (created {}): a signed tag \
+             does not move back to an older build; pin `@{digest}` to roll back on purpose",
+            rfc3339(time),
+            serving.0,
+            rfc3339(serving_time)
+        ),
+        None => bail!(
+            "{digest} has no `created` time in its config, so it may be older than {} which \
+             serves (created {}); pin `@{digest}` to serve it",
+            serving.0,
+            rfc3339(serving_time)
+        ),
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -209,5 +271,30 @@ pub mod tests {
         assert_eq!(layers[0].signature.as_deref(), Some("c2ln"));
         let none = serde_json::json!({"schemaVersion": 2, "layers": []});
         assert!(signature_layers(&serde_json::to_vec(&none).unwrap()).is_err());
+    }
+
+    #[test]
+    fn an_older_build_is_refused_a_newer_or_equal_one_is_not() {
+        let time = |text: &str| created(format!(r#"{{"created":"{text}"}}"#).as_bytes());
+        let old = time("2026-01-01T00:00:00Z");
+        let new = time("2026-06-01T00:00:00.5Z");
+        assert!(old.is_some() && new > old);
+        assert_eq!(created(br#"{"architecture":"wasm"}"#), None);
+        assert_eq!(created(b"not json"), None);
+        assert_eq!(time("yesterday"), None);
+
+        let e = check_not_older(("sha256:old", old), ("sha256:new", new))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("older than sha256:new"), "{e}");
+        assert!(e.contains("2026-01-01T00:00:00Z"), "{e}");
+        check_not_older(("sha256:new", new), ("sha256:old", old)).unwrap();
+        check_not_older(("sha256:same", new), ("sha256:new", new)).unwrap();
+        // Nothing to compare with: accepted. No time on the candidate: refused.
+        check_not_older(("sha256:old", old), ("sha256:new", None)).unwrap();
+        let e = check_not_older(("sha256:x", None), ("sha256:new", new))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `created` time"), "{e}");
     }
 }

@@ -118,6 +118,15 @@ pub fn select(manifest: &[u8]) -> Result<Selected> {
     }
 }
 
+/// An image manifest's config blob: its digest and declared size (none
+/// for an index, or a descriptor that is not sha256).
+pub fn config(manifest: &[u8]) -> Option<(String, u64)> {
+    let doc: Document = serde_json::from_slice(manifest).ok()?;
+    let config = doc.config?;
+    check_digest(&config.digest).ok()?;
+    Some((config.digest, u64::try_from(config.size).ok()?))
+}
+
 /// The index entry for the wasm platform (`architecture: wasm`, `os:
 /// wasip2`, or `os: wasip1`/`wasi` as older tools wrote it).
 fn platform(entries: &[Descriptor]) -> Result<String> {

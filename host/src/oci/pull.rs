@@ -20,7 +20,7 @@ use super::cosign::{self, CosignKey};
 use super::layout::{self, ACCEPTED_MANIFESTS, Selected, WasmLayer};
 use super::reference::OciRef;
 use super::registry::{Refused, Session};
-use super::store::BlobStore;
+use super::store::{BlobStore, SignatureRecord};
 use anyhow::{Result, anyhow};
 use oci_client::errors::OciDistributionError;
 use std::path::PathBuf;
@@ -59,6 +59,15 @@ pub struct PullSettings {
     pub docker_config: Option<PathBuf>,
 }
 
+/// What a route with a `cosign_key` trusts.
+pub struct Trust<'a> {
+    /// The key its versions must be signed by.
+    pub key: &'a CosignKey,
+    /// The manifest digest serving the route now, if any: a tag's new
+    /// digest must not be an older build.
+    pub serving: Option<&'a str>,
+}
+
 pub struct Puller {
     store: BlobStore,
     settings: PullSettings,
@@ -87,13 +96,26 @@ impl Puller {
     }
 
     /// The component `reference` names, from the store or the registry.
-    pub async fn fetch(&self, reference: &OciRef) -> Result<Pulled> {
+    /// With `trust`, its digest must carry a valid signature by the key,
+    /// checked before its layer is downloaded, and a tag's digest must not
+    /// be older than the version serving (see [`cosign::check_not_older`]).
+    pub async fn fetch(&self, reference: &OciRef, trust: Option<&Trust<'_>>) -> Result<Pulled> {
+        self.store.ready().map_err(|e| {
+            anyhow!(
+                "`{reference}`: not pulled: --cache-dir and its oci/ folders must be \
+                 directories (not symlinks) owned by this user that no one else may \
+                 write to, like the compile cache's: {e:#}"
+            )
+        })?;
         if let Some(digest) = reference.pinned()
             && let Some(pulled) = self.cached(digest)?
         {
+            if let Some(trust) = trust {
+                self.check_signature(reference, digest, trust.key).await?;
+            }
             return Ok(pulled);
         }
-        self.retrying(reference, "pull", || self.pull_once(reference))
+        self.retrying(reference, "pull", || self.pull_once(reference, trust))
             .await
     }
 
@@ -159,45 +181,35 @@ impl Puller {
         digest: &str,
         key: &CosignKey,
     ) -> Result<()> {
-        if let Some(signature) = self.store.signature(digest)
-            && let Ok(Some(manifest)) = self.store.read_manifest(&signature)
-            && self.verify_stored(&manifest, digest, key).is_ok()
-        {
+        if self.verify_stored(digest, key).is_ok() {
             return Ok(());
         }
-        self.retrying(reference, "signature check", || {
-            self.fetch_signature(reference, digest, key)
+        self.retrying(reference, "signature check", || async {
+            let session = self.session(reference)?;
+            self.fetch_signature(&session, reference, digest, key).await
         })
         .await
     }
 
-    /// Verifies a signature manifest whose payloads are all in the store.
-    fn verify_stored(&self, manifest: &[u8], digest: &str, key: &CosignKey) -> Result<()> {
-        let mut last = anyhow!("no signature layer");
-        for layer in cosign::signature_layers(manifest)? {
-            let (Some(signature), Some(path)) = (&layer.signature, self.store.get(&layer.digest)?)
-            else {
-                continue;
-            };
-            let payload = std::fs::read(path)?;
-            if super::store::sha256(&payload) != layer.digest {
-                continue;
-            }
-            match cosign::verify(key, digest, &payload, signature) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+    /// Verifies the signature recorded for `digest` with today's key.
+    fn verify_stored(&self, digest: &str, key: &CosignKey) -> Result<()> {
+        let record = self
+            .store
+            .signature(digest)
+            .ok_or_else(|| anyhow!("no signature recorded"))?;
+        cosign::verify(key, digest, &record.payload, &record.signature)
     }
 
+    /// Reads the signature image of `digest` and its first
+    /// [`cosign::MAX_SIGNATURE_LAYERS`] payloads, each into memory and
+    /// capped; records the first that verifies.
     async fn fetch_signature(
         &self,
+        session: &Session,
         reference: &OciRef,
         digest: &str,
         key: &CosignKey,
     ) -> Result<(), Failure> {
-        let session = self.session(reference)?;
         let image = &reference.reference;
         let tag = cosign::signature_tag(digest);
         let signature_ref = oci_client::Reference::with_tag(
@@ -205,11 +217,8 @@ impl Puller {
             image.repository().to_string(),
             tag.clone(),
         );
-        let (manifest, signature) = match session
-            .manifest(&signature_ref, &ACCEPTED_MANIFESTS)
-            .await
-        {
-            Ok(found) => found,
+        let manifest = match session.manifest(&signature_ref, &ACCEPTED_MANIFESTS).await {
+            Ok((manifest, _)) => manifest,
             Err(e) if is_not_found(&e) => {
                 return Err(Failure::stop(anyhow!(
                     "no cosign signature: `{}:{tag}` does not exist (sign with `cosign sign --key`; \
@@ -220,10 +229,11 @@ impl Puller {
             }
             Err(e) => return Err(e.into()),
         };
-        self.store.put(&signature, &manifest).await?;
         let layers = cosign::signature_layers(&manifest).map_err(Failure::stop)?;
+        let total = layers.len();
+        drop(manifest);
         let mut reasons = Vec::new();
-        for layer in layers {
+        for layer in layers.into_iter().take(cosign::MAX_SIGNATURE_LAYERS) {
             let Some(sig) = &layer.signature else {
                 reasons.push(format!(
                     "{}: no {} annotation",
@@ -234,33 +244,146 @@ impl Puller {
             };
             if layer.size > cosign::MAX_PAYLOAD {
                 reasons.push(format!(
-                    "{}: payload of {} bytes, too large",
-                    layer.digest, layer.size
+                    "{}: payload of {} bytes, more than {}",
+                    layer.digest,
+                    layer.size,
+                    cosign::MAX_PAYLOAD
                 ));
                 continue;
             }
             layout::check_digest(&layer.digest).map_err(Failure::stop)?;
-            let path = match self.store.get(&layer.digest)? {
-                Some(path) => path,
-                None => {
-                    let (_, stream) = session.blob(image, &layer.digest).await?;
-                    self.store.write(&layer.digest, layer.size, stream).await?
-                }
-            };
-            let payload = std::fs::read(&path)?;
+            let payload = self
+                .blob_in_memory(session, image, &layer.digest, layer.size)
+                .await?;
             match cosign::verify(key, digest, &payload, sig) {
                 Ok(()) => {
-                    self.store.set_signature(digest, &signature)?;
+                    let record = SignatureRecord {
+                        payload,
+                        signature: sig.clone(),
+                    };
+                    self.store.set_signature(digest, &record)?;
                     return Ok(());
                 }
                 Err(e) => reasons.push(format!("{}: {e}", layer.digest)),
             }
+        }
+        if total > cosign::MAX_SIGNATURE_LAYERS {
+            reasons.push(format!(
+                "{} more layers not read: at most {} are",
+                total - cosign::MAX_SIGNATURE_LAYERS,
+                cosign::MAX_SIGNATURE_LAYERS
+            ));
         }
         Err(Failure::stop(anyhow!(
             "no valid cosign signature for {digest} in `{}:{tag}` ({})",
             reference.repository(),
             reasons.join("; ")
         )))
+    }
+
+    /// A small blob read whole into memory, refused past `max` bytes or if
+    /// it does not hash to `digest`.
+    async fn blob_in_memory(
+        &self,
+        session: &Session,
+        image: &oci_client::Reference,
+        digest: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        use futures_util::StreamExt;
+        let (_, stream) = session.blob(image, digest).await?;
+        let mut stream = std::pin::pin!(stream);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| anyhow::Error::from(e).context("download interrupted"))?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(Failure::stop(anyhow!(
+                    "{digest}: more than {max} bytes, larger than its limit"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let actual = super::store::sha256(&bytes);
+        if actual != digest {
+            return Err(Failure::stop(anyhow!(
+                "digest mismatch: expected {digest}, the registry sent {} bytes of {actual}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The `created` time of the image manifest `manifest`'s config, from
+    /// the store or (then stored) the registry.
+    async fn created(
+        &self,
+        session: &Session,
+        image: &oci_client::Reference,
+        manifest: &[u8],
+    ) -> Result<Option<std::time::SystemTime>, Failure> {
+        let Some((config, size)) = layout::config(manifest) else {
+            return Ok(None);
+        };
+        if size > cosign::MAX_CONFIG {
+            return Ok(None);
+        }
+        if let Some(path) = self.store.get(&config)? {
+            let bytes = std::fs::read(&path)?;
+            if super::store::sha256(&bytes) == config {
+                return Ok(cosign::created(&bytes));
+            }
+            self.store.remove(&config);
+        }
+        let bytes = self.blob_in_memory(session, image, &config, size).await?;
+        self.store.put(&config, &bytes).await?;
+        Ok(cosign::created(&bytes))
+    }
+
+    /// The image manifest `digest` leads to (through an index's wasm
+    /// entry), from the store or the registry.
+    async fn image_manifest(
+        &self,
+        session: &Session,
+        image: &oci_client::Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut digest = digest.to_string();
+        for _ in 0..2 {
+            let manifest = match self.store.read_manifest(&digest)? {
+                Some(manifest) => manifest,
+                None => session
+                    .manifest(
+                        &image.clone_with_digest(digest.clone()),
+                        &ACCEPTED_MANIFESTS,
+                    )
+                    .await?
+                    .0
+                    .to_vec(),
+            };
+            match layout::select(&manifest).map_err(Failure::stop)? {
+                Selected::Layer(_) => return Ok(manifest),
+                Selected::Platform(child) => digest = child,
+            }
+        }
+        Err(Failure::stop(anyhow!("{digest}: an index within an index")))
+    }
+
+    /// Refuses `digest` (whose image manifest is `manifest`) if its build
+    /// is older than `serving`'s.
+    async fn check_not_older(
+        &self,
+        session: &Session,
+        reference: &OciRef,
+        digest: &str,
+        manifest: &[u8],
+        serving: &str,
+    ) -> Result<(), Failure> {
+        let image = &reference.reference;
+        let candidate = self.created(session, image, manifest).await?;
+        let serving_manifest = self.image_manifest(session, image, serving).await?;
+        let serving_time = self.created(session, image, &serving_manifest).await?;
+        cosign::check_not_older((digest, candidate), (serving, serving_time)).map_err(Failure::stop)
     }
 
     /// The pinned `digest`, if its manifest (and index entry) and layer are
@@ -289,20 +412,30 @@ impl Puller {
         }))
     }
 
-    async fn pull_once(&self, reference: &OciRef) -> Result<Pulled, Failure> {
+    async fn pull_once(
+        &self,
+        reference: &OciRef,
+        trust: Option<&Trust<'_>>,
+    ) -> Result<Pulled, Failure> {
         let session = self.session(reference)?;
         let image = &reference.reference;
         let (manifest, digest) = session.manifest(image, &ACCEPTED_MANIFESTS).await?;
-        self.store.put(&digest, &manifest).await?;
-        let layer = match layout::select(&manifest).map_err(Failure::stop)? {
-            Selected::Layer(layer) => layer,
+        // Signed, and not older than what serves, before anything of it is
+        // stored or its layer requested.
+        if let Some(trust) = trust
+            && self.verify_stored(&digest, trust.key).is_err()
+        {
+            self.fetch_signature(&session, reference, &digest, trust.key)
+                .await?;
+        }
+        let (layer, child) = match layout::select(&manifest).map_err(Failure::stop)? {
+            Selected::Layer(layer) => (layer, None),
             Selected::Platform(child) => {
-                let (manifest, child) = session
+                let (child_manifest, child) = session
                     .manifest(&image.clone_with_digest(child), &ACCEPTED_MANIFESTS)
                     .await?;
-                self.store.put(&child, &manifest).await?;
-                match layout::select(&manifest).map_err(Failure::stop)? {
-                    Selected::Layer(layer) => layer,
+                match layout::select(&child_manifest).map_err(Failure::stop)? {
+                    Selected::Layer(layer) => (layer, Some((child, child_manifest))),
                     Selected::Platform(_) => {
                         return Err(Failure::stop(anyhow!(
                             "the index's wasm entry {child} is itself an index"
@@ -311,6 +444,21 @@ impl Puller {
                 }
             }
         };
+        if let Some(Trust {
+            serving: Some(serving),
+            ..
+        }) = trust
+            && reference.pinned().is_none()
+            && *serving != digest
+        {
+            let image_manifest = child.as_ref().map_or(&manifest, |(_, m)| m);
+            self.check_not_older(&session, reference, &digest, image_manifest, serving)
+                .await?;
+        }
+        self.store.put(&digest, &manifest).await?;
+        if let Some((child, child_manifest)) = &child {
+            self.store.put(child, child_manifest).await?;
+        }
         let path = match self.store.get(&layer.digest)? {
             Some(path) => path,
             None => self.download(&session, reference, &layer).await?,

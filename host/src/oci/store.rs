@@ -5,12 +5,22 @@
 //! digest matches: a reader never sees a partial or unverified blob, and
 //! a crash leaves only a temporary file behind. Nothing is held in memory
 //! but one chunk.
+//!
+//! The store follows the compile cache's rule ([`crate::cache`]): it is
+//! used only if `--cache-dir` and each of the store's folders are real
+//! directories (not symlinks) that the host's user owns and no one else
+//! may write to, checked before every write ([`BlobStore::ready`]);
+//! otherwise `oci://` components are refused, naming the folder. Temporary
+//! files get unguessable names and are created exclusively, never through
+//! a symlink.
 
 use super::layout::check_digest;
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -73,6 +83,27 @@ impl BlobStore {
         self.write(digest, bytes.len() as u64, stream).await
     }
 
+    /// Checks that the store may be written: `--cache-dir` (the root's
+    /// parent) and the store's folders, created if missing, are
+    /// directories of this user's that no one else may write to.
+    pub fn ready(&self) -> Result<()> {
+        let Some(cache_dir) = self.root.parent() else {
+            bail!("`{}` has no parent folder", self.root.display());
+        };
+        crate::cache::check_private(cache_dir)
+            .with_context(|| format!("`{}`", cache_dir.display()))?;
+        let blobs = self.root.join("blobs");
+        for dir in [
+            self.root.clone(),
+            blobs.clone(),
+            blobs.join("sha256"),
+            self.root.join("signatures"),
+        ] {
+            crate::cache::private_subdir(&dir).with_context(|| format!("`{}`", dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// Streams a blob to disk, refusing more than `max` bytes and any
     /// content whose sha256 is not `digest`.
     pub async fn write<S>(&self, digest: &str, max: u64, stream: S) -> Result<PathBuf>
@@ -80,12 +111,10 @@ impl BlobStore {
         S: Stream<Item = std::io::Result<bytes::Bytes>>,
     {
         let target = self.path(digest)?;
+        self.ready()?;
         let dir = target.parent().expect("blobs/sha256");
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let temp = temp_path(dir);
-        let result = write_verified(&temp, digest, max, stream).await;
+        let (temp, file) = create_temp(dir)?;
+        let result = write_verified(&temp, file, digest, max, stream).await;
         match result {
             Ok(()) => {
                 tokio::fs::rename(&temp, &target)
@@ -100,31 +129,48 @@ impl BlobStore {
         }
     }
 
-    /// Records that the signature of `signed` is the manifest `signature`
-    /// (both `sha256:…`), so a restart can check it without the registry.
-    pub fn set_signature(&self, signed: &str, signature: &str) -> Result<()> {
+    /// Records a verified cosign signature of the manifest `signed`: the
+    /// signed payload and its signature, so a restart checks it again
+    /// (with the key then configured) without the registry. One small
+    /// file per signed digest, whatever the signature image held.
+    pub fn set_signature(&self, signed: &str, record: &SignatureRecord) -> Result<()> {
         check_digest(signed)?;
-        check_digest(signature)?;
+        self.ready()?;
         let dir = self.root.join("signatures");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let temp = temp_path(&dir);
-        std::fs::write(&temp, signature)
-            .and_then(|()| std::fs::rename(&temp, dir.join(&signed["sha256:".len()..])))
-            .with_context(|| format!("cannot write in `{}`", dir.display()))
+        let body = serde_json::to_vec(&StoredRecord {
+            payload: base64::engine::general_purpose::STANDARD.encode(&record.payload),
+            signature: record.signature.clone(),
+        })?;
+        let (temp, mut file) = create_temp(&dir)?;
+        let written = file
+            .write_all(&body)
+            .and_then(|()| std::fs::rename(&temp, dir.join(&signed["sha256:".len()..])));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.with_context(|| format!("cannot write in `{}`", dir.display()))
     }
 
-    /// The signature manifest recorded for `signed`, if any.
-    pub fn signature(&self, signed: &str) -> Option<String> {
+    /// The signature recorded for `signed`, if any (unchecked: verify it).
+    pub fn signature(&self, signed: &str) -> Option<SignatureRecord> {
         check_digest(signed).ok()?;
         let path = self
             .root
             .join("signatures")
             .join(&signed["sha256:".len()..]);
-        let text = std::fs::read_to_string(&path).ok()?;
-        check_digest(text.trim()).ok()?;
+        let mut text = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_SIGNATURE_RECORD + 1).read_to_end(&mut text))
+            .ok()?;
+        let stored: StoredRecord = serde_json::from_slice(&text).ok()?;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(stored.payload)
+            .ok()?;
         crate::cache_budget::touch(&path);
-        Some(text.trim().to_string())
+        Some(SignatureRecord {
+            payload,
+            signature: stored.signature,
+        })
     }
 
     /// Removes a blob (one found corrupted when read).
@@ -135,21 +181,51 @@ impl BlobStore {
     }
 }
 
-/// `temp-PID-N` beside the target, so the rename stays on one filesystem.
-fn temp_path(dir: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".temp-{}-{n}", std::process::id()))
+/// A verified cosign signature: the signed payload and the base64
+/// signature of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRecord {
+    pub payload: Vec<u8>,
+    pub signature: String,
 }
 
-async fn write_verified<S>(temp: &Path, digest: &str, max: u64, stream: S) -> Result<()>
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecord {
+    /// base64
+    payload: String,
+    signature: String,
+}
+
+/// The largest signature record read back: a payload of
+/// [`super::cosign::MAX_PAYLOAD`] in base64, and its signature.
+const MAX_SIGNATURE_RECORD: u64 = 2 * super::cosign::MAX_PAYLOAD;
+
+/// A new file `.temp-RANDOM` in `dir` (beside the target, so the rename
+/// stays on one filesystem): an unguessable name, created exclusively and
+/// not through a symlink, readable by this user only.
+fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let temp = dir.join(format!(".temp-{}", crate::cache::random_hex()?));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .with_context(|| format!("cannot create `{}`", temp.display()))?;
+    Ok((temp, file))
+}
+
+async fn write_verified<S>(
+    temp: &Path,
+    file: std::fs::File,
+    digest: &str,
+    max: u64,
+    stream: S,
+) -> Result<()>
 where
     S: Stream<Item = std::io::Result<bytes::Bytes>>,
 {
-    let mut file = tokio::fs::File::create(temp)
-        .await
-        .with_context(|| format!("cannot create `{}`", temp.display()))?;
+    let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     let mut stream = std::pin::pin!(stream);
@@ -190,17 +266,14 @@ mod tests {
         )
     }
 
-    fn store() -> (BlobStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "wasmlet-store-test-{}-{}",
-            std::process::id(),
-            temp_path(Path::new("")).display()
-        ));
-        (BlobStore::new(dir.clone()), dir)
+    /// A store in a private temporary folder, and that folder.
+    fn store() -> (BlobStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (BlobStore::new(dir.path().join("oci")), dir)
     }
 
     fn leftovers(dir: &Path) -> usize {
-        std::fs::read_dir(dir.join("blobs/sha256"))
+        std::fs::read_dir(dir.join("oci/blobs/sha256"))
             .map(|d| d.count())
             .unwrap_or(0)
     }
@@ -235,8 +308,7 @@ mod tests {
         assert!(format!("{e:#}").contains("connection reset"), "{e:#}");
         assert_eq!(store.get(&other).unwrap(), None);
         // Only the one good blob: failed writes leave no temporary files.
-        assert_eq!(leftovers(&dir), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(leftovers(dir.path()), 1);
     }
 
     #[tokio::test]
@@ -248,6 +320,72 @@ mod tests {
         std::fs::write(&path, b"{\"x\":1}").unwrap();
         assert_eq!(store.read_manifest(&digest).unwrap(), None);
         assert!(!path.exists());
-        std::fs::remove_dir_all(dir).unwrap();
+        drop(dir);
+    }
+
+    #[tokio::test]
+    async fn signature_records_round_trip() {
+        let (store, _dir) = store();
+        let signed = sha256(b"manifest");
+        assert_eq!(store.signature(&signed), None);
+        let record = SignatureRecord {
+            payload: b"{\"critical\":{}}".to_vec(),
+            signature: "c2ln".into(),
+        };
+        store.set_signature(&signed, &record).unwrap();
+        assert_eq!(store.signature(&signed), Some(record));
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_folder_or_a_planted_link_is_never_written_through() {
+        let (store, dir) = store();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let digest = sha256(b"blob");
+        store.put(&digest, b"blob").await.unwrap();
+        let sha = dir.path().join("oci/blobs/sha256");
+
+        // Others may write to --cache-dir, or to one of the store's folders.
+        for folder in [
+            dir.path().to_path_buf(),
+            dir.path().join("oci"),
+            sha.clone(),
+        ] {
+            chmod(&folder, 0o777);
+            let e = format!("{:#}", store.ready().unwrap_err());
+            assert!(e.contains("mode 777"), "{e}");
+            assert!(e.contains(&folder.display().to_string()), "{e}");
+            let other = sha256(b"other");
+            assert!(store.put(&other, b"other").await.is_err());
+            assert!(store.get(&other).unwrap().is_none());
+            chmod(&folder, 0o700);
+        }
+        // A folder replaced by a symlink.
+        let signatures = dir.path().join("oci/signatures");
+        std::fs::remove_dir(&signatures).unwrap();
+        std::os::unix::fs::symlink(dir.path(), &signatures).unwrap();
+        let e = format!("{:#}", store.ready().unwrap_err());
+        assert!(e.contains("symlink"), "{e}");
+        std::fs::remove_file(&signatures).unwrap();
+        store.ready().unwrap();
+
+        // Links planted under the names the store used to pick.
+        for n in 0..16 {
+            let name = format!(".temp-{}-{n}", std::process::id());
+            std::os::unix::fs::symlink(&victim, sha.join(&name)).unwrap();
+            std::os::unix::fs::symlink(&victim, signatures.join(name)).unwrap();
+        }
+        store.put(&sha256(b"more"), b"more").await.unwrap();
+        let record = SignatureRecord {
+            payload: b"p".to_vec(),
+            signature: "s".into(),
+        };
+        store.set_signature(&digest, &record).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
     }
 }

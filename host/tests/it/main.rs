@@ -15,6 +15,7 @@ mod limits;
 mod net;
 mod observability;
 mod oci;
+mod oci_disk;
 mod oci_e2e;
 mod p3;
 mod parity;
