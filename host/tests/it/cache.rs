@@ -21,8 +21,10 @@ const COMPONENTS: [&str; 8] = [
 /// Room for three of [`COMPONENTS`] compiled, not four.
 const CAP: u64 = 1 << 20;
 
-/// Bytes of every file under `dir`.
+/// What every file under `dir` takes on disk, as the host counts it: its
+/// allocated blocks, at least one 4 KiB block.
 fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -33,7 +35,7 @@ fn disk_usage(dir: &Path) -> u64 {
             if meta.is_dir() {
                 disk_usage(&e.path())
             } else {
-                meta.len()
+                (meta.blocks() * 512).max(4096)
             }
         })
         .sum()
