@@ -24,11 +24,7 @@ fn client_ip(n: usize) -> std::net::IpAddr {
 
 /// A connection to `addr` from client `n`'s address; `recv_buffer` sets
 /// SO_RCVBUF before connecting.
-async fn connect_as(
-    addr: SocketAddr,
-    n: usize,
-    recv_buffer: Option<u32>,
-) -> tokio::net::TcpStream {
+async fn connect_as(addr: SocketAddr, n: usize, recv_buffer: Option<u32>) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(client_ip(n), 0)).unwrap();
     if let Some(size) = recv_buffer {
@@ -131,7 +127,7 @@ fn serve(dir: &Path, manifest: &str, extra: &[&str]) -> Wasmlet {
 fn rolled_back_at(min_requests: usize) -> String {
     format!(
         "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
-         canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
+         canary = {{ component = \"canary.wasm\", weight = 50, version_header = true }}\n\
          rollback = {{ max_error_rate = 0.05, min_requests = {min_requests}, window = \"1m\" }}\n"
     )
 }
@@ -167,7 +163,7 @@ async fn weight_10_splits_within_the_binomial_bound() {
     copy(wasm::V2, &dir.path().join("v2.wasm"));
     let host = serve(
         dir.path(),
-        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 10 }\n",
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 10, version_header = true }\n",
         &[],
     );
     const N: usize = 2000;
@@ -225,14 +221,19 @@ async fn weight_10_splits_within_the_binomial_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_version_header_is_on_routes_with_a_canary_unless_turned_off() {
+async fn the_version_header_is_opt_in_per_canary_and_can_be_turned_off() {
     let dir = tempdir();
     copy(wasm::V1, &dir.path().join("v1.wasm"));
     copy(wasm::V2, &dir.path().join("v2.wasm"));
-    let manifest = "[[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100 }\n\n[[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n";
+    let manifest = "[[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100, version_header = true }\n\n\
+                    [[route]]\npath = \"/quiet\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100 }\n\n\
+                    [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n";
     let host = serve(dir.path(), manifest, &[]);
     let r = get(host.public, "/c").await;
     assert_eq!((r.text().as_str(), version(&r)), ("v2", "canary"));
+    // Issue 26: off unless the canary asks for it.
+    let r = get(host.public, "/quiet").await;
+    assert_eq!((r.text().as_str(), version(&r)), ("v2", "(none)"));
     let r = get(host.public, "/plain").await;
     assert_eq!((r.text().as_str(), version(&r)), ("v1", "(none)"));
     drop(host);
@@ -357,7 +358,7 @@ async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes()
     // A changed weight alone does not revive the same canary.
     write(
         &dir.path().join("wasmlet.toml"),
-        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canary.wasm\", weight = 60 }\n",
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canary.wasm\", weight = 60, version_header = true }\n",
     );
     assert_eq!(reload(host.admin).await.status, 200);
     after(burst(host.public, plain("/?code=500", 200)).await);
@@ -390,7 +391,7 @@ async fn a_healthy_canary_is_not_rolled_back_at_a_steady_1_percent_error_rate() 
     let host = serve(
         dir.path(),
         "[[route]]\npath = \"/...\"\ncomponent = \"stable.wasm\"\n\
-         canary = { component = \"canary.wasm\", weight = 50 }\n\
+         canary = { component = \"canary.wasm\", weight = 50, version_header = true }\n\
          rollback = { max_error_rate = 0.05, min_requests = 200, window = \"1m\" }\n",
         &[],
     );
@@ -431,8 +432,8 @@ async fn promote_and_abort_under_load_fail_no_request() {
     copy(wasm::V2, &dir.path().join("v2.wasm"));
     let host = serve(
         dir.path(),
-        "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
-         [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+        "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50, version_header = true }\n\n\
+         [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50, version_header = true }\n\n\
          [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n",
         &[],
     );
@@ -732,10 +733,12 @@ async fn clients_that_stop_reading_cannot_roll_back_a_healthy_canary() {
     assert_eq!(route["canary"]["state"], "active", "{route:#}");
     assert_eq!(route["canary"]["effective_weight"], 50);
     // The probes that found the canary count; the stalled answers do not.
-    assert_eq!(route["canary"]["window"]["canary"]["failed"], 0, "{route:#}");
     assert_eq!(
-        route["canary"]["window"]["canary"]["total"],
-        ATTACKERS as u64,
+        route["canary"]["window"]["canary"]["failed"], 0,
+        "{route:#}"
+    );
+    assert_eq!(
+        route["canary"]["window"]["canary"]["total"], ATTACKERS as u64,
         "{route:#}"
     );
     assert_eq!(
@@ -785,8 +788,15 @@ async fn one_sticky_value_or_one_client_cannot_fill_the_window() {
         let doc = route_doc(&host, route).await;
         assert_eq!(doc["canary"]["state"], "active", "{doc:#}");
     }
-    assert_eq!(failed, 3 * MIN_REQUESTS, "the sticky value stayed on the canary");
-    assert!(on_canary >= 2 * MIN_REQUESTS, "{on_canary} reached the canary");
+    assert_eq!(
+        failed,
+        3 * MIN_REQUESTS,
+        "the sticky value stayed on the canary"
+    );
+    assert!(
+        on_canary >= 2 * MIN_REQUESTS,
+        "{on_canary} reached the canary"
+    );
     for route in ["/s/...", "/p/..."] {
         let doc = route_doc(&host, route).await;
         let counted = doc["canary"]["window"]["canary"]["total"].as_u64().unwrap();
@@ -798,7 +808,10 @@ async fn one_sticky_value_or_one_client_cannot_fill_the_window() {
             ),
         )
         .await;
-        assert!(over >= MIN_REQUESTS as f64, "{route}: {over} over the share");
+        assert!(
+            over >= MIN_REQUESTS as f64,
+            "{route}: {over} over the share"
+        );
     }
 }
 
