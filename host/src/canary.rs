@@ -11,6 +11,12 @@
 //! requests, its weight becomes 0. A rollback, an abort and a promotion
 //! belong to the canary's digest: they survive reloads until it changes.
 //! Every replica decides alone, from its own traffic.
+//!
+//! Clients cannot steer the verdict: a failure the client caused (a
+//! refused or stalled upload, a timeout while the guest waited for the
+//! client to read, a client gone before the body's end) is not counted,
+//! and one client address or one sticky value holds at most
+//! [`MAX_CLIENT_SHARE`] of a version's outcomes in the window.
 
 use crate::metrics::{CANARY, Metrics, STABLE};
 use crate::registry::{Handler, RoutingTable};
@@ -20,14 +26,33 @@ use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The response header naming the version that answered.
+/// The response header naming the version that answered, on routes whose
+/// canary sets `version_header = true`.
 pub const VERSION_HEADER: &str = "x-wasmlet-version";
+
+/// The largest share of one version's counted outcomes in the rollback
+/// window that one client (an IPv4 address, or an IPv6 /64) or one sticky
+/// value may hold, as a fraction of the larger of the version's count and
+/// `min_requests`; past it, its requests are served but not counted
+/// (`wasmlet_canary_uncounted_total{reason="share"}`). So one client moves
+/// a version's failure rate by at most 5 points (a `max_error_rate` of
+/// 0.05 or more cannot be crossed by one client alone), and a window
+/// reaches `min_requests` only with outcomes from at least 20 clients.
+pub const MAX_CLIENT_SHARE: f64 = 0.05;
+
+/// Clients and sticky values remembered per window slot (20 slots): about
+/// 32 KiB each at most. Past it, a new one in that slot is counted without
+/// the share check on that key; its other key (address or value) is still
+/// checked if remembered.
+const MAX_KEYS_PER_SLOT: usize = 1024;
 
 /// Slots of the sliding window: outcomes older than `window` drop out in
 /// steps of `window / WINDOW_SLOTS`.
@@ -45,6 +70,9 @@ pub struct CanaryFile {
     pub component: PathBuf,
     /// `weight = 10`: the percentage of the route's requests it serves.
     pub weight: i64,
+    /// `version_header = true`: answers carry `x-wasmlet-version`.
+    #[serde(default)]
+    pub version_header: bool,
 }
 
 /// `rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }`
@@ -72,6 +100,10 @@ pub struct CanarySpec {
     pub weight: u8,
     pub sticky: Option<Sticky>,
     pub rollback: Option<RollbackPolicy>,
+    /// Answers name the version that served them (`x-wasmlet-version`):
+    /// off unless the manifest asks, since it tells any client which
+    /// sticky values reach the canary.
+    pub version_header: bool,
 }
 
 /// What pins a request to one version.
@@ -225,13 +257,61 @@ impl Counts {
     }
 }
 
+/// Who sent a request, as the share cap counts it: hashes of its client
+/// address (IPv6 by /64) and of its sticky value, when it has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Client {
+    keys: [Option<u64>; 2],
+}
+
+impl Client {
+    /// The client of a request with `headers` from `peer` on `handler`'s
+    /// route (no keys on a route without a canary).
+    pub fn of(handler: &Handler, headers: &HeaderMap, peer: Option<IpAddr>) -> Client {
+        let Some(canary) = &handler.canary else {
+            return Client::default();
+        };
+        let sticky = canary.spec.sticky.as_ref().and_then(|s| s.value(headers));
+        Client {
+            keys: [
+                peer.map(|ip| key(0, &client_prefix(ip))),
+                sticky.map(|v| key(1, v)),
+            ],
+        }
+    }
+}
+
+/// The part of an address one client is taken to hold: an IPv4 address,
+/// an IPv6 /64 (what one subscriber usually gets).
+fn client_prefix(ip: IpAddr) -> Vec<u8> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+    }
+}
+
+/// A key's hash, with keys random to this process so that no client can
+/// aim its key at another's.
+fn key(kind: u8, bytes: &[u8]) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one((kind, bytes))
+}
+
+/// One slot of the window: the tick it holds, its counts by version, and
+/// per client key its counted outcomes by version.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    tick: u64,
+    counts: [Counts; 2],
+    keys: HashMap<u64, [u32; 2]>,
+}
+
 /// Outcomes per version over the last `width * WINDOW_SLOTS`.
 #[derive(Debug)]
 struct Window {
     started: Instant,
     width: Duration,
-    /// Per slot: the tick it holds, and its counts by version.
-    slots: Vec<(u64, [Counts; 2])>,
+    slots: Vec<Slot>,
 }
 
 impl Window {
@@ -239,32 +319,85 @@ impl Window {
         Window {
             started: now,
             width: window / WINDOW_SLOTS,
-            slots: vec![(0, [Counts::default(); 2]); WINDOW_SLOTS as usize],
+            slots: vec![Slot::default(); WINDOW_SLOTS as usize],
         }
     }
 
-    /// Counts one outcome at `now`; returns the window's totals.
-    fn record(&mut self, now: Instant, version: Version, failed: bool) -> [Counts; 2] {
-        let tick = (now.saturating_duration_since(self.started).as_nanos()
-            / self.width.as_nanos().max(1)) as u64;
-        let slot = &mut self.slots[(tick % u64::from(WINDOW_SLOTS)) as usize];
-        if slot.0 != tick {
-            *slot = (tick, [Counts::default(); 2]);
+    fn tick(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.started).as_nanos() / self.width.as_nanos().max(1))
+            as u64
+    }
+
+    /// Counts one outcome of `client` at `now`, unless one of its keys
+    /// already holds its share (see [`MAX_CLIENT_SHARE`]) of `version`'s
+    /// outcomes; returns the window's totals, or None when not counted.
+    fn record(
+        &mut self,
+        now: Instant,
+        version: Version,
+        failed: bool,
+        client: Client,
+        min_requests: u64,
+    ) -> Option<[Counts; 2]> {
+        let tick = self.tick(now);
+        let mut totals = self.totals(tick);
+        let v = version as usize;
+        let share = totals[v].total.max(min_requests) as f64 * MAX_CLIENT_SHARE;
+        let limit = (share as u64).max(1);
+        if client
+            .keys
+            .iter()
+            .flatten()
+            .any(|key| self.count_of(tick, *key, version) >= limit)
+        {
+            return None;
         }
-        let counts = &mut slot.1[version as usize];
-        counts.total += 1;
-        counts.failed += u64::from(failed);
-        self.totals(tick)
+        let slot = &mut self.slots[(tick % u64::from(WINDOW_SLOTS)) as usize];
+        if slot.tick != tick {
+            slot.tick = tick;
+            slot.counts = [Counts::default(); 2];
+            slot.keys.clear();
+        }
+        for key in client.keys.into_iter().flatten() {
+            let room = slot.keys.len() < MAX_KEYS_PER_SLOT;
+            match slot.keys.get_mut(&key) {
+                Some(counts) => counts[v] += 1,
+                None if room => {
+                    let mut counts = [0; 2];
+                    counts[v] = 1;
+                    slot.keys.insert(key, counts);
+                }
+                None => {}
+            }
+        }
+        for counts in [&mut slot.counts[v], &mut totals[v]] {
+            counts.total += 1;
+            counts.failed += u64::from(failed);
+        }
+        Some(totals)
+    }
+
+    /// `key`'s counted outcomes of `version` in the window.
+    fn count_of(&self, tick: u64, key: u64, version: Version) -> u64 {
+        self.live(tick)
+            .filter_map(|slot| slot.keys.get(&key))
+            .map(|counts| u64::from(counts[version as usize]))
+            .sum()
+    }
+
+    /// The slots still inside the window at `tick`.
+    fn live(&self, tick: u64) -> impl Iterator<Item = &Slot> {
+        self.slots
+            .iter()
+            .filter(move |slot| tick.saturating_sub(slot.tick) < u64::from(WINDOW_SLOTS))
     }
 
     fn totals(&self, tick: u64) -> [Counts; 2] {
         let mut sum = [Counts::default(); 2];
-        for (at, counts) in &self.slots {
-            if tick.saturating_sub(*at) < u64::from(WINDOW_SLOTS) {
-                for (sum, c) in sum.iter_mut().zip(counts) {
-                    sum.total += c.total;
-                    sum.failed += c.failed;
-                }
+        for slot in self.live(tick) {
+            for (sum, c) in sum.iter_mut().zip(&slot.counts) {
+                sum.total += c.total;
+                sum.failed += c.failed;
             }
         }
         sum
@@ -344,7 +477,20 @@ pub struct Canary {
     pub state: Arc<CanaryState>,
     /// `wasmlet_canary_requests_total` by version and status class.
     requests: [[Counter; 5]; 2],
+    /// `wasmlet_canary_uncounted_total` by version: client, share.
+    uncounted: [[Counter; 2]; 2],
     rollbacks: Counter,
+}
+
+/// How a request served by one version ended, as the canary counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The status the client got; a fault after the head counts as 500.
+    Status(u16),
+    /// The client caused the bad end (a refused or stalled upload, a
+    /// timeout while the guest waited for it to read, gone before the
+    /// body's end): not the version's doing, not counted.
+    ClientCaused,
 }
 
 impl Canary {
@@ -357,8 +503,11 @@ impl Canary {
         let route = handler.label.to_string();
         let requests =
             [Version::Stable, Version::Canary].map(|v| metrics.canary_requests(&route, v.as_str()));
+        let uncounted = [Version::Stable, Version::Canary]
+            .map(|v| metrics.canary_uncounted(&route, v.as_str()));
         Canary {
             rollbacks: metrics.canary_rollbacks(&route),
+            uncounted,
             handler,
             spec,
             state,
@@ -374,17 +523,25 @@ impl Canary {
         }
     }
 
-    /// Counts one answered request; rolls the canary back when the
+    /// Counts one request of `client`; rolls the canary back when the
     /// policy says so.
-    pub fn record(&self, version: Version, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[version as usize][class].inc();
-        let Some(policy) = self.spec.rollback else {
-            return;
+    pub fn record(&self, version: Version, outcome: Outcome, client: Client) {
+        let v = version as usize;
+        let status = match outcome {
+            Outcome::Status(status) => status,
+            Outcome::ClientCaused => {
+                self.uncounted[v][0].inc();
+                return;
+            }
         };
-        if self.state.phase() != Phase::Active {
-            return;
-        }
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let policy = match self.spec.rollback {
+            Some(policy) if self.state.phase() == Phase::Active => policy,
+            _ => {
+                self.requests[v][class].inc();
+                return;
+            }
+        };
         let now = Instant::now();
         let totals = {
             let mut window = self.state.window.lock().unwrap();
@@ -392,8 +549,13 @@ impl Canary {
                 Some(w) if w.width == policy.window / WINDOW_SLOTS => w,
                 other => other.insert(Window::new(policy.window, now)),
             };
-            window.record(now, version, status >= 500)
+            window.record(now, version, status >= 500, client, policy.min_requests)
         };
+        let Some(totals) = totals else {
+            self.uncounted[v][1].inc();
+            return;
+        };
+        self.requests[v][class].inc();
         if version == Version::Canary
             && let Some(reason) = policy.verdict(totals[0], totals[1])
             && self.state.leave(Phase::RolledBack, reason.clone())
@@ -411,8 +573,7 @@ impl Canary {
     pub fn describe(&self) -> CanaryDoc {
         let reason = self.state.reason();
         let window = self.state.window.lock().unwrap().as_ref().map(|w| {
-            let tick = (w.started.elapsed().as_nanos() / w.width.as_nanos().max(1)) as u64;
-            let [stable, canary] = w.totals(tick);
+            let [stable, canary] = w.totals(w.tick(Instant::now()));
             WindowDoc { stable, canary }
         });
         CanaryDoc {
@@ -425,6 +586,7 @@ impl Canary {
             reason: reason.as_ref().map(|(r, _)| r.clone()),
             since: reason.map(|(_, at)| crate::registry::rfc3339(at)),
             sticky: self.spec.sticky.as_ref().map(|s| s.to_string()),
+            version_header: self.spec.version_header,
             window,
         }
     }
@@ -447,6 +609,8 @@ pub struct CanaryDoc {
     pub reason: Option<String>,
     pub since: Option<String>,
     pub sticky: Option<String>,
+    /// Whether answers carry `x-wasmlet-version`.
+    pub version_header: bool,
     /// Outcomes in the rollback window, when the route has a policy.
     pub window: Option<WindowDoc>,
 }
@@ -631,14 +795,83 @@ mod tests {
     fn window_forgets_what_is_older_than_its_length() {
         let start = Instant::now();
         let mut w = Window::new(Duration::from_secs(20), start);
-        w.record(start, Version::Canary, true);
-        let t = w.record(start + Duration::from_secs(10), Version::Stable, false);
+        let mut record = |at: u64, version: Version, failed: bool| {
+            let now = start + Duration::from_secs(at);
+            w.record(now, version, failed, Client::default(), 1)
+                .unwrap()
+        };
+        record(0, Version::Canary, true);
+        let t = record(10, Version::Stable, false);
         assert_eq!(t, [counts(1, 0), counts(1, 1)]);
         // 20 s later the first outcome has dropped out, the second not yet.
-        let t = w.record(start + Duration::from_secs(21), Version::Stable, false);
+        let t = record(21, Version::Stable, false);
         assert_eq!(t, [counts(2, 0), counts(0, 0)]);
-        let t = w.record(start + Duration::from_secs(100), Version::Canary, false);
+        let t = record(100, Version::Canary, false);
         assert_eq!(t, [counts(0, 0), counts(1, 0)]);
+    }
+
+    fn client(peer: &str, sticky: Option<&str>) -> Client {
+        Client {
+            keys: [
+                Some(key(0, &client_prefix(peer.parse().unwrap()))),
+                sticky.map(|v| key(1, v.as_bytes())),
+            ],
+        }
+    }
+
+    #[test]
+    fn one_client_or_sticky_value_holds_at_most_its_share_of_the_window() {
+        let now = Instant::now();
+        let mut w = Window::new(Duration::from_secs(60), now);
+        let record = |w: &mut Window, c: Client| w.record(now, Version::Canary, true, c, 100);
+        // min_requests 100: each key may hold 5 until the window passes 100.
+        let one = client("10.0.0.1", None);
+        let counted = (0..50).filter(|_| record(&mut w, one).is_some()).count();
+        assert_eq!(counted, 5);
+        // The same sticky value from many addresses: 5 as well.
+        let counted = (0..50)
+            .filter(|i| record(&mut w, client(&format!("10.1.0.{i}"), Some("alice"))).is_some())
+            .count();
+        assert_eq!(counted, 5);
+        // The other version has its own share.
+        assert!(w.record(now, Version::Stable, true, one, 100).is_some());
+        // Distinct clients fill the window; past 100 each may hold 5%.
+        for i in 0..200 {
+            let c = client(&format!("10.2.{}.{}", i / 200, i % 200), None);
+            assert!(record(&mut w, c).is_some(), "client {i}");
+        }
+        let [_, canary] = w.totals(0);
+        assert_eq!(canary.total, 210);
+        // 5% of 210 is 10: `one` (5 counted) gets 5 more, then no more.
+        let counted = (0..50).filter(|_| record(&mut w, one).is_some()).count();
+        assert_eq!(counted, 5);
+        // No keys (no address known): no cap.
+        assert!(record(&mut w, Client::default()).is_some());
+        // Forgotten with its slot: a minute later `one` counts again.
+        let later = now + Duration::from_secs(61);
+        assert!(w.record(later, Version::Canary, true, one, 100).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_its_address() {
+        let key_of = |ip: &str| key(0, &client_prefix(ip.parse().unwrap()));
+        assert_eq!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:2:ffff::9"));
+        assert_ne!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:3::1"));
+        assert_eq!(key_of("::ffff:10.0.0.1"), key_of("10.0.0.1"));
+        assert_ne!(key_of("10.0.0.1"), key_of("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_slot_remembers_a_bounded_number_of_keys() {
+        let now = Instant::now();
+        let mut w = Window::new(Duration::from_secs(60), now);
+        for i in 0..MAX_KEYS_PER_SLOT + 500 {
+            let c = Client {
+                keys: [Some(i as u64), None],
+            };
+            assert!(w.record(now, Version::Canary, false, c, 1).is_some());
+        }
+        assert_eq!(w.slots[0].keys.len(), MAX_KEYS_PER_SLOT);
     }
 
     #[test]

@@ -110,8 +110,8 @@ pub struct NetLimits {
     )]
     pub admin_allowed_hosts: Vec<String>,
 
-    /// Do not add `x-wasmlet-version: stable|canary` to the responses of
-    /// routes with a canary.
+    /// Never add `x-wasmlet-version: stable|canary`, even on routes whose
+    /// canary sets `version_header = true` (it is off by default).
     #[arg(long, env = "WASMLET_NO_VERSION_HEADER")]
     pub no_version_header: bool,
 }

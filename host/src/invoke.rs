@@ -21,6 +21,13 @@
 //!
 //! Faults are logged once, naming the route, the component digest, the
 //! request id and the cause, and counted by kind.
+//!
+//! A request can also end badly through its client: a refused body (413,
+//! 408), a timeout that hit while the guest had waited at least
+//! [`CLIENT_STALL`] for the client (for request body bytes it asked for, or
+//! for the client to take the response body it wrote), or a client that
+//! went away before the body's end. [`ResponseBody::on_done`] tells which
+//! ([`Ending`]); a canary does not count these against the version.
 
 use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
@@ -35,7 +42,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -59,9 +66,17 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// head and body, and is short against the 20 s default request timeout.
 const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the host must have been waiting on the client when a request
+/// times out for the timeout to be the client's doing: waiting for request
+/// body bytes the guest asked for, or for the client to take the response
+/// body the guest wrote (its receive window full, so the guest is blocked
+/// on its write). A client keeping up never makes the host wait this long
+/// between two body frames; a guest spinning or sleeping on its own is
+/// not waiting on the client at all.
+pub const CLIENT_STALL: Duration = Duration::from_millis(100);
+
 /// Per-request flags shared by the request side, the guest task and the
 /// response body.
-#[derive(Default)]
 pub struct Flags {
     /// The request body went past the route's limit.
     too_large: AtomicBool,
@@ -69,7 +84,32 @@ pub struct Flags {
     too_slow: AtomicBool,
     /// The guest faulted; set before its store (and so the response body
     /// stream) is dropped, so a body that ends after it is cut, not finished.
-    pub faulted: AtomicBool,
+    faulted: AtomicBool,
+    /// The guest timed out while the host waited on the client (see
+    /// [`CLIENT_STALL`]).
+    stalled_by_client: AtomicBool,
+    /// The origin of the two waits below.
+    started: std::time::Instant,
+    /// Since when the host has waited for request body bytes the guest
+    /// asked for: nanoseconds after `started`, plus 1; 0 while not waiting.
+    upload_wait: AtomicU64,
+    /// Since when the connection has held the response body's last frame
+    /// without asking for the next (same encoding).
+    download_wait: AtomicU64,
+}
+
+impl Default for Flags {
+    fn default() -> Flags {
+        Flags {
+            too_large: AtomicBool::new(false),
+            too_slow: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
+            stalled_by_client: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+            upload_wait: AtomicU64::new(0),
+            download_wait: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Why a request's guest failed.
@@ -108,6 +148,50 @@ impl Flags {
         self.faulted.load(Ordering::Acquire)
             || self.too_large.load(Ordering::Acquire)
             || self.too_slow.load(Ordering::Acquire)
+    }
+
+    /// Whether the guest faulted.
+    pub fn faulted(&self) -> bool {
+        self.faulted.load(Ordering::Acquire)
+    }
+
+    /// Records that the guest faulted, and whether a timeout was the
+    /// client's doing: it hit while the host had waited at least
+    /// [`CLIENT_STALL`] on the client. Call before the guest's store (and
+    /// so its response body stream) is dropped.
+    pub fn fault(&self, fault: &Fault) {
+        if *fault == Fault::Timeout && self.waited_on_client() >= CLIENT_STALL {
+            self.stalled_by_client.store(true, Ordering::Release);
+        }
+        self.faulted.store(true, Ordering::Release);
+    }
+
+    /// Whether the request ended badly through its client: a body refused
+    /// (too large, too slow), or a timeout while the host waited on it.
+    pub fn client_caused(&self) -> bool {
+        self.stalled_by_client.load(Ordering::Acquire)
+            || self.too_large.load(Ordering::Acquire)
+            || self.too_slow.load(Ordering::Acquire)
+    }
+
+    /// How long the host has been waiting on the client now (the longer
+    /// of the two waits).
+    fn waited_on_client(&self) -> Duration {
+        let now = self.started.elapsed();
+        [&self.upload_wait, &self.download_wait]
+            .into_iter()
+            .map(|wait| match wait.load(Ordering::Acquire) {
+                0 => Duration::ZERO,
+                since => now.saturating_sub(Duration::from_nanos(since - 1)),
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Marks the start of a wait on the client, unless one is marked.
+    fn wait_starts(&self, wait: &AtomicU64) {
+        let since = (self.started.elapsed().as_nanos() as u64).saturating_add(1);
+        let _ = wait.compare_exchange(0, since, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -202,11 +286,38 @@ pub async fn invoke(
     memory_budget: Option<&MemoryBudget>,
     min_body_rate: u64,
 ) -> Response<ResponseBody> {
+    let flags = Arc::new(Flags::default());
+    let response = run(
+        handler,
+        request,
+        request_id,
+        in_flight,
+        cpu_share,
+        memory_budget,
+        min_body_rate,
+        flags.clone(),
+    )
+    .await;
+    response.map(|body| body.of_request(flags))
+}
+
+/// [`invoke`], with the request's flags made by the caller.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    handler: Arc<Handler>,
+    request: Request<Incoming>,
+    request_id: Arc<str>,
+    in_flight: InFlight,
+    cpu_share: &CpuShare,
+    memory_budget: Option<&MemoryBudget>,
+    min_body_rate: u64,
+    flags: Arc<Flags>,
+) -> Response<ResponseBody> {
     let limits = handler.limits;
     if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
+        flags.too_large.store(true, Ordering::Release);
         return body_too_large(limits.max_body_size);
     }
-    let flags = Arc::new(Flags::default());
     let request = request.map(|body| GuardedBody {
         inner: body,
         remaining: limits.max_body_size,
@@ -410,7 +521,7 @@ impl GuestRun {
         if instantiated.load(Ordering::Relaxed) {
             handler.instances.retired(served);
         }
-        flags.faulted.store(true, Ordering::Release);
+        flags.fault(&fault);
         report_on(&handler, &request_id, &fault);
         Err(fault)
         // `store` drops here, closing the response body stream.
@@ -628,10 +739,12 @@ impl Body for GuardedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if polled.is_pending() {
+            self.flags.wait_starts(&self.flags.upload_wait);
             ready!(self.pace.poll_waiting(cx));
             self.flags.too_slow.store(true, Ordering::Release);
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
         }
+        self.flags.upload_wait.store(0, Ordering::Release);
         let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
@@ -663,6 +776,21 @@ impl Body for GuardedBody {
     }
 }
 
+/// How a response ended, for whoever counts outcomes (a canary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its body ended: the status tells.
+    Whole,
+    /// The guest faulted after the head: a failure of the handler.
+    Faulted,
+    /// The client caused the bad end: its request body was refused, or the
+    /// guest timed out waiting on it (see [`CLIENT_STALL`]).
+    ClientCaused,
+    /// Dropped before its end with no fault: the client went away, or
+    /// hyper never asked for a body (HEAD, 204, 304).
+    Abandoned,
+}
+
 /// The body of every response the public server sends: counts the bytes
 /// it sends, and for a guest's body, turns an end caused by a guest fault
 /// into an error so the client sees a cut body, not a complete one.
@@ -670,8 +798,12 @@ pub struct ResponseBody {
     inner: HyperOutgoingBody,
     counter: Option<Counter>,
     guest: Option<Arc<Flags>>,
-    /// Told, when the body is dropped, whether the guest faulted.
-    on_done: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+    /// The flags of the request it answers, when a handler was invoked.
+    request: Option<Arc<Flags>>,
+    /// The body reached its end.
+    ended: bool,
+    /// Told, when the body is dropped, how it ended.
+    on_done: Option<Box<dyn FnOnce(Ending) + Send + Sync>>,
     /// Whatever must live as long as the body (a request slot).
     _held: Option<Box<dyn Send + Sync>>,
 }
@@ -679,11 +811,7 @@ pub struct ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(done) = self.on_done.take() {
-            done(
-                self.guest
-                    .as_ref()
-                    .is_some_and(|f| f.faulted.load(Ordering::Acquire)),
-            );
+            done(self.ending());
         }
     }
 }
@@ -694,8 +822,35 @@ impl ResponseBody {
             inner,
             counter: None,
             guest: Some(flags),
+            request: None,
+            ended: false,
             on_done: None,
             _held: None,
+        }
+    }
+
+    /// Ties the body to the flags of the request it answers.
+    fn of_request(mut self, flags: Arc<Flags>) -> ResponseBody {
+        self.request = Some(flags);
+        self
+    }
+
+    /// Whether the client caused the request's bad end so far (a refused
+    /// body, a timeout while waiting on it).
+    pub fn client_caused(&self) -> bool {
+        self.request.as_ref().is_some_and(|f| f.client_caused())
+    }
+
+    /// How the body ended, or would if it were dropped now.
+    fn ending(&self) -> Ending {
+        if self.client_caused() {
+            Ending::ClientCaused
+        } else if self.guest.as_ref().is_some_and(|f| f.faulted()) {
+            Ending::Faulted
+        } else if self.ended || self.inner.is_end_stream() {
+            Ending::Whole
+        } else {
+            Ending::Abandoned
         }
     }
 
@@ -710,6 +865,8 @@ impl ResponseBody {
             inner,
             counter: None,
             guest: None,
+            request: None,
+            ended: false,
             on_done: None,
             _held: None,
         }
@@ -722,9 +879,9 @@ impl ResponseBody {
     }
 
     /// Calls `done` once, when the body is dropped (sent whole, cut, or
-    /// abandoned by the client), with whether the guest faulted: a fault
-    /// after a successful head is known only then.
-    pub fn on_done(mut self, done: impl FnOnce(bool) + Send + Sync + 'static) -> ResponseBody {
+    /// abandoned by the client), with how it ended: a fault after a
+    /// successful head is known only then.
+    pub fn on_done(mut self, done: impl FnOnce(Ending) + Send + Sync + 'static) -> ResponseBody {
         self.on_done = Some(Box::new(done));
         self
     }
@@ -744,18 +901,28 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        // Asked for the next frame: the client is keeping up (for now).
+        if let Some(flags) = &self.guest {
+            flags.download_wait.store(0, Ordering::Release);
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(counter), Some(data)) = (&self.counter, frame.data_ref()) {
                     counter.inc_by(data.len() as u64);
                 }
+                // Until the connection asks again, the guest waits on the
+                // client to take this one.
+                if let Some(flags) = &self.guest {
+                    flags.wait_starts(&flags.download_wait);
+                }
             }
             // A fault, or a request body refused, after the head went out.
             None if self.guest.as_ref().is_some_and(|f| f.cut()) => {
                 return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
             }
-            _ => {}
+            None => self.ended = true,
+            Some(Err(_)) => {}
         }
         Poll::Ready(frame)
     }
@@ -796,5 +963,42 @@ mod tests {
         let fault = Fault::classify(&error, None);
         assert_eq!(fault.status(), StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
         assert_eq!(fault.kind(), "pool");
+    }
+
+    /// A timeout is the client's doing only when it hit while the host had
+    /// waited CLIENT_STALL or more on the client; any other fault, or a
+    /// timeout while the client kept up, is the handler's.
+    #[test]
+    fn a_timeout_while_waiting_on_the_client_is_the_clients() {
+        let waited = || {
+            let flags = Flags::default();
+            flags.wait_starts(&flags.download_wait);
+            std::thread::sleep(CLIENT_STALL + Duration::from_millis(20));
+            flags
+        };
+        let flags = waited();
+        flags.fault(&Fault::Timeout);
+        assert!(flags.faulted() && flags.client_caused());
+
+        let flags = waited();
+        flags.fault(&Fault::Trap("trap: unreachable".into()));
+        assert!(flags.faulted() && !flags.client_caused());
+
+        // The connection asked for the next frame: no longer waiting.
+        let flags = waited();
+        flags.download_wait.store(0, Ordering::Release);
+        flags.fault(&Fault::Timeout);
+        assert!(!flags.client_caused());
+
+        // Waiting on the upload counts the same; a short wait does not.
+        let flags = Flags::default();
+        flags.wait_starts(&flags.upload_wait);
+        flags.fault(&Fault::Timeout);
+        assert!(!flags.client_caused(), "waited less than CLIENT_STALL");
+        let flags = Flags::default();
+        flags.wait_starts(&flags.upload_wait);
+        std::thread::sleep(CLIENT_STALL + Duration::from_millis(20));
+        flags.fault(&Fault::Timeout);
+        assert!(flags.client_caused());
     }
 }

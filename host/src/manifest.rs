@@ -11,7 +11,8 @@
 //! idle_instance_timeout = "1s"
 //! env = { GREETING = "hi" }       # granted environment variables
 //! allowed_outbound_hosts = ["http://127.0.0.1:8080"]
-//! canary = { component = "hello-v2.wasm", weight = 10 }   # see `canary`
+//! canary = { component = "hello-v2.wasm", weight = 10 }   # see `canary`; optional
+//!                                 # `version_header = true` adds x-wasmlet-version
 //! sticky = "header:x-user"        # or "cookie:NAME"; needs a canary
 //! rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }
 //!
@@ -313,6 +314,7 @@ fn validate_canary(
         weight,
         sticky,
         rollback,
+        version_header: file.version_header,
     }))
 }
 
@@ -474,6 +476,12 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
         let rollback = canary.rollback.unwrap();
         assert_eq!(rollback.min_requests, 200);
         assert_eq!(rollback.window, Duration::from_secs(60));
+        assert!(!canary.version_header, "x-wasmlet-version is opt-in");
+        let m = parse(&format!(
+            "{CANARY_ROUTE}canary = {{ component = \"b.wasm\", weight = 10, version_header = true }}\n"
+        ))
+        .unwrap();
+        assert!(m.routes[0].canary.as_ref().unwrap().version_header);
         for weight in [0, 100] {
             let m = parse(&format!(
                 "{CANARY_ROUTE}canary = {{ component = \"b.wasm\", weight = {weight} }}\n"

@@ -26,6 +26,19 @@ pub struct VersionStatus {
     pub code: String,
 }
 
+/// An outcome a canary's rollback policy did not count, and why.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionReason {
+    pub route: String,
+    pub version: String,
+    /// [`CANARY_UNCOUNTED_REASONS`]
+    pub reason: String,
+}
+
+/// Why a canary's rollback policy left an outcome out: the client caused
+/// it, or its client (or sticky value) held its share of the window.
+pub const CANARY_UNCOUNTED_REASONS: [&str; 2] = ["client", "share"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteVersion {
     pub route: String,
@@ -132,6 +145,7 @@ pub struct Metrics {
     pub outbound_denied: Family<DeniedLabels, Counter>,
     pub canary_requests: Family<VersionStatus, Counter>,
     pub canary_rollbacks: Family<RouteLabel, Counter>,
+    pub canary_uncounted: Family<VersionReason, Counter>,
     pub instances_created: Family<RouteLabel, Counter>,
     pub instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram>,
     pub idle_instances: Family<RouteLabel, Gauge>,
@@ -308,6 +322,12 @@ impl Metrics {
             "Canaries this replica rolled back on its own (weight set to 0), by route",
             canary_rollbacks.clone(),
         );
+        let canary_uncounted = Family::<VersionReason, Counter>::default();
+        host.register(
+            "canary_uncounted",
+            "Outcomes the canary's rollback policy left out, by route, version and reason (client: the client caused the failure; share: the client or sticky value already held its share of the window)",
+            canary_uncounted.clone(),
+        );
         let instances_created = Family::<RouteLabel, Counter>::default();
         host.register(
             "instances_created",
@@ -332,6 +352,7 @@ impl Metrics {
             registry,
             canary_requests,
             canary_rollbacks,
+            canary_uncounted,
             instances_created,
             instance_requests,
             idle_instances,
@@ -434,6 +455,20 @@ impl Metrics {
                     route: route.to_string(),
                     version: version.to_string(),
                     code: class.to_string(),
+                })
+                .clone()
+        })
+    }
+
+    /// One version's `wasmlet_canary_uncounted_total` series, by
+    /// [`CANARY_UNCOUNTED_REASONS`].
+    pub fn canary_uncounted(&self, route: &str, version: &str) -> [Counter; 2] {
+        CANARY_UNCOUNTED_REASONS.map(|reason| {
+            self.canary_uncounted
+                .get_or_create(&VersionReason {
+                    route: route.to_string(),
+                    version: version.to_string(),
+                    reason: reason.to_string(),
                 })
                 .clone()
         })

@@ -214,7 +214,7 @@ impl P3Request {
     /// Records that the request failed: its response body, if one is
     /// streaming, is cut, and the fault is logged and counted once.
     fn fail(&self, fault: Fault) {
-        self.flags.faulted.store(true, Ordering::Release);
+        self.flags.fault(&fault);
         if !self.reported.swap(true, Ordering::AcqRel) {
             self.reporter.report(&self.request_id, &fault);
         }

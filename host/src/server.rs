@@ -8,10 +8,10 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
-use crate::canary::{self, VERSION_HEADER};
+use crate::canary::{self, Client, Outcome, VERSION_HEADER};
 use crate::config::NetLimits;
 use crate::connection::{Connections, Policy};
-use crate::invoke::{self, InFlight, ResponseBody};
+use crate::invoke::{self, Ending, InFlight, ResponseBody};
 use crate::metrics::NO_ROUTE;
 use crate::router;
 use crate::workers::Workers;
@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub async fn serve(
             accepted = connections.accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
+        // The client's address, which a canary's share cap counts by.
+        let peer = stream.peer_addr().ok().map(|addr| addr.ip());
         // Moved to a worker as a plain socket, registered there with that
         // worker's reactor.
         let stream = match stream.into_std() {
@@ -79,7 +82,7 @@ pub async fn serve(
                 }
             };
             let service = service_fn(move |request| {
-                handle(app.clone(), request, min_body_rate, version_header)
+                handle(app.clone(), request, peer, min_body_rate, version_header)
             });
             let connection = watcher.watch(connections.serve(stream, service));
             if let Err(e) = connection.await {
@@ -109,6 +112,7 @@ pub async fn serve(
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
+    peer: Option<IpAddr>,
     min_body_rate: u64,
     version_header: bool,
 ) -> Result<Response<ResponseBody>, Infallible> {
@@ -125,12 +129,13 @@ async fn handle(
         Err(_) => None,
     };
     // On a route with a canary, the version that serves this request.
-    let (serving, version) = match &handler {
+    let (serving, version, client) = match &handler {
         Some(route) => {
             let (serving, version) = canary::choose(route, request.headers());
-            (Some(serving), version)
+            let client = Client::of(route, request.headers(), peer);
+            (Some(serving), version, client)
         }
-        None => (None, None),
+        None => (None, None, Client::default()),
     };
     let mut invoked = false;
     // The serving version's series, borrowed from the handler this request
@@ -179,25 +184,36 @@ async fn handle(
     let status = response.status().as_u16();
     metrics.record(status, elapsed.as_secs_f64());
     // A refusal before a handler ran (503 overloaded) says nothing about
-    // either version.
+    // either version; nor does a failure the client caused.
     let mut canary_outcome = None;
     if invoked
         && let (Some(version), Some(route)) = (version, &handler)
         && let Some(canary) = &route.canary
     {
-        if status >= 500 {
-            canary.record(version, status);
+        if response.body().client_caused() {
+            canary.record(version, Outcome::ClientCaused, client);
+        } else if status >= 500 {
+            canary.record(version, Outcome::Status(status), client);
         } else {
             // A guest may fault after a successful head, while its body
-            // streams: the outcome is known when the body is done.
+            // streams, and a client may stall or leave: the outcome is
+            // known when the body is done. hyper asks for no body after
+            // HEAD, 1xx, 204 and 304: dropped unread, those are whole.
+            let bodiless = method == http::Method::HEAD || matches!(status, 100..=199 | 204 | 304);
             let route = route.clone();
-            canary_outcome = Some(move |faulted: bool| {
+            canary_outcome = Some(move |ending: Ending| {
+                let outcome = match ending {
+                    Ending::Whole => Outcome::Status(status),
+                    Ending::Abandoned if bodiless => Outcome::Status(status),
+                    Ending::Faulted => Outcome::Status(500),
+                    Ending::ClientCaused | Ending::Abandoned => Outcome::ClientCaused,
+                };
                 if let Some(canary) = &route.canary {
-                    canary.record(version, if faulted { 500 } else { status });
+                    canary.record(version, outcome, client);
                 }
             });
         }
-        if version_header {
+        if version_header && canary.spec.version_header {
             response
                 .headers_mut()
                 .insert(VERSION_HEADER, HeaderValue::from_static(version.as_str()));

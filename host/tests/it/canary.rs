@@ -11,8 +11,48 @@ use std::time::Duration;
 const VERSION: &str = "x-wasmlet-version";
 const ADMIN_HEADER: (&str, &str) = ("x-wasmlet-reload", "1");
 
-/// Concurrent keep-alive connections the bursts below use.
-const CLIENTS: usize = 8;
+/// Concurrent keep-alive connections the bursts below use, each from its
+/// own loopback address: the host caps one client address's share of the
+/// rollback window (5%), so traffic meant as many clients comes from many.
+const CLIENTS: usize = 64;
+
+/// Client `n`'s own source address: 127.0.1.1, 127.0.1.2, ... (all of
+/// 127.0.0.0/8 is loopback on Linux).
+fn client_ip(n: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 0, 1 + (n / 200) as u8, 1 + (n % 200) as u8).into()
+}
+
+/// A connection to `addr` from client `n`'s address; `recv_buffer` sets
+/// SO_RCVBUF before connecting.
+async fn connect_as(addr: SocketAddr, n: usize, recv_buffer: Option<u32>) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(client_ip(n), 0)).unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.connect(addr).await.unwrap()
+}
+
+/// One GET from client `n` on a connection of its own; `(status, body)`.
+async fn get_as(addr: SocketAddr, n: usize, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let stream = connect_as(addr, n, None).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut request = http::Request::get(path).header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
 
 /// One request of a burst: its path and extra headers.
 type Planned = (String, Vec<(&'static str, String)>);
@@ -25,7 +65,7 @@ async fn burst(addr: SocketAddr, plan: Vec<Planned>) -> Vec<Reply> {
         .map(|client| {
             let plan = plan.clone();
             tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let stream = connect_as(addr, client, None).await;
                 let (mut sender, conn) =
                     hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                         .await
@@ -87,7 +127,7 @@ fn serve(dir: &Path, manifest: &str, extra: &[&str]) -> Wasmlet {
 fn rolled_back_at(min_requests: usize) -> String {
     format!(
         "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
-         canary = {{ component = \"canary.wasm\", weight = 50 }}\n\
+         canary = {{ component = \"canary.wasm\", weight = 50, version_header = true }}\n\
          rollback = {{ max_error_rate = 0.05, min_requests = {min_requests}, window = \"1m\" }}\n"
     )
 }
@@ -123,7 +163,7 @@ async fn weight_10_splits_within_the_binomial_bound() {
     copy(wasm::V2, &dir.path().join("v2.wasm"));
     let host = serve(
         dir.path(),
-        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 10 }\n",
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 10, version_header = true }\n",
         &[],
     );
     const N: usize = 2000;
@@ -181,14 +221,19 @@ async fn weight_10_splits_within_the_binomial_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_version_header_is_on_routes_with_a_canary_unless_turned_off() {
+async fn the_version_header_is_opt_in_per_canary_and_can_be_turned_off() {
     let dir = tempdir();
     copy(wasm::V1, &dir.path().join("v1.wasm"));
     copy(wasm::V2, &dir.path().join("v2.wasm"));
-    let manifest = "[[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100 }\n\n[[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n";
+    let manifest = "[[route]]\npath = \"/c\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100, version_header = true }\n\n\
+                    [[route]]\npath = \"/quiet\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 100 }\n\n\
+                    [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n";
     let host = serve(dir.path(), manifest, &[]);
     let r = get(host.public, "/c").await;
     assert_eq!((r.text().as_str(), version(&r)), ("v2", "canary"));
+    // Issue 26: off unless the canary asks for it.
+    let r = get(host.public, "/quiet").await;
+    assert_eq!((r.text().as_str(), version(&r)), ("v2", "(none)"));
     let r = get(host.public, "/plain").await;
     assert_eq!((r.text().as_str(), version(&r)), ("v1", "(none)"));
     drop(host);
@@ -313,7 +358,7 @@ async fn a_failing_canary_is_rolled_back_and_stays_so_until_its_digest_changes()
     // A changed weight alone does not revive the same canary.
     write(
         &dir.path().join("wasmlet.toml"),
-        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canary.wasm\", weight = 60 }\n",
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"canary.wasm\", weight = 60, version_header = true }\n",
     );
     assert_eq!(reload(host.admin).await.status, 200);
     after(burst(host.public, plain("/?code=500", 200)).await);
@@ -346,7 +391,7 @@ async fn a_healthy_canary_is_not_rolled_back_at_a_steady_1_percent_error_rate() 
     let host = serve(
         dir.path(),
         "[[route]]\npath = \"/...\"\ncomponent = \"stable.wasm\"\n\
-         canary = { component = \"canary.wasm\", weight = 50 }\n\
+         canary = { component = \"canary.wasm\", weight = 50, version_header = true }\n\
          rollback = { max_error_rate = 0.05, min_requests = 200, window = \"1m\" }\n",
         &[],
     );
@@ -387,8 +432,8 @@ async fn promote_and_abort_under_load_fail_no_request() {
     copy(wasm::V2, &dir.path().join("v2.wasm"));
     let host = serve(
         dir.path(),
-        "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
-         [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+        "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50, version_header = true }\n\n\
+         [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50, version_header = true }\n\n\
          [[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n",
         &[],
     );
@@ -570,8 +615,8 @@ async fn a_canary_that_faults_after_its_head_is_rolled_back() {
     let host = serve(dir.path(), &rolled_back_at(MIN_REQUESTS), &[]);
     // One connection per request: a cut body ends its connection.
     let mut canary = 0;
-    for _ in 0..200 {
-        let mut stream = tokio::net::TcpStream::connect(host.public).await.unwrap();
+    for i in 0..200 {
+        let mut stream = connect_as(host.public, i, None).await;
         stream
             .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .await
@@ -600,4 +645,217 @@ async fn a_canary_that_faults_after_its_head_is_rolled_back() {
         reason.contains("canary failed") && reason.contains("points worse"),
         "{reason}"
     );
+}
+
+/// Polls `/handlers` until the route's canary leaves `active` or `done`
+/// says the host has dealt with what the test sent (at most 10 s).
+async fn canary_settles(host: &Wasmlet, route: &str, done: &str, want: f64) -> serde_json::Value {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let doc = route_doc(host, route).await;
+        if doc["canary"]["state"] != "active"
+            || metric(host, done).await >= want
+            || std::time::Instant::now() > until
+        {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `x-user` value that client `n` finds on the canary of `path`:
+/// probes `path` with `user-n-0`, `user-n-1`, ... and looks at the body.
+async fn canary_value(addr: SocketAddr, n: usize, path: &str, stable_body: &str) -> String {
+    for k in 0..200 {
+        let value = format!("user-{n}-{k}");
+        let (status, body) = get_as(addr, n, path, &[("x-user", &value)]).await;
+        assert_eq!(status, 200, "{body}");
+        if body != stable_body {
+            return value;
+        }
+    }
+    panic!("no value of 200 landed on the canary");
+}
+
+/// Issue 26, finding 6 (the attack as reported, scaled down): clients each
+/// pin a sticky value to the canary, ask it for a large answer with a 4 KiB
+/// receive buffer and never read. Each guest blocks on its write until
+/// --request-timeout: the clients' doing, not the canary's, so a healthy
+/// canary stays. Forty clients, forty values: the per-client share cap
+/// alone would not save it.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_stop_reading_cannot_roll_back_a_healthy_canary() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::BIG_RESPONSE, &dir.path().join("big.wasm"));
+    const ATTACKERS: usize = 40;
+    let host = serve(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
+             canary = {{ component = \"big.wasm\", weight = 50 }}\nsticky = \"header:x-user\"\n\
+             rollback = {{ max_error_rate = 0.05, min_requests = {ATTACKERS}, window = \"1m\" }}\n"
+        ),
+        &["--request-timeout", "1s", "--write-timeout", "60s"],
+    );
+    // Each attacker finds its value by the body (an empty one from the
+    // canary with mib=0), then asks the canary for 32 MiB and never reads.
+    let mut stalled = Vec::new();
+    for n in 0..ATTACKERS {
+        let value = canary_value(host.public, n, "/?mib=0", "v1").await;
+        let mut stream = connect_as(host.public, n, Some(4096)).await;
+        let request =
+            format!("GET /?mib=32 HTTP/1.1\r\nhost: localhost\r\nx-user: {value}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    let timeouts = || {
+        host.logs()
+            .iter()
+            .filter(|l| l.contains("handler fault") && l.contains("timeout"))
+            .count()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while timeouts() < ATTACKERS && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(timeouts(), ATTACKERS, "every stalled guest timed out");
+    // The clients go; their answers end, cut.
+    drop(stalled);
+    let route = canary_settles(
+        &host,
+        "/...",
+        "wasmlet_canary_uncounted_total{route=\"/...\",version=\"canary\",reason=\"client\"}",
+        ATTACKERS as f64,
+    )
+    .await;
+    assert_eq!(route["canary"]["state"], "active", "{route:#}");
+    assert_eq!(route["canary"]["effective_weight"], 50);
+    // The probes that found the canary count; the stalled answers do not.
+    assert_eq!(
+        route["canary"]["window"]["canary"]["failed"], 0,
+        "{route:#}"
+    );
+    assert_eq!(
+        route["canary"]["window"]["canary"]["total"], ATTACKERS as u64,
+        "{route:#}"
+    );
+    assert_eq!(
+        metric(
+            &host,
+            "wasmlet_canary_uncounted_total{route=\"/...\",version=\"canary\",reason=\"client\"}"
+        )
+        .await,
+        ATTACKERS as f64
+    );
+}
+
+/// Issue 26, finding 6: the share cap. One sticky value asked from many
+/// addresses, or one address with no sticky value, makes the canary answer
+/// 500 (the guest answers the status asked for): each counts for at most 5%
+/// of the window, so neither alone rolls it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sticky_value_or_one_client_cannot_fill_the_window() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::STATUS, &dir.path().join("canary.wasm"));
+    const MIN_REQUESTS: usize = 20;
+    let rollback = format!(
+        "rollback = {{ max_error_rate = 0.05, min_requests = {MIN_REQUESTS}, window = \"1m\" }}"
+    );
+    let canary = "canary = { component = \"canary.wasm\", weight = 50 }";
+    let host = serve(
+        dir.path(),
+        &format!(
+            "[[route]]\npath = \"/s/...\"\ncomponent = \"v1.wasm\"\n{canary}\nsticky = \"header:x-user\"\n{rollback}\n\n\
+             [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\n{canary}\n{rollback}\n"
+        ),
+        &[],
+    );
+    // One value on the canary, from 3 × MIN_REQUESTS addresses.
+    let value = canary_value(host.public, 0, "/s/?code=200", "v1").await;
+    let mut failed = 0;
+    for n in 0..3 * MIN_REQUESTS {
+        let (status, _) = get_as(host.public, n, "/s/?code=500", &[("x-user", &value)]).await;
+        failed += usize::from(status == 500);
+    }
+    // One address, no sticky value: half of these reach the canary.
+    let replies = burst_from_one(host.public, "/p/?code=500", 10 * MIN_REQUESTS).await;
+    let on_canary = replies.iter().filter(|s| **s == 500).count();
+
+    for route in ["/s/...", "/p/..."] {
+        let doc = route_doc(&host, route).await;
+        assert_eq!(doc["canary"]["state"], "active", "{doc:#}");
+    }
+    assert_eq!(
+        failed,
+        3 * MIN_REQUESTS,
+        "the sticky value stayed on the canary"
+    );
+    assert!(
+        on_canary >= 2 * MIN_REQUESTS,
+        "{on_canary} reached the canary"
+    );
+    for route in ["/s/...", "/p/..."] {
+        let doc = route_doc(&host, route).await;
+        let counted = doc["canary"]["window"]["canary"]["total"].as_u64().unwrap();
+        assert!(counted < MIN_REQUESTS as u64, "{route}: {counted} counted");
+        let over = metric(
+            &host,
+            &format!(
+                "wasmlet_canary_uncounted_total{{route=\"{route}\",version=\"canary\",reason=\"share\"}}"
+            ),
+        )
+        .await;
+        assert!(
+            over >= MIN_REQUESTS as f64,
+            "{route}: {over} over the share"
+        );
+    }
+}
+
+/// `n` requests for `path` on one keep-alive connection from 127.0.0.1;
+/// their statuses.
+async fn burst_from_one(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut statuses = Vec::with_capacity(n);
+    for _ in 0..n {
+        sender.ready().await.unwrap();
+        let request = http::Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        statuses.push(response.status().as_u16());
+        response.into_body().collect().await.unwrap();
+    }
+    statuses
+}
+
+/// The guard beside the attack test: a canary whose own handler times out
+/// (it sleeps past --request-timeout, before any answer, while its clients
+/// wait to read) is the canary's failure and rolled back, from many
+/// clients as from real traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_that_times_out_on_its_own_is_rolled_back() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::SLOW, &dir.path().join("canary.wasm"));
+    const MIN_REQUESTS: usize = 20;
+    let host = serve(
+        dir.path(),
+        &rolled_back_at(MIN_REQUESTS),
+        &["--request-timeout", "500ms"],
+    );
+    let replies = burst(host.public, plain("/?ms=5000", 4 * CLIENTS)).await;
+    let timed_out = replies.iter().filter(|r| r.status == 504).count();
+    assert!(timed_out >= MIN_REQUESTS, "{timed_out} timed out");
+    let route = route_doc(&host, "/...").await;
+    assert_eq!(route["canary"]["state"], "rolled_back", "{route:#}");
 }

@@ -644,7 +644,7 @@ async fn a_canary_from_a_registry_serves_beside_a_local_stable_version() {
     write(
         &path,
         format!(
-            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{reference}\", weight = 100 }}\n",
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{reference}\", weight = 100, version_header = true }}\n",
             wasm::V1
         ),
     );
@@ -669,7 +669,7 @@ async fn a_canary_from_a_registry_serves_beside_a_local_stable_version() {
     write(
         &path,
         format!(
-            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{}\", weight = 0 }}\n",
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\ncanary = {{ component = \"{}\", weight = 0, version_header = true }}\n",
             wasm::V1,
             registry.reference(&format!("@{v2}"))
         ),
