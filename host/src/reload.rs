@@ -33,8 +33,7 @@ use crate::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
-use crate::oci::pull::PullSettings;
-use crate::oci::pull::Trust;
+use crate::oci::pull::{PullSettings, Trust};
 use crate::oci::{OciRef, Pulled, Puller};
 use crate::outbound::{OutboundGrant, OwnAddresses};
 use crate::p3::{P3Parts, P3Route, Reporter};
@@ -550,9 +549,10 @@ impl Reloader {
         let table = self.registry.table()?;
         let (_, handler) = table.router.iter().find(|(p, _)| *p == spec.pattern)?;
         let serving = handler.spec.oci.as_ref()?;
-        (serving.to_string() == reference.to_string())
-            .then(|| handler.resolved.clone())
-            .flatten()
+        if serving.to_string() != reference.to_string() {
+            return None;
+        }
+        handler.resolved.clone()
     }
 
     /// The file read from the store is the layer that was verified (a blob

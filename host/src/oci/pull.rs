@@ -3,8 +3,10 @@
 //! A pinned reference whose manifest and layer are in the store is served
 //! from it without a single request, so a restart with the registry down
 //! serves at once. Anything else is pulled: the manifest (checked against
-//! the pinned digest, or the registry's `Docker-Content-Digest`), for an
-//! index the wasm platform's manifest, then the one layer, whose declared
+//! the pinned digest, or the registry's `Docker-Content-Digest`); with a
+//! `cosign_key`, its signature (and for a tag, that it is not an older
+//! build than the one serving); for an index the wasm platform's manifest;
+//! then the one layer, whose declared
 //! size is capped before the download and whose bytes are capped, hashed
 //! and written to disk while they stream (see [`super::store`]). Every
 //! read goes through [`super::registry`], which caps manifests and error
