@@ -799,22 +799,45 @@ async fn admin_posts_need_the_bearer_token_when_one_is_set() {
     }
     let doc = handlers(&host).await;
     assert_eq!(doc["generation"], generation, "{doc:#}");
-    assert_eq!(route_doc(&host, "/a/...").await["canary"]["state"], "active");
-    assert_eq!(route_doc(&host, "/p/...").await["canary"]["state"], "active");
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "active"
+    );
+    assert_eq!(
+        route_doc(&host, "/p/...").await["canary"]["state"],
+        "active"
+    );
     // Probes, metrics and /handlers need no token.
     for path in ["/healthz", "/readyz", "/metrics", "/handlers"] {
         assert_eq!(get(host.admin, path).await.status, 200, "{path}");
     }
 
     let right = [ADMIN_HEADER, ("authorization", "Bearer s3cr3t-Admin-token")];
-    let r = request_with(host.admin, "POST", "/routes/a/.../abort", &right, Bytes::new()).await;
+    let r = request_with(
+        host.admin,
+        "POST",
+        "/routes/a/.../abort",
+        &right,
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = request_with(host.admin, "POST", "/routes/p/.../promote", &right, Bytes::new()).await;
+    let r = request_with(
+        host.admin,
+        "POST",
+        "/routes/p/.../promote",
+        &right,
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = request_with(host.admin, "POST", "/reload", &right, Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(host.public, "/plain").await.text(), "v1");
-    assert_eq!(route_doc(&host, "/a/...").await["canary"]["state"], "aborted");
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "aborted"
+    );
     // The custom header is still needed, token or not.
     let r = request_with(
         host.admin,

@@ -686,7 +686,13 @@ async fn a_canary_from_a_registry_serves_beside_a_local_stable_version() {
 fn serving_v1_from_a_file(dir: &Path, insecure: &[String], extra: &[&str]) -> Wasmlet {
     let config = manifest(dir, wasm::V1);
     let cache = dir.join("cache");
-    let mut args = vec!["--config", &config, "--no-watch", "--cache-dir", path_str(&cache)];
+    let mut args = vec![
+        "--config",
+        &config,
+        "--no-watch",
+        "--cache-dir",
+        path_str(&cache),
+    ];
     for registry in insecure {
         args.extend(["--insecure-registry", registry.as_str()]);
     }
@@ -712,7 +718,11 @@ fn with_oci_routes(dir: &Path, references: &[String]) {
 async fn pulls_of_different_routes_do_not_wait_for_each_other() {
     let stalled = crate::fake_registry::StalledRegistry::start().await;
     let dir = tempdir();
-    let host = serving_v1_from_a_file(dir.path(), &[stalled.addr.to_string()], &["--pull-timeout", "1s"]);
+    let host = serving_v1_from_a_file(
+        dir.path(),
+        &[stalled.addr.to_string()],
+        &["--pull-timeout", "1s"],
+    );
     with_oci_routes(
         dir.path(),
         &[
