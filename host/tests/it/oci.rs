@@ -744,6 +744,32 @@ async fn pulls_of_different_routes_do_not_wait_for_each_other() {
     assert_eq!(get(host.public, "/").await.text(), "v1");
 }
 
+/// The bound on those pulls: one route more than
+/// `reload::MAX_CONCURRENT_PULLS` (8) on a stalled registry waits for a
+/// slot, so the reload takes two pulls' time, not one.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_eight_pulls_run_at_once() {
+    let stalled = crate::fake_registry::StalledRegistry::start().await;
+    let dir = tempdir();
+    let host = serving_v1_from_a_file(
+        dir.path(),
+        &[stalled.addr.to_string()],
+        &["--pull-timeout", "1s"],
+    );
+    let references: Vec<String> = (0..9)
+        .map(|i| stalled.reference(&format!("team/r{i}:v1")))
+        .collect();
+    with_oci_routes(dir.path(), &references);
+    let started = std::time::Instant::now();
+    let r = reload(host.admin).await;
+    let took = started.elapsed();
+    eprintln!("a reload of nine routes on a stalled registry took {took:?}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    // Eight pulls of 3.6 s side by side, then the ninth.
+    assert!(took >= Duration::from_millis(7000), "{took:?}");
+    assert!(took < Duration::from_millis(10_000), "{took:?}");
+}
+
 /// Issue 26, finding 7: a reload has a deadline (--reload-timeout), past
 /// which it fails and the serving version stays; the next reload is not
 /// held up.
