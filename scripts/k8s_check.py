@@ -19,7 +19,12 @@ agree with each other and with the image:
   - the securityContext is restrictive, requests and limits are set, the rollout never drops
     below 3 ready replicas, and the PDB leaves room for a drain;
   - a NetworkPolicy selects the pods: the public port open to all, the admin port only to pods
-    labelled as the metrics scraper, no other port, no rule open to every port;
+    labelled as the metrics scraper, no other port, no rule open to every port; every namespace
+    selector picks namespaces by name (`kubernetes.io/metadata.name`), never `{}`;
+  - an egress NetworkPolicy selects the pods: DNS allowed, and every rule names its destinations
+    and ports (no allow-all rule, no 0.0.0.0/0 or ::/0, no namespace selector without a name);
+  - the admin POSTs need a token (WASMLET_ADMIN_TOKEN_FILE) read from a mounted Secret that is
+    not optional;
   - every component the handler ConfigMap's wasmlet.toml names (a canary's included) is in it;
   - with a HorizontalPodAutoscaler (k8s/autoscaling/): autoscaling/v2 on this Deployment,
     minReplicas 3 and the Deployment without `replicas` (or `kubectl apply` would reset it), a CPU
@@ -53,6 +58,10 @@ DEFAULT_CACHE_MAX_SIZE = "192MiB"  # the host's documented default for --cache-m
 # Python hello pulled from a registry is an 18.9 MB layer and 35.8 MB compiled.
 HANDLER_CACHE_BYTES = 55_000_000
 SCRAPER_LABEL = ("wasmlet.dev/metrics-scraper", "true")  # documented in k8s/base/networkpolicy.yaml
+# Set by the API server on every namespace, to its name: a selector on it cannot be matched by a
+# namespace someone labels to get in.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+ALL_ADDRESSES = ("0.0.0.0/0", "::/0")
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -295,6 +304,8 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
             f"scrape annotations point at :{ann.get('prometheus.io/port')}{ann.get('prometheus.io/path')}")
 
     check_network_policy(r, docs, labels, ports, http, probe_ports[0] if probe_ports else None)
+    check_egress_policy(r, docs, labels)
+    check_admin_token(r, c, env, mounts, volumes)
     if hpas:
         pdb_min = pdbs[0]["spec"].get("minAvailable") if pdbs else None
         check_hpa(r, hpas, c, floor, pdb_min)
@@ -346,13 +357,16 @@ def check_network_policy(r: Report, docs: list[dict], labels: dict, ports: list[
                          http: dict | None, admin: dict | None) -> None:
     """The NetworkPolicy admits the public port from anywhere and the admin port from the
     scraper only. (Kubelet probes come from the node, which most CNIs do not filter.)"""
-    policies = [p for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), labels)]
-    r.check("network-policy", len(policies) == 1
-            and "Ingress" in policies[0]["spec"].get("policyTypes", []),
+    policies = [p for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), labels)
+                and "Ingress" in p["spec"].get("policyTypes", [])]
+    r.check("network-policy", len(policies) == 1,
             f"{len(policies)} NetworkPolicy with Ingress rules selects the pods {labels}")
     if len(policies) != 1:
         return
     rules = policies[0]["spec"].get("ingress", [])
+    unnamed = [peer for rule in rules for peer in rule.get("from", []) if not names_namespace(peer)]
+    r.check("network-policy-namespace", not unnamed,
+            f"ingress peers pick namespaces by {NAMESPACE_NAME_LABEL}: {unnamed or 'ok'}")
     public, scraper, other = [], [], []
     for rule in rules:
         targets = [resolve_port(p.get("port"), ports) for p in rule.get("ports", [])]
@@ -379,6 +393,63 @@ def check_network_policy(r: Report, docs: list[dict], labels: dict, ports: list[
             f"{SCRAPER_LABEL[0]}={SCRAPER_LABEL[1]}; nothing else admitted: {other or 'ok'}")
 
 
+def names_namespace(peer: dict) -> bool:
+    """Whether a NetworkPolicy peer's namespaces are picked by name: no namespaceSelector (the
+    policy's own namespace), or one that matches `kubernetes.io/metadata.name`. `{}` (every
+    namespace) or a selector on labels anyone with rights on a namespace can set do not."""
+    if "namespaceSelector" not in peer:
+        return True
+    ns = peer["namespaceSelector"] or {}
+    if ns.get("matchLabels", {}).get(NAMESPACE_NAME_LABEL):
+        return True
+    return any(e.get("key") == NAMESPACE_NAME_LABEL and e.get("operator") == "In" and e.get("values")
+               for e in ns.get("matchExpressions", []))
+
+
+def check_egress_policy(r: Report, docs: list[dict], labels: dict) -> None:
+    """An egress NetworkPolicy selects the pods and allows DNS and named destinations only."""
+    policies = [p for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), labels)
+                and "Egress" in p["spec"].get("policyTypes", [])]
+    r.check("network-policy-egress", bool(policies),
+            f"{len(policies)} NetworkPolicy with Egress rules selects the pods {labels}")
+    if not policies:
+        return
+    rules = [rule for p in policies for rule in p["spec"].get("egress", [])]
+    loose = []
+    for rule in rules:
+        peers = rule.get("to", [])
+        # No `to`: every destination; no `ports`: every port.
+        if not peers or not rule.get("ports"):
+            loose.append(f"rule to {peers or 'anywhere'} on ports {rule.get('ports') or 'all'}")
+        for peer in peers:
+            cidr = peer.get("ipBlock", {}).get("cidr")
+            if cidr in ALL_ADDRESSES or (cidr and cidr.endswith("/0")):
+                loose.append(f"ipBlock {cidr}")
+            if not names_namespace(peer):
+                loose.append(f"namespaceSelector {peer.get('namespaceSelector')} without a name")
+            if peer.get("namespaceSelector") is not None and not peer.get("podSelector", {}).get("matchLabels") \
+                    and not peer.get("podSelector", {}).get("matchExpressions"):
+                loose.append(f"every pod of namespace {peer['namespaceSelector']}")
+    r.check("network-policy-egress", not loose, f"no allow-all egress: {loose or 'ok'}")
+    dns = any(p.get("port") == 53 and p.get("protocol", "TCP") == "UDP"
+              for rule in rules for p in rule.get("ports", []))
+    r.check("network-policy-dns", dns, "egress allows DNS (port 53/UDP)")
+
+
+def check_admin_token(r: Report, c: dict, env: dict, mounts: dict, volumes: dict) -> None:
+    """WASMLET_ADMIN_TOKEN_FILE names a file in a mounted Secret that is not optional."""
+    path = env.get("WASMLET_ADMIN_TOKEN_FILE")
+    folder, _, name = (path or "").rpartition("/")
+    mount = mounts.get(folder)
+    secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+    items = (secret or {}).get("items")
+    in_secret = secret is not None and (items is None or any(i.get("path") == name for i in items))
+    r.check("admin-token", bool(path) and in_secret and not secret.get("optional", False)
+            and "subPath" not in mount,
+            f"WASMLET_ADMIN_TOKEN_FILE {path} is {name!r} of Secret "
+            f"{(secret or {}).get('secretName')} mounted at {folder or None} (not optional)")
+
+
 # Each mutation breaks one thing; the check named with it must then fail.
 def _dep(docs):
     return find(docs, "Deployment", NAME)[0]
@@ -394,6 +465,13 @@ def _svc(docs):
 
 def _netpol(docs):
     return find(docs, "NetworkPolicy", NAME)[0]["spec"]
+
+
+EGRESS_POLICY = f"{NAME}-egress"
+
+
+def _egress(docs):
+    return find(docs, "NetworkPolicy", EGRESS_POLICY)[0]["spec"]["egress"]
 
 
 MUTATIONS = [
@@ -463,6 +541,36 @@ MUTATIONS = [
      lambda d: _netpol(d)["ingress"][1]["from"][0]["podSelector"].update(matchLabels={})),
     ("a rule admitting every port", "network-policy-admin",
      lambda d: _netpol(d)["ingress"].append({"from": [{"namespaceSelector": {}}]})),
+    ("admin port from labelled pods in any namespace", "network-policy-namespace",
+     lambda d: _netpol(d)["ingress"][1]["from"][0].update(namespaceSelector={})),
+    ("admin port from namespaces by a label anyone may set", "network-policy-namespace",
+     lambda d: _netpol(d)["ingress"][1]["from"][0].update(
+         namespaceSelector={"matchLabels": {"team": "monitoring"}})),
+    ("no egress policy", "network-policy-egress",
+     lambda d: d.remove(find(d, "NetworkPolicy", EGRESS_POLICY)[0])),
+    ("an egress rule to anywhere", "network-policy-egress",
+     lambda d: _egress(d).append({"ports": [{"port": 443, "protocol": "TCP"}]})),
+    ("an egress rule on every port", "network-policy-egress",
+     lambda d: _egress(d).append({"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]})),
+    ("egress to 0.0.0.0/0", "network-policy-egress",
+     lambda d: _egress(d).append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                  "ports": [{"port": 443, "protocol": "TCP"}]})),
+    ("egress allowing everything", "network-policy-egress", lambda d: _egress(d).append({})),
+    ("DNS to any namespace", "network-policy-egress",
+     lambda d: _egress(d)[0]["to"][0].update(namespaceSelector={})),
+    ("no DNS", "network-policy-dns",
+     lambda d: [p.update(port=5353) for p in _egress(d)[0]["ports"]]),
+    ("no admin token", "admin-token",
+     lambda d: _ctr(d).update(env=[e for e in _ctr(d)["env"] if e["name"] != "WASMLET_ADMIN_TOKEN_FILE"])),
+    ("the admin token's Secret optional", "admin-token",
+     lambda d: [v["secret"].update(optional=True) for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if v.get("secret", {}).get("secretName") == "hello-world-admin-token"]),
+    ("the admin token's Secret not mounted", "admin-token",
+     lambda d: _ctr(d).update(volumeMounts=[m for m in _ctr(d)["volumeMounts"]
+                                            if m["mountPath"] != "/var/run/secrets/wasmlet-admin"])),
+    ("the admin token file names no key of the Secret", "admin-token",
+     lambda d: [e.update(value="/var/run/secrets/wasmlet-admin/tokn") for e in _ctr(d)["env"]
+                if e["name"] == "WASMLET_ADMIN_TOKEN_FILE"]),
 ]
 
 

@@ -14,18 +14,24 @@
 //!
 //! Every request must name an IP address, `localhost` or a host listed in
 //! --admin-allowed-hosts (421 otherwise), so DNS rebinding cannot read it.
+//! With --admin-token-file, every POST must also carry `Authorization:
+//! Bearer TOKEN` (401 otherwise, before anything is done); GETs need none,
+//! so probes and scrapers go on as they were.
 
 use crate::app::App;
 use crate::canary::ActionError;
 use crate::config::NetLimits;
 use crate::connection::{Connections, Policy};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
@@ -39,14 +45,78 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// another site cannot trigger a reload.
 pub const RELOAD_HEADER: &str = "x-wasmlet-reload";
 
+/// The token admin POSTs must carry (--admin-token-file). Only its
+/// sha256 is kept; a presented token is hashed and the digests compared in
+/// constant time, so neither the comparison's time nor a length check
+/// tells an attacker how much of a guess was right.
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// Reads `path` (the token, surrounding whitespace dropped). An
+    /// unreadable, empty or unsendable token is an error naming the file.
+    pub fn load(path: &Path) -> Result<AdminToken> {
+        let what = || format!("--admin-token-file {}", path.display());
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", what()))?;
+        let token = bytes.trim_ascii();
+        if token.is_empty() {
+            bail!("{}: the file is empty", what());
+        }
+        // What a client can send in a header after `Bearer `.
+        if !token.iter().all(|b| b.is_ascii_graphic()) {
+            bail!(
+                "{}: the token must be printable ASCII without spaces",
+                what()
+            );
+        }
+        Ok(AdminToken {
+            digest: Sha256::digest(token).into(),
+        })
+    }
+
+    /// Whether `authorization` is `Bearer <the token>` (the scheme in any case).
+    fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
+        let Some(value) = authorization.map(HeaderValue::as_bytes) else {
+            return false;
+        };
+        let Some(token) = value
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|_| &value[7..])
+        else {
+            return false;
+        };
+        let presented: [u8; 32] = Sha256::digest(token).into();
+        presented
+            .iter()
+            .zip(&self.digest)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
 /// Serves the admin endpoints until `stop` resolves, with the same
-/// connection set-up as the public port and [`MAX_CONNECTIONS`].
+/// connection set-up as the public port and [`MAX_CONNECTIONS`]; no token
+/// on POSTs (see [`serve_with_token`]).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     net: &NetLimits,
     stop: impl Future<Output = ()>,
 ) {
+    serve_with_token(listener, app, net, None, stop).await
+}
+
+/// [`serve`], with every POST needing `token` when one is given.
+pub async fn serve_with_token(
+    listener: TcpListener,
+    app: Arc<App>,
+    net: &NetLimits,
+    token: Option<AdminToken>,
+    stop: impl Future<Output = ()>,
+) {
+    let token = token.map(Arc::new);
     let connections = Connections::new(Policy {
         port: "admin",
         max_connections: MAX_CONNECTIONS,
@@ -61,8 +131,9 @@ pub async fn serve(
             accepted = connections.accept(&listener) => accepted,
             () = &mut stop => return,
         };
-        let (app, hosts) = (app.clone(), hosts.clone());
-        let service = service_fn(move |request| route(app.clone(), hosts.clone(), request));
+        let (app, hosts, token) = (app.clone(), hosts.clone(), token.clone());
+        let service =
+            service_fn(move |request| route(app.clone(), hosts.clone(), token.clone(), request));
         let connection = connections.serve(stream, service);
         tokio::spawn(async move {
             let _permit = permit;
@@ -74,6 +145,7 @@ pub async fn serve(
 async fn route(
     app: Arc<App>,
     hosts: Arc<AllowedHosts>,
+    token: Option<Arc<AdminToken>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     // RFC 9112 section 3.2: a request with more than one Host is a 400.
@@ -89,6 +161,20 @@ async fn route(
             StatusCode::MISDIRECTED_REQUEST,
             "admin: Host must be an IP address, localhost, or a name in --admin-allowed-hosts\n",
         ));
+    }
+    if request.method() == Method::POST
+        && let Some(token) = &token
+        && !token.accepts(request.headers().get(header::AUTHORIZATION))
+    {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "admin: POST needs `Authorization: Bearer TOKEN` with the token of --admin-token-file\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"wasmlet-admin\""),
+        );
+        return Ok(response);
     }
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -147,8 +233,8 @@ fn canary_action(path: &str) -> Option<(&str, &str)> {
 /// `/handlers` entry.
 async fn canary(app: &App, route: &str, action: &str) -> Response<Full<Bytes>> {
     let done = match action {
-        "promote" => app.reloader.promote(route).await,
-        _ => app.reloader.abort(route).await,
+        "promote" => app.reloader.promote(route),
+        _ => app.reloader.abort(route),
     };
     let status = match &done {
         Ok(()) => StatusCode::OK,
@@ -298,5 +384,45 @@ mod tests {
             assert!(!hosts.allows(Some(refused)), "{refused}");
         }
         assert!(!hosts.allows(None));
+    }
+
+    #[test]
+    fn the_admin_token_is_read_trimmed_and_compared_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  abc-123\n").unwrap();
+        let token = AdminToken::load(&file).unwrap();
+        let accepts = |value: &str| token.accepts(Some(&HeaderValue::from_str(value).unwrap()));
+        assert!(accepts("Bearer abc-123"));
+        assert!(accepts("bearer abc-123"));
+        for refused in [
+            "Bearer abc-12",
+            "Bearer abc-1234",
+            "Bearer ABC-123",
+            "Bearer  abc-123",
+            "Bearer",
+            "Basic abc-123",
+            "abc-123",
+            "",
+        ] {
+            assert!(!accepts(refused), "{refused}");
+        }
+        assert!(!token.accepts(None));
+        for (content, why) in [("", "empty"), (" \n\t", "empty"), ("a b", "printable")] {
+            std::fs::write(&file, content).unwrap();
+            let e = format!("{:#}", AdminToken::load(&file).err().unwrap());
+            assert!(
+                e.contains(why) && e.contains(&file.display().to_string()),
+                "{e}"
+            );
+        }
+        let e = format!(
+            "{:#}",
+            AdminToken::load(&dir.path().join("none")).err().unwrap()
+        );
+        assert!(
+            e.contains("cannot read") && e.contains("--admin-token-file"),
+            "{e}"
+        );
     }
 }

@@ -122,6 +122,14 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
             args.admin_listen
         );
     }
+    // Before anything is loaded or bound: a token that cannot be read
+    // must not leave the admin POSTs open.
+    let admin_token = args
+        .net
+        .admin_token_file
+        .as_deref()
+        .map(admin::AdminToken::load)
+        .transpose()?;
     let source = match (&args.config, &args.component) {
         (Some(config), _) => Source::Manifest(config.clone()),
         (None, Some(component)) => Source::Component(component.clone()),
@@ -180,7 +188,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     let net = args.net.clone();
     let admin_app = app.clone();
     let admin_task = tokio::spawn(async move {
-        admin::serve(admin, admin_app, &net, async {
+        admin::serve_with_token(admin, admin_app, &net, admin_token, async {
             let _ = admin_stopped.await;
         })
         .await

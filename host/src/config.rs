@@ -110,6 +110,13 @@ pub struct NetLimits {
     )]
     pub admin_allowed_hosts: Vec<String>,
 
+    /// A file holding the token every admin POST (/reload, promote, abort)
+    /// must send as `Authorization: Bearer TOKEN` (401 otherwise); read
+    /// once at start, surrounding whitespace dropped. GETs (probes,
+    /// /metrics, /handlers) need none.
+    #[arg(long, env = "WASMLET_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     /// Never add `x-wasmlet-version: stable|canary`, even on routes whose
     /// canary sets `version_header = true` (it is off by default).
     #[arg(long, env = "WASMLET_NO_VERSION_HEADER")]
@@ -122,6 +129,7 @@ impl Default for NetLimits {
             write_timeout: Duration::from_secs(30),
             min_body_rate: 16 << 10,
             admin_allowed_hosts: Vec::new(),
+            admin_token_file: None,
             no_version_header: false,
         }
     }
@@ -182,6 +190,13 @@ pub struct LoadLimits {
     #[arg(long, env = "WASMLET_PULL_TIMEOUT", default_value = "60s", value_parser = parse_nonzero_duration)]
     pub pull_timeout: Duration,
 
+    /// Longest one reload (or the start-up load) may take, from its
+    /// trigger to its outcome: waiting for the reload before it, pulls,
+    /// compiles and trial instantiations included. Past it the reload
+    /// fails and the serving version stays.
+    #[arg(long, env = "WASMLET_RELOAD_TIMEOUT", default_value = "10m", value_parser = parse_nonzero_duration)]
+    pub reload_timeout: Duration,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -192,6 +207,7 @@ impl Default for LoadLimits {
             max_component_size: 64 << 20,
             compile_timeout: Duration::from_secs(120),
             pull_timeout: Duration::from_secs(60),
+            reload_timeout: Duration::from_secs(600),
             registry: RegistryArgs::default(),
         }
     }
@@ -293,6 +309,11 @@ mod tests {
         assert_eq!(args.net.write_timeout, NetLimits::default().write_timeout);
         assert_eq!(args.net.min_body_rate, NetLimits::default().min_body_rate);
         assert!(args.net.admin_allowed_hosts.is_empty());
+        assert_eq!(args.net.admin_token_file, None);
+        assert_eq!(
+            args.load.reload_timeout,
+            LoadLimits::default().reload_timeout
+        );
         assert_eq!(args.cache.cache_max_size, DEFAULT_CACHE_MAX_SIZE);
         assert_eq!(args.cache.cache_max_size, 192 << 20);
     }
@@ -341,6 +362,27 @@ mod tests {
     }
 
     #[test]
+    fn reload_timeout_and_admin_token_file_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmlet",
+            "serve",
+            "x.wasm",
+            "--reload-timeout",
+            "90s",
+            "--admin-token-file",
+            "/run/token",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.load.reload_timeout, Duration::from_secs(90));
+        assert_eq!(args.net.admin_token_file, Some(PathBuf::from("/run/token")));
+        let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--reload-timeout", "0s"]);
+        assert!(zero.is_err());
+    }
+
+    #[test]
     fn registry_flags_parse() {
         let cli = Cli::try_parse_from([
             "wasmlet",
@@ -362,6 +404,7 @@ mod tests {
             ["127.0.0.1:5000", "a:1", "b:2"]
         );
         assert_eq!(args.load.pull_timeout, Duration::from_secs(5));
+        assert_eq!(args.load.reload_timeout, Duration::from_secs(600));
         let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--pull-timeout", "0s"]);
         assert!(zero.is_err());
         let defaults = Cli::try_parse_from(["wasmlet", "serve", "x.wasm"]).unwrap();

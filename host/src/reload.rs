@@ -22,6 +22,16 @@
 //! version stays. What a reload writes under --cache-dir is pruned to
 //! --cache-max-size as it goes, sparing the serving table's versions and
 //! its own (see [`crate::cache_budget`]).
+//!
+//! A reload's `oci://` pulls run side by side (at most
+//! [`MAX_CONCURRENT_PULLS`]), before anything is compiled, so a registry
+//! that never answers costs one pull's time, not one per route; the whole
+//! reload, the wait for the one before it included, is bounded by
+//! --reload-timeout. Only the publish step takes the short `publishing`
+//! lock, and builds the new table against the table serving at that
+//! moment: promote and abort take the same lock, never the reload's, so
+//! they answer at once whatever a pull is doing, and a reload that
+//! publishes after them keeps what they decided.
 
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::cache_budget::{CacheBudget, Served};
@@ -55,10 +65,17 @@ use wasmtime_wasi_http::handler::ProxyPre;
 /// reference the manifest digest it resolved to.
 type Version = (Arc<LoadedComponent>, Option<String>);
 
+/// What a route's stable version and its canary pulled: `None` for a
+/// version from a file.
+type RoutePulls = (Option<Result<Pulled>>, Option<Result<Pulled>>);
+
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// A reload starts at the latest this long after the first event of a burst.
 pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// `oci://` pulls one reload runs at once (a route's and its canary's
+/// count as two); the others wait for a slot.
+pub const MAX_CONCURRENT_PULLS: usize = 8;
 
 /// What the host serves: a manifest, or one component on every path.
 #[derive(Debug, Clone)]
@@ -157,8 +174,13 @@ pub struct Reloader {
     own_addresses: OwnAddresses,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    /// Serialises reloads: each one sees the table the previous published.
+    /// Serialises reloads: one loads at a time.
     running: tokio::sync::Mutex<()>,
+    /// Held only to build and publish a table (a reload's last step,
+    /// promote): never across a pull, a compile or any other wait.
+    publishing: std::sync::Mutex<()>,
+    /// Slots for a reload's `oci://` pulls ([`MAX_CONCURRENT_PULLS`]).
+    pulls: tokio::sync::Semaphore,
     /// One compile at a time, an abandoned one included: a reload after a
     /// timed-out compile waits for it (within its own time limit), so slow
     /// compiles cannot pile up on the blocking threads.
@@ -213,15 +235,26 @@ impl Reloader {
             registry,
             metrics,
             running: tokio::sync::Mutex::new(()),
+            publishing: std::sync::Mutex::new(()),
+            pulls: tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS),
             compiling: Arc::new(tokio::sync::Semaphore::new(1)),
             idle_slots: IdleSlots::default(),
         }
     }
 
     /// Reloads from disk; on failure the serving table stays as it was.
+    /// Fails past --reload-timeout, counted from the call.
     pub async fn reload(&self, trigger: &'static str) -> Result<ReloadReport> {
-        let _running = self.running.lock().await;
-        let result = match self.try_reload().await {
+        let deadline = tokio::time::Instant::now() + self.load_limits.reload_timeout;
+        let Ok(_running) = tokio::time::timeout_at(deadline, self.running.lock()).await else {
+            let error = self.past_deadline("waiting for the reload before it");
+            let message = format!("{error:#}");
+            tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+            self.registry.record_failure(message, BTreeMap::new());
+            self.metrics.reload("error");
+            return Err(error);
+        };
+        let result = match self.try_reload(deadline).await {
             Ok(report) => {
                 self.registry.record_success();
                 self.metrics.reload(report.outcome);
@@ -254,13 +287,21 @@ impl Reloader {
         result
     }
 
+    /// The error of a reload that ran out of --reload-timeout while `doing`.
+    fn past_deadline(&self, doing: &str) -> anyhow::Error {
+        anyhow!(
+            "the reload ran past --reload-timeout ({}) {doing}",
+            humantime::format_duration(self.load_limits.reload_timeout)
+        )
+    }
+
     async fn try_reload(
         &self,
+        deadline: tokio::time::Instant,
     ) -> Result<ReloadReport, (anyhow::Error, BTreeMap<String, RouteError>)> {
         let no_routes = BTreeMap::new;
         let manifest = self.source.manifest().map_err(|e| (e, no_routes()))?;
         let current = self.registry.table();
-        let generation = current.as_ref().map_or(1, |t| t.generation + 1);
 
         // Components already loaded, by digest: a swap back is free.
         let known: HashMap<&str, &Arc<LoadedComponent>> = current
@@ -272,21 +313,28 @@ impl Reloader {
             .map(|c| (c.digest.as_str(), c))
             .collect();
 
-        let mut handlers = Vec::with_capacity(manifest.routes.len());
+        // Every route's pulls first, side by side; then each route is
+        // read, compiled and validated in turn, as before.
+        let pulls = futures_util::future::join_all(
+            manifest
+                .routes
+                .iter()
+                .map(|spec| self.pull_versions(spec, deadline)),
+        )
+        .await;
+        let mut loaded = Vec::with_capacity(manifest.routes.len());
         let mut errors = BTreeMap::new();
         let mut compiled = 0;
-        for spec in manifest.routes {
+        for (spec, pulls) in manifest.routes.into_iter().zip(pulls) {
             let label = spec.pattern.to_string();
-            match self.load_versions(&spec, &known).await {
+            let load = tokio::time::timeout_at(deadline, self.load_versions(&spec, pulls, &known));
+            match load
+                .await
+                .unwrap_or_else(|_| Err(self.past_deadline("loading this route")))
+            {
                 Ok((component, canary, fresh)) => {
                     compiled += fresh;
-                    let previous = current.as_ref().and_then(|t| {
-                        t.router
-                            .iter()
-                            .find(|(p, _)| *p == spec.pattern)
-                            .map(|(_, h)| h.clone())
-                    });
-                    handlers.push(self.handler(spec, component, canary, previous, generation));
+                    loaded.push((spec, component, canary));
                 }
                 Err(error) => {
                     errors.insert(
@@ -307,7 +355,36 @@ impl Reloader {
                 .join("; ");
             return Err((anyhow!(summary), errors));
         }
+        self.publish(loaded, compiled)
+            .map_err(|e| (anyhow!(e), no_routes()))
+    }
 
+    /// Builds the table of `loaded` routes against the table serving now
+    /// (which may have changed since the reload began: a promotion, an
+    /// abort) and publishes it, under the short `publishing` lock.
+    fn publish(
+        &self,
+        loaded: Vec<(RouteSpec, Version, Option<Version>)>,
+        compiled: usize,
+    ) -> Result<ReloadReport, String> {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.registry.table();
+        let generation = current.as_ref().map_or(1, |t| t.generation + 1);
+        let handlers: Vec<Arc<Handler>> = loaded
+            .into_iter()
+            .map(|(spec, component, canary)| {
+                let previous = current.as_ref().and_then(|t| {
+                    t.router
+                        .iter()
+                        .find(|(p, _)| *p == spec.pattern)
+                        .map(|(_, h)| h.clone())
+                });
+                self.handler(spec, component, canary, previous, generation)
+            })
+            .collect();
         let unchanged = current.as_ref().is_some_and(|t| {
             t.router.len() == handlers.len() && handlers.iter().all(|h| h.generation < generation)
         });
@@ -321,8 +398,7 @@ impl Reloader {
             });
         }
 
-        let router = Router::new(handlers.into_iter().map(|h| (h.spec.pattern.clone(), h)))
-            .map_err(|e| (anyhow!(e), no_routes()))?;
+        let router = Router::new(handlers.into_iter().map(|h| (h.spec.pattern.clone(), h)))?;
         let routes = router.len();
         self.update_info_metric(&router);
         self.registry.publish(RoutingTable { generation, router });
@@ -334,29 +410,59 @@ impl Reloader {
         })
     }
 
-    /// A route's component and its canary's, each loaded by [`Self::load_route`].
-    /// Returns how many were compiled.
-    async fn load_versions(
-        &self,
-        spec: &RouteSpec,
-        known: &HashMap<&str, &Arc<LoadedComponent>>,
-    ) -> Result<(Version, Option<Version>, usize)> {
-        let (stable, fresh, resolved) = self.load_route(spec, known).await?;
-        let Some(canary) = &spec.canary else {
-            return Ok(((stable, resolved), None, usize::from(fresh)));
-        };
-        // The canary is loaded as the route's own component would be: the
-        // same limits and grants, and for `oci://` the same cosign key;
-        // only the stable version's tag is followed.
-        let canary_spec = RouteSpec {
+    /// The canary of `spec` as a route of its own: it is loaded as the
+    /// route's own component would be, with the same limits and grants,
+    /// and for `oci://` the same cosign key; only the stable version's tag
+    /// is followed.
+    fn canary_spec(spec: &RouteSpec) -> Option<RouteSpec> {
+        let canary = spec.canary.as_ref()?;
+        Some(RouteSpec {
             component: canary.component.clone(),
             oci: canary.oci.clone(),
             follow: None,
             canary: None,
             ..spec.clone()
+        })
+    }
+
+    /// The `oci://` pulls of a route and of its canary, side by side,
+    /// each within `deadline`: `None` for a version from a file.
+    async fn pull_versions(&self, spec: &RouteSpec, deadline: tokio::time::Instant) -> RoutePulls {
+        let canary = Self::canary_spec(spec);
+        futures_util::future::join(self.pull_by(spec, deadline), async {
+            match &canary {
+                Some(canary) => self.pull_by(canary, deadline).await,
+                None => None,
+            }
+        })
+        .await
+    }
+
+    /// [`Self::pull`] within `deadline`, for a version from a registry.
+    async fn pull_by(
+        &self,
+        spec: &RouteSpec,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Pulled>> {
+        let reference = spec.oci.as_ref()?;
+        let pulled = tokio::time::timeout_at(deadline, self.pull(spec, reference)).await;
+        Some(pulled.unwrap_or_else(|_| Err(self.past_deadline(&format!("pulling `{reference}`")))))
+    }
+
+    /// A route's component and its canary's, each loaded by [`Self::load_route`]
+    /// from what [`Self::pull_versions`] pulled. Returns how many were compiled.
+    async fn load_versions(
+        &self,
+        spec: &RouteSpec,
+        (pulled, canary_pulled): RoutePulls,
+        known: &HashMap<&str, &Arc<LoadedComponent>>,
+    ) -> Result<(Version, Option<Version>, usize)> {
+        let (stable, fresh, resolved) = self.load_route(spec, pulled, known).await?;
+        let Some(canary_spec) = Self::canary_spec(spec) else {
+            return Ok(((stable, resolved), None, usize::from(fresh)));
         };
         let (canary, canary_fresh, canary_resolved) = self
-            .load_route(&canary_spec, known)
+            .load_route(&canary_spec, canary_pulled, known)
             .await
             .context("canary")?;
         Ok((
@@ -367,9 +473,13 @@ impl Reloader {
     }
 
     /// `POST /routes/{route}/promote`: publishes a table in which the
-    /// route's canary is its stable version.
-    pub async fn promote(&self, route: &str) -> Result<(), ActionError> {
-        let _running = self.running.lock().await;
+    /// route's canary is its stable version. Takes only the `publishing`
+    /// lock, so it never waits for a reload's pulls or compiles.
+    pub fn promote(&self, route: &str) -> Result<(), ActionError> {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
         let promoted = canary::promote(&table, route)?;
         self.update_info_metric(&promoted.router);
@@ -377,9 +487,14 @@ impl Reloader {
         Ok(())
     }
 
-    /// `POST /routes/{route}/abort`: the route's canary gets weight 0.
-    pub async fn abort(&self, route: &str) -> Result<(), ActionError> {
-        let _running = self.running.lock().await;
+    /// `POST /routes/{route}/abort`: the route's canary gets weight 0. The
+    /// decision is its digest's, carried into every table built after it
+    /// (a reload's included) while that digest stays.
+    pub fn abort(&self, route: &str) -> Result<(), ActionError> {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
         canary::abort(&table, route)
     }
@@ -397,6 +512,7 @@ impl Reloader {
     async fn load_route(
         &self,
         spec: &RouteSpec,
+        pulled: Option<Result<Pulled>>,
         known: &HashMap<&str, &Arc<LoadedComponent>>,
     ) -> Result<(Arc<LoadedComponent>, bool, Option<String>)> {
         if let Some(max) = spec.limits.max_memory
@@ -408,10 +524,7 @@ impl Reloader {
                 self.limits.max_memory
             );
         }
-        let pulled = match &spec.oci {
-            Some(reference) => Some(self.pull(spec, reference).await?),
-            None => None,
-        };
+        let pulled = pulled.transpose()?;
         let downloaded = pulled.as_ref().is_some_and(|p| !p.from_cache);
         let path = pulled
             .as_ref()
@@ -515,7 +628,8 @@ impl Reloader {
     }
 
     /// Fetches an `oci://` component into the store, and checks its
-    /// signature when the route names a `cosign_key`.
+    /// signature when the route names a `cosign_key`; waits for one of
+    /// the [`MAX_CONCURRENT_PULLS`] slots first.
     async fn pull(&self, spec: &RouteSpec, reference: &OciRef) -> Result<Pulled> {
         let Some(puller) = &self.oci else {
             bail!(
@@ -532,6 +646,11 @@ impl Reloader {
             key,
             serving: serving.as_deref(),
         });
+        let _slot = self
+            .pulls
+            .acquire()
+            .await
+            .context("the pull semaphore is never closed")?;
         let pulled = puller.fetch(reference, trust.as_ref()).await?;
         tracing::info!(
             reference = %reference,

@@ -1,15 +1,19 @@
 //! `follow = "30s"`: re-resolving a route's tag on a timer.
 //!
-//! One task for the host. Each due route costs one manifest HEAD; when the
-//! digest differs from the one serving, a reload runs, which pulls the new
+//! One task for the host. Each due route costs one manifest HEAD, made in
+//! a task of its own (at most one per route at a time), so a registry
+//! that stops answering delays only its own routes. When the digest
+//! differs from the one serving, a reload runs, which pulls the new
 //! version and takes it through the same validate-then-publish path as a
 //! file change (and keeps the last good version if it fails). A digest
 //! whose reload failed is not retried until the tag moves again, so a bad
 //! push is compiled once, not once per interval.
 
+use crate::oci::OciRef;
 use crate::registry::Registry;
 use crate::reload::Reloader;
-use std::collections::HashMap;
+use anyhow::Result;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,15 +21,52 @@ use tokio::time::Instant;
 /// How often the task looks for routes that are due.
 pub const TICK: Duration = Duration::from_millis(500);
 
+/// A route's tag resolved: its label, the reference, the outcome.
+type Resolved = (String, OciRef, Result<String>);
+
 /// Runs until the runtime stops.
 pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
     let mut due: HashMap<String, Instant> = HashMap::new();
     // Per route: the digest whose reload was tried last.
     let mut tried: HashMap<String, String> = HashMap::new();
+    // Routes whose tag is being resolved now.
+    let mut resolving: HashSet<String> = HashSet::new();
+    let (resolved_tx, mut resolved_rx) = tokio::sync::mpsc::unbounded_channel::<Resolved>();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some((label, reference, result)) = resolved_rx.recv() => {
+                resolving.remove(&label);
+                let digest = match result {
+                    Ok(digest) => digest,
+                    Err(error) => {
+                        tracing::warn!(route = %label, error = %format!("{error:#}"), "follow: cannot resolve the tag; the current version keeps serving");
+                        continue;
+                    }
+                };
+                let Some(table) = registry.table() else {
+                    continue;
+                };
+                // The route as it serves now, if it still follows this reference.
+                let serving = table.router.iter().map(|(_, h)| h).find(|h| {
+                    *h.label == *label && h.spec.oci.as_ref() == Some(&reference)
+                });
+                let Some(handler) = serving else {
+                    continue;
+                };
+                if handler.resolved.as_deref() == Some(digest.as_str())
+                    || tried.get(&label) == Some(&digest)
+                {
+                    continue;
+                }
+                tracing::info!(route = %label, reference = %reference, digest = %digest, "follow: the tag moved; reloading");
+                tried.insert(label, digest);
+                let _ = reloader.reload("follow").await;
+                continue;
+            }
+        }
         let Some(table) = registry.table() else {
             continue;
         };
@@ -35,28 +76,21 @@ pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
                 continue;
             };
             let label = handler.label.to_string();
+            if resolving.contains(&label) {
+                continue;
+            }
             let next = due.entry(label.clone()).or_insert(now + every);
             if now < *next {
                 continue;
             }
             *next = now + every;
-            let digest = match reloader.resolve(reference).await {
-                Ok(digest) => digest,
-                Err(error) => {
-                    tracing::warn!(route = %label, error = %format!("{error:#}"), "follow: cannot resolve the tag; the current version keeps serving");
-                    continue;
-                }
-            };
-            if handler.resolved.as_deref() == Some(digest.as_str())
-                || tried.get(&label) == Some(&digest)
-            {
-                continue;
-            }
-            tracing::info!(route = %label, reference = %reference, digest = %digest, "follow: the tag moved; reloading");
-            tried.insert(label, digest);
-            let _ = reloader.reload("follow").await;
-            // The table changed (or the reload failed): look again next tick.
-            break;
+            resolving.insert(label.clone());
+            let (reloader, reference, tx) =
+                (reloader.clone(), reference.clone(), resolved_tx.clone());
+            tokio::spawn(async move {
+                let result = reloader.resolve(&reference).await;
+                let _ = tx.send((label, reference, result));
+            });
         }
     }
 }

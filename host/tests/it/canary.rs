@@ -859,3 +859,282 @@ async fn a_canary_that_times_out_on_its_own_is_rolled_back() {
     let route = route_doc(&host, "/...").await;
     assert_eq!(route["canary"]["state"], "rolled_back", "{route:#}");
 }
+
+/// Two routes with a canary each, from files: `/a/...` and `/p/...`.
+const TWO_CANARIES: &str = "[[route]]\npath = \"/a/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n\n\
+     [[route]]\npath = \"/p/...\"\ncomponent = \"v1.wasm\"\ncanary = { component = \"v2.wasm\", weight = 50 }\n";
+
+/// Issue 26, finding 7: abort and promote answer at once whatever a
+/// reload waits for. Before: they waited for the reload's lock, held
+/// across a pull from a registry that never answers (3 attempts of
+/// --pull-timeout 3s).
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_and_promote_answer_at_once_while_a_reload_waits_on_a_stalled_registry() {
+    use crate::fake_registry::StalledRegistry;
+    let stalled = StalledRegistry::start().await;
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let cache = dir.path().join("cache");
+    let insecure = stalled.addr.to_string();
+    let host = serve(
+        dir.path(),
+        TWO_CANARIES,
+        &[
+            "--no-watch",
+            "--cache-dir",
+            path_str(&cache),
+            "--insecure-registry",
+            &insecure,
+            "--pull-timeout",
+            "3s",
+        ],
+    );
+    write(
+        &dir.path().join("wasmlet.toml"),
+        format!(
+            "{TWO_CANARIES}\n[[route]]\npath = \"/oci/...\"\ncomponent = \"{}\"\n",
+            stalled.reference("team/hello:v1")
+        ),
+    );
+    let admin = host.admin;
+    let started = std::time::Instant::now();
+    let reloading = tokio::spawn(async move { reload(admin).await });
+    stalled.wait_for_a_connection(Duration::from_secs(10)).await;
+
+    let at = std::time::Instant::now();
+    let r = admin_post(&host, "/routes/a/.../abort").await;
+    let abort_took = at.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let at = std::time::Instant::now();
+    let r = admin_post(&host, "/routes/p/.../promote").await;
+    let promote_took = at.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    eprintln!(
+        "while a reload waited on a stalled registry: abort took {abort_took:?}, promote {promote_took:?}"
+    );
+    assert!(!reloading.is_finished(), "the reload is still waiting");
+    assert!(abort_took < Duration::from_secs(1), "{abort_took:?}");
+    assert!(promote_took < Duration::from_secs(1), "{promote_took:?}");
+
+    // The reload fails on the stalled route and publishes nothing; both
+    // decisions stand.
+    let r = reloading.await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "aborted"
+    );
+    assert_eq!(
+        route_doc(&host, "/p/...").await["promoted_from_canary"],
+        true
+    );
+    for r in burst(host.public, plain("/a/x", 50)).await {
+        assert_eq!(r.text(), "v1");
+    }
+    for r in burst(host.public, plain("/p/x", 50)).await {
+        assert_eq!(r.text(), "v2");
+    }
+}
+
+/// Issue 26, finding 7: a reload that publishes after an abort and a
+/// promotion made while it pulled keeps both (it applies its routes to
+/// the table serving at publish time, not the one it started from).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_publishing_after_an_abort_and_a_promotion_keeps_them() {
+    use crate::fake_registry::{FakeRegistry, Fault};
+    let registry = FakeRegistry::start().await;
+    registry.push(Some("live"), &std::fs::read(wasm::V1).unwrap());
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let cache = dir.path().join("cache");
+    let insecure = registry.addr.to_string();
+    let host = serve(
+        dir.path(),
+        TWO_CANARIES,
+        &[
+            "--no-watch",
+            "--cache-dir",
+            path_str(&cache),
+            "--insecure-registry",
+            &insecure,
+            "--pull-timeout",
+            "30s",
+        ],
+    );
+    let generation = handlers(&host).await["generation"].as_u64().unwrap();
+    write(
+        &dir.path().join("wasmlet.toml"),
+        format!(
+            "{TWO_CANARIES}\n[[route]]\npath = \"/oci/...\"\ncomponent = \"{}\"\n",
+            registry.reference(":live")
+        ),
+    );
+    // Every registry answer waits a second: the pull takes a few.
+    registry.set_fault(Fault::Slow(Duration::from_secs(1)));
+    let admin = host.admin;
+    let reloading = tokio::spawn(async move { reload(admin).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while registry.log().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no pull started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at = std::time::Instant::now();
+    assert_eq!(admin_post(&host, "/routes/a/.../abort").await.status, 200);
+    assert_eq!(admin_post(&host, "/routes/p/.../promote").await.status, 200);
+    let took = at.elapsed();
+    eprintln!("abort and promote while a reload pulled from a slow registry took {took:?}");
+    assert!(!reloading.is_finished(), "the reload is still pulling");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    let r = reloading.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(report["outcome"], "published");
+    // The promotion published generation + 1; the reload's comes after it.
+    assert_eq!(report["generation"].as_u64(), Some(generation + 2));
+    assert_eq!(get(host.public, "/oci/x").await.text(), "v1");
+    let a = route_doc(&host, "/a/...").await;
+    assert_eq!(a["canary"]["state"], "aborted", "{a:#}");
+    assert_eq!(a["canary"]["effective_weight"], 0, "{a:#}");
+    let p = route_doc(&host, "/p/...").await;
+    assert_eq!(p["promoted_from_canary"], true, "{p:#}");
+    assert_eq!(p["digest"], digest_of(wasm::V2), "{p:#}");
+    for r in burst(host.public, plain("/a/x", 50)).await {
+        assert_eq!(r.text(), "v1");
+    }
+    for r in burst(host.public, plain("/p/x", 50)).await {
+        assert_eq!(r.text(), "v2");
+    }
+}
+
+/// Issue 26, finding 8: with --admin-token-file, every admin POST needs
+/// `Authorization: Bearer <the file's content>`; without it or with
+/// another token: 401 and nothing changes. GETs stay open (probes,
+/// scrapers).
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_posts_need_the_bearer_token_when_one_is_set() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let secret = tempdir();
+    let token_file = secret.path().join("token");
+    write(&token_file, "s3cr3t-Admin-token\n");
+    let host = serve(
+        dir.path(),
+        TWO_CANARIES,
+        &["--no-watch", "--admin-token-file", path_str(&token_file)],
+    );
+    let generation = handlers(&host).await["generation"].clone();
+    // The routes change on disk: a reload would publish.
+    write(
+        &dir.path().join("wasmlet.toml"),
+        format!("{TWO_CANARIES}\n[[route]]\npath = \"/plain\"\ncomponent = \"v1.wasm\"\n"),
+    );
+    let wrong = [
+        None,
+        Some("Bearer s3cr3t-Admin-toke"),
+        Some("Bearer s3cr3t-Admin-token-and-more"),
+        Some("Bearer S3CR3T-ADMIN-TOKEN"),
+        Some("Basic czNjcjN0LUFkbWluLXRva2Vu"),
+        Some("s3cr3t-Admin-token"),
+    ];
+    for authorization in wrong {
+        for path in ["/reload", "/routes/a/.../abort", "/routes/p/.../promote"] {
+            let mut headers = vec![ADMIN_HEADER];
+            headers.extend(authorization.map(|a| ("authorization", a)));
+            let r = request_with(host.admin, "POST", path, &headers, Bytes::new()).await;
+            assert_eq!(r.status, 401, "{path} with {authorization:?}: {}", r.text());
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Bearer")),
+                "{path}"
+            );
+            assert!(!r.text().contains("s3cr3t"), "{}", r.text());
+        }
+    }
+    let doc = handlers(&host).await;
+    assert_eq!(doc["generation"], generation, "{doc:#}");
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "active"
+    );
+    assert_eq!(
+        route_doc(&host, "/p/...").await["canary"]["state"],
+        "active"
+    );
+    // Probes, metrics and /handlers need no token.
+    for path in ["/healthz", "/readyz", "/metrics", "/handlers"] {
+        assert_eq!(get(host.admin, path).await.status, 200, "{path}");
+    }
+
+    let right = [ADMIN_HEADER, ("authorization", "Bearer s3cr3t-Admin-token")];
+    let r = request_with(
+        host.admin,
+        "POST",
+        "/routes/a/.../abort",
+        &right,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request_with(
+        host.admin,
+        "POST",
+        "/routes/p/.../promote",
+        &right,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request_with(host.admin, "POST", "/reload", &right, Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/plain").await.text(), "v1");
+    assert_eq!(
+        route_doc(&host, "/a/...").await["canary"]["state"],
+        "aborted"
+    );
+    // The custom header is still needed, token or not.
+    let r = request_with(
+        host.admin,
+        "POST",
+        "/reload",
+        &[("authorization", "Bearer s3cr3t-Admin-token")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+}
+
+/// Issue 26, finding 8: a token file that cannot be read, or is empty,
+/// stops start-up before anything listens, naming the file.
+#[test]
+fn a_bad_admin_token_file_fails_start_up_naming_it() {
+    let dir = tempdir();
+    let missing = dir.path().join("no-such-token");
+    let empty = dir.path().join("empty-token");
+    write(&empty, " \n");
+    let folder = dir.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    for (file, why) in [
+        (&missing, "cannot read"),
+        (&empty, "empty"),
+        (&folder, "cannot read"),
+    ] {
+        for (args, env) in [
+            (vec!["--admin-token-file", path_str(file)], vec![]),
+            (vec![], vec![("WASMLET_ADMIN_TOKEN_FILE", path_str(file))]),
+        ] {
+            let mut args = args.clone();
+            args.push(wasm::V1);
+            let (status, stdout, stderr) = serve_to_exit(&args, &env);
+            assert!(!status.success(), "{stdout}{stderr}");
+            assert!(stderr.contains(path_str(file)), "{stderr}");
+            assert!(stderr.contains("--admin-token-file"), "{stderr}");
+            assert!(stderr.contains(why), "{why}: {stderr}");
+            assert!(!stdout.contains("listening") && !stderr.contains("listening"));
+        }
+    }
+}

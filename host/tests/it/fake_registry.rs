@@ -430,3 +430,60 @@ pub fn base64(input: &[u8]) -> String {
     }
     out
 }
+
+/// A "registry" that accepts connections and never answers: each socket
+/// is held open, unread, until it is dropped (issue 26, finding 7).
+pub struct StalledRegistry {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StalledRegistry {
+    pub async fn start() -> StalledRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        StalledRegistry {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// `oci://ADDR/` + `name` (`team/a:v1`).
+    pub fn reference(&self, name: &str) -> String {
+        format!("oci://{}/{name}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (at most `timeout`) until a client has connected.
+    pub async fn wait_for_a_connection(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.accepted() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing connected to the stalled registry within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for StalledRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

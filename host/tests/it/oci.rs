@@ -680,3 +680,173 @@ async fn a_canary_from_a_registry_serves_beside_a_local_stable_version() {
     assert_eq!(r.text(), "v1");
     assert_eq!(r.headers["x-wasmlet-version"], "stable");
 }
+
+/// A host serving v1 from a file on every path, without a file watcher,
+/// that may pull from `insecure`; `extra` flags after.
+fn serving_v1_from_a_file(dir: &Path, insecure: &[String], extra: &[&str]) -> Wasmlet {
+    let config = manifest(dir, wasm::V1);
+    let cache = dir.join("cache");
+    let mut args = vec![
+        "--config",
+        &config,
+        "--no-watch",
+        "--cache-dir",
+        path_str(&cache),
+    ];
+    for registry in insecure {
+        args.extend(["--insecure-registry", registry.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    Wasmlet::serve(&args)
+}
+
+/// v1 from a file on `/...`, and each reference on its own route.
+fn with_oci_routes(dir: &Path, references: &[String]) {
+    let mut text = format!("[[route]]\npath = \"/...\"\ncomponent = \"{}\"\n", wasm::V1);
+    for (i, reference) in references.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[route]]\npath = \"/r{i}/...\"\ncomponent = \"{reference}\"\n"
+        ));
+    }
+    write(&dir.join("wasmlet.toml"), text);
+}
+
+/// Issue 26, finding 7: routes are pulled side by side, so two routes on
+/// a registry that never answers cost one pull's time (3 attempts of
+/// --pull-timeout), not two.
+#[tokio::test(flavor = "multi_thread")]
+async fn pulls_of_different_routes_do_not_wait_for_each_other() {
+    let stalled = crate::fake_registry::StalledRegistry::start().await;
+    let dir = tempdir();
+    let host = serving_v1_from_a_file(
+        dir.path(),
+        &[stalled.addr.to_string()],
+        &["--pull-timeout", "1s"],
+    );
+    with_oci_routes(
+        dir.path(),
+        &[
+            stalled.reference("team/a:v1"),
+            stalled.reference("team/b:v1"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let r = reload(host.admin).await;
+    let took = started.elapsed();
+    eprintln!("a reload of two routes on a stalled registry took {took:?}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    for name in ["team/a:v1", "team/b:v1"] {
+        assert!(r.text().contains(name), "{}", r.text());
+    }
+    // One pull: 3 attempts of 1 s, 0.6 s of backoff. Two in a row: 7.2 s.
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_millis(5400), "{took:?}");
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+}
+
+/// The bound on those pulls: one route more than
+/// `reload::MAX_CONCURRENT_PULLS` (8) on a stalled registry waits for a
+/// slot, so the reload takes two pulls' time, not one.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_eight_pulls_run_at_once() {
+    let stalled = crate::fake_registry::StalledRegistry::start().await;
+    let dir = tempdir();
+    let host = serving_v1_from_a_file(
+        dir.path(),
+        &[stalled.addr.to_string()],
+        &["--pull-timeout", "1s"],
+    );
+    let references: Vec<String> = (0..9)
+        .map(|i| stalled.reference(&format!("team/r{i}:v1")))
+        .collect();
+    with_oci_routes(dir.path(), &references);
+    let started = std::time::Instant::now();
+    let r = reload(host.admin).await;
+    let took = started.elapsed();
+    eprintln!("a reload of nine routes on a stalled registry took {took:?}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    // Eight pulls of 3.6 s side by side, then the ninth.
+    assert!(took >= Duration::from_millis(7000), "{took:?}");
+    assert!(took < Duration::from_millis(10_000), "{took:?}");
+}
+
+/// Issue 26, finding 7: a reload has a deadline (--reload-timeout), past
+/// which it fails and the serving version stays; the next reload is not
+/// held up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_past_its_deadline_fails_and_the_next_one_runs() {
+    let stalled = crate::fake_registry::StalledRegistry::start().await;
+    let dir = tempdir();
+    let host = serving_v1_from_a_file(
+        dir.path(),
+        &[stalled.addr.to_string()],
+        &["--pull-timeout", "20s", "--reload-timeout", "2s"],
+    );
+    with_oci_routes(dir.path(), &[stalled.reference("team/a:v1")]);
+    let started = std::time::Instant::now();
+    let r = reload(host.admin).await;
+    let took = started.elapsed();
+    eprintln!("a reload on a stalled registry with --reload-timeout 2s took {took:?}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("--reload-timeout"), "{}", r.text());
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    with_oci_routes(dir.path(), &[]);
+    let started = std::time::Instant::now();
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Issue 26, finding 7: the follow loop resolves each route on its own, so
+/// a registry that stops answering does not delay noticing another
+/// route's tag move. Before: the stalled route was resolved first, 3
+/// attempts of --pull-timeout 3s, at every round.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_route_does_not_hold_up_following_another() {
+    let (slow, fast) = (FakeRegistry::start().await, FakeRegistry::start().await);
+    slow.push(Some("live"), &wasm(wasm::V1));
+    fast.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache_dir = tempdir();
+    let cache = cache_dir.path().join("cache");
+    let path = dir.path().join("wasmlet.toml");
+    // Same specificity: the routes are visited in this order.
+    write(
+        &path,
+        format!(
+            "[[route]]\npath = \"/a/...\"\ncomponent = \"{}\"\nfollow = \"1s\"\n\n\
+             [[route]]\npath = \"/b/...\"\ncomponent = \"{}\"\nfollow = \"1s\"\n",
+            slow.reference(":live"),
+            fast.reference(":live")
+        ),
+    );
+    let (slow_addr, fast_addr) = (slow.addr.to_string(), fast.addr.to_string());
+    let host = Wasmlet::serve(&[
+        "--config",
+        path_str(&path),
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &slow_addr,
+        "--insecure-registry",
+        &fast_addr,
+        "--pull-timeout",
+        "3s",
+    ]);
+    assert_eq!(get(host.public, "/b/x").await.text(), "v1");
+    slow.set_fault(Fault::Slow(Duration::from_secs(3600)));
+    // Let the next round start on the stalled route.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fast.push(Some("live"), &wasm(wasm::V2));
+    let moved = std::time::Instant::now();
+    let seen = host.wait_for_log(Duration::from_secs(20), |l| {
+        l.contains("follow: the tag moved") && l.contains("/b/...")
+    });
+    let took = moved.elapsed();
+    eprintln!("the fast route's move was seen after {took:?}");
+    assert!(seen.is_some(), "{:#?}", host.logs());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
