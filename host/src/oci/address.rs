@@ -14,8 +14,10 @@
 //!   ([`is_internal`]: loopback, private, link-local, unspecified, …) only
 //!   when the registry itself is on one. Names are checked by what they
 //!   resolve to ([`Resolver`]), before any connection.
-//! - Credentials (basic, or the token they buy) go to the registry's own
-//!   host and port only, which is HTTPS unless `--insecure-registry`.
+//! - The registry's credentials (basic, or the token they buy) go to its
+//!   own host and port only; a token realm elsewhere gets the credentials
+//!   the Docker config lists for that realm's host, if any. Credentials
+//!   travel over HTTPS only, unless the registry is `--insecure-registry`.
 
 use anyhow::{Result, anyhow};
 use reqwest::Url;
@@ -145,10 +147,11 @@ impl Origin {
         None
     }
 
-    /// Whether credentials may be sent to `url`: the registry's own host
-    /// and port, over HTTPS unless the registry is insecure.
-    pub fn may_have_credentials(&self, url: &Url) -> bool {
-        self.is_same(url) && (url.scheme() == "https" || self.insecure)
+    /// Whether credentials may travel to `url` at all: over HTTPS, unless
+    /// the registry is insecure. (Whose credentials: the registry's only
+    /// to its own host and port, [`Origin::is_same`].)
+    pub fn may_send_credentials(&self, url: &Url) -> bool {
+        url.scheme() == "https" || self.insecure
     }
 
     /// The redirect policy of a session: see the module's doc.
@@ -334,14 +337,16 @@ mod tests {
     #[test]
     fn credentials_go_to_the_registry_only() {
         let secure = Origin::new("registry.example", false).unwrap();
-        assert!(secure.may_have_credentials(&url("https://registry.example/token")));
-        assert!(secure.may_have_credentials(&url("https://REGISTRY.example:443/t")));
-        assert!(!secure.may_have_credentials(&url("http://registry.example/token")));
-        assert!(!secure.may_have_credentials(&url("https://registry.example:8443/t")));
-        assert!(!secure.may_have_credentials(&url("https://auth.example/token")));
+        assert!(secure.is_same(&url("https://registry.example/token")));
+        assert!(secure.is_same(&url("https://REGISTRY.example:443/t")));
+        assert!(!secure.is_same(&url("https://registry.example:8443/t")));
+        assert!(!secure.is_same(&url("https://auth.example/token")));
+        assert!(secure.may_send_credentials(&url("https://auth.example/token")));
+        assert!(!secure.may_send_credentials(&url("http://registry.example/token")));
         let insecure = Origin::new("127.0.0.1:5000", true).unwrap();
-        assert!(insecure.may_have_credentials(&url("http://127.0.0.1:5000/token")));
-        assert!(!insecure.may_have_credentials(&url("http://127.0.0.1:5001/steal")));
+        assert!(insecure.is_same(&url("http://127.0.0.1:5000/token")));
+        assert!(!insecure.is_same(&url("http://127.0.0.1:5001/steal")));
+        assert!(insecure.may_send_credentials(&url("http://127.0.0.1:5001/t")));
     }
 
     /// `localhost` resolves from /etc/hosts: no query leaves the machine.

@@ -23,6 +23,21 @@ pub const CREDENTIAL_HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a credential helper's answer read, in bytes.
 const MAX_HELPER_ANSWER: u64 = 64 << 10;
 
+/// Where credentials are looked up: the Docker config folder, and the time
+/// a credential helper may take.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub dir: Option<PathBuf>,
+    pub helper_timeout: Duration,
+}
+
+impl Lookup {
+    /// The credentials the config lists for `server` (`HOST[:PORT]`).
+    pub async fn for_server(&self, server: &str) -> Result<RegistryAuth> {
+        for_registry(self.dir.as_deref(), server, self.helper_timeout).await
+    }
+}
+
 /// The Docker config folder: `$DOCKER_CONFIG`, else `~/.docker`.
 pub fn config_dir() -> Option<PathBuf> {
     std::env::var_os("DOCKER_CONFIG")

@@ -81,12 +81,12 @@ impl Puller {
     /// half the attempt's time at most, so its own error is the one shown.
     async fn session(&self, reference: &OciRef) -> Result<Session, Failure> {
         let registry = reference.reference.resolve_registry();
-        let helper_timeout = auth::CREDENTIAL_HELPER_TIMEOUT.min(self.settings.timeout / 2);
-        let docker_config = self.settings.docker_config.as_deref();
-        let auth = auth::for_registry(docker_config, registry, helper_timeout)
-            .await
-            .map_err(Failure::stop)?;
-        Session::new(registry, &self.settings.insecure, auth).map_err(Failure::stop)
+        let lookup = auth::Lookup {
+            dir: self.settings.docker_config.clone(),
+            helper_timeout: auth::CREDENTIAL_HELPER_TIMEOUT.min(self.settings.timeout / 2),
+        };
+        let auth = lookup.for_server(registry).await.map_err(Failure::stop)?;
+        Session::new(registry, &self.settings.insecure, auth, lookup).map_err(Failure::stop)
     }
 
     pub fn store(&self) -> &BlobStore {

@@ -13,6 +13,7 @@
 //! (redirects, realms) and where credentials may go is [`super::address`]'s.
 
 use super::address::{Origin, RedirectRefused};
+use super::auth::Lookup;
 use super::layout::check_digest;
 use super::store::{MAX_MANIFEST_SIZE, sha256};
 use super::token::{self, MAX_TOKEN_ANSWER};
@@ -78,13 +79,21 @@ pub struct Session {
     http: reqwest::Client,
     origin: Origin,
     auth: RegistryAuth,
+    /// For a token realm on another host or port: its own entry.
+    lookup: Lookup,
     authorization: OnceCell<Authorization>,
 }
 
 impl Session {
     /// A session with `registry` (as `Reference::resolve_registry` names
-    /// it), spoken to over plain HTTP if it is among `insecure`.
-    pub fn new(registry: &str, insecure: &[String], auth: RegistryAuth) -> Result<Session> {
+    /// it) with its credentials `auth`, spoken to over plain HTTP if it is
+    /// among `insecure`; `lookup` finds a token realm's own credentials.
+    pub fn new(
+        registry: &str,
+        insecure: &[String],
+        auth: RegistryAuth,
+        lookup: Lookup,
+    ) -> Result<Session> {
         // reqwest is built without a provider; the first caller installs ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let origin = Origin::new(registry, insecure.iter().any(|i| i == registry))?;
@@ -100,6 +109,7 @@ impl Session {
             http,
             origin,
             auth,
+            lookup,
             authorization: OnceCell::new(),
         })
     }
@@ -251,17 +261,26 @@ impl Session {
         }
     }
 
-    /// A token from the challenge's realm, asked with the basic
-    /// credentials only when the realm is on the registry itself.
+    /// A token from the challenge's realm. It is asked with the
+    /// registry's basic credentials when it is on the registry's own host
+    /// and port, with the ones the Docker config lists for it when it is
+    /// elsewhere, and always over HTTPS unless the registry is insecure.
     async fn token(&self, challenge: &token::Challenge, image: &Reference) -> Result<String> {
         let url = token::request_url(challenge, image.repository())?;
         let shown = quote(url.as_str());
         if let Some(why) = self.origin.refuse(&url) {
             bail!("the registry's token realm {shown} is refused: {why}");
         }
+        let elsewhere;
+        let credentials = if self.origin.is_same(&url) {
+            &self.auth
+        } else {
+            elsewhere = self.lookup.for_server(&server(&url)).await?;
+            &elsewhere
+        };
         let request = self.http.get(url.clone());
-        let request = match &self.auth {
-            RegistryAuth::Basic(user, password) if self.origin.may_have_credentials(&url) => {
+        let request = match credentials {
+            RegistryAuth::Basic(user, password) if self.origin.may_send_credentials(&url) => {
                 request.basic_auth(user, Some(password))
             }
             _ => request,
@@ -281,6 +300,15 @@ impl Session {
                 )
             })?;
         token::read_token(&body, &shown)
+    }
+}
+
+/// `HOST[:PORT]` of `url`, as a Docker config names a server.
+fn server(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 
