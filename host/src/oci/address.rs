@@ -122,7 +122,8 @@ impl Origin {
     /// Whether `url` is on the registry's own host and port.
     pub fn is_same(&self, url: &Url) -> bool {
         let host = |u: &Url| u.host_str().map(str::to_ascii_lowercase);
-        host(url) == host(&self.base) && url.port_or_known_default() == self.base.port_or_known_default()
+        host(url) == host(&self.base)
+            && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
     /// Why the host may not send a request to `url` on the registry's
@@ -220,9 +221,8 @@ impl Resolve for Resolver {
         let origin = self.origin.clone();
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             let own = origin
                 .base
                 .host_str()

@@ -132,7 +132,9 @@ async fn run_helper(name: &str, registry: &str, timeout: Duration) -> Result<Reg
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("cannot run the credential helper `{program}` for `{registry}`"))?;
+        .with_context(|| {
+            format!("cannot run the credential helper `{program}` for `{registry}`")
+        })?;
     // A few bytes into an empty pipe: never blocks. A helper that does not
     // read them is judged by its answer.
     let _ = child
@@ -242,9 +244,13 @@ mod tests {
         }
         let missing = dir.join("nowhere");
         assert!(matches!(
-            for_registry(Some(&missing), "reg.example:5000", CREDENTIAL_HELPER_TIMEOUT)
-                .await
-                .unwrap(),
+            for_registry(
+                Some(&missing),
+                "reg.example:5000",
+                CREDENTIAL_HELPER_TIMEOUT
+            )
+            .await
+            .unwrap(),
             RegistryAuth::Anonymous
         ));
         std::fs::write(dir.join("config.json"), "not json").unwrap();

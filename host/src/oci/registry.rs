@@ -184,7 +184,11 @@ impl Session {
         Option<u64>,
         impl Stream<Item = std::io::Result<Bytes>> + use<>,
     )> {
-        let url = format!("{}v2/{}/blobs/{digest}", self.origin.base, image.repository());
+        let url = format!(
+            "{}v2/{}/blobs/{digest}",
+            self.origin.base,
+            image.repository()
+        );
         let response = self.send(image, Method::GET, &url, &["*/*"]).await?;
         let length = response.content_length();
         Ok((
@@ -195,7 +199,11 @@ impl Session {
 
     fn manifest_url(&self, image: &Reference) -> String {
         let reference = image.digest().or_else(|| image.tag()).unwrap_or("latest");
-        format!("{}v2/{}/manifests/{reference}", self.origin.base, image.repository())
+        format!(
+            "{}v2/{}/manifests/{reference}",
+            self.origin.base,
+            image.repository()
+        )
     }
 
     /// One request with the session's credentials; an answer other than
@@ -285,10 +293,7 @@ impl Session {
             }
             _ => request,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| http_error(e, &shown))?;
+        let response = request.send().await.map_err(|e| http_error(e, &shown))?;
         if !response.status().is_success() {
             return Err(refused(response).await.into());
         }

@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(c.param("realm"), Some("https://auth.example/token"));
         assert_eq!(c.param("scope"), Some("repository:a/b:pull,push"));
         let c = parse_challenge(r#"Basic realm="fake""#).unwrap();
-        assert_eq!((c.scheme.as_str(), c.param("realm")), ("basic", Some("fake")));
+        assert_eq!(
+            (c.scheme.as_str(), c.param("realm")),
+            ("basic", Some("fake"))
+        );
         let c = parse_challenge(r#"Bearer realm=https://r/t, service="s\"x""#).unwrap();
         assert_eq!(c.param("realm"), Some("https://r/t"));
         assert_eq!(c.param("service"), Some("s\"x"));
@@ -134,17 +137,28 @@ mod tests {
             url.as_str(),
             "https://auth.example/token?x=1&service=reg&scope=repository%3Ateam%2Fhello%3Apull"
         );
-        let e = request_url(&parse_challenge("Bearer realm=\"not a url\n\"").unwrap(), "r")
-            .unwrap_err()
-            .to_string();
+        let e = request_url(
+            &parse_challenge("Bearer realm=\"not a url\n\"").unwrap(),
+            "r",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a URL") && !e.contains('\n'), "{e}");
     }
 
     #[test]
     fn tokens_are_read_from_the_answer() {
         assert_eq!(read_token(br#"{"token":"abc"}"#, "u").unwrap(), "abc");
-        assert_eq!(read_token(br#"{"access_token":"xyz"}"#, "u").unwrap(), "xyz");
-        for bad in [&br#"{}"#[..], br#"{"token":""}"#, br#"{"token":"a\nb"}"#, b"<html>"] {
+        assert_eq!(
+            read_token(br#"{"access_token":"xyz"}"#, "u").unwrap(),
+            "xyz"
+        );
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"token":""}"#,
+            br#"{"token":"a\nb"}"#,
+            b"<html>",
+        ] {
             assert!(read_token(bad, "u").is_err());
         }
     }

@@ -717,6 +717,7 @@ async fn an_endless_token_answer_is_cut_off_near_idle_memory() {
     assert!(r.text().contains("token"), "{}", r.text());
     assert!(!realm.requests().is_empty());
     let grown_kib = peak.saturating_sub(idle);
+    eprintln!("figure: peak RSS +{grown_kib} KiB over idle {idle} KiB");
     assert!(
         grown_kib < 8 << 10,
         "the hostile pull raised the peak RSS by {grown_kib} KiB (idle {idle} KiB)"
@@ -758,7 +759,11 @@ async fn remote_error_text_is_cut_and_kept_on_one_line() {
         let r = reload(host.admin).await;
         assert_eq!(r.status, 422, "{fault:?}");
         let answer = r.text();
-        assert!(answer.len() < 4 << 10, "{fault:?}: /reload answered {} bytes", answer.len());
+        assert!(
+            answer.len() < 4 << 10,
+            "{fault:?}: /reload answered {} bytes",
+            answer.len()
+        );
         let doc: serde_json::Value = serde_json::from_str(&answer).unwrap();
         let error = doc["error"].as_str().unwrap();
         assert!(!error.contains('\n'), "{fault:?}: {error}");
@@ -767,6 +772,11 @@ async fn remote_error_text_is_cut_and_kept_on_one_line() {
             assert!(error.contains(&format!("{FORGED}\\n")), "{error}");
         }
         let handlers_text = get(host.admin, "/handlers").await.text();
+        eprintln!(
+            "figure: /reload {} bytes, /handlers {} bytes",
+            answer.len(),
+            handlers_text.len()
+        );
         assert!(
             handlers_text.len() < 8 << 10,
             "{fault:?}: /handlers answered {} bytes",
@@ -774,7 +784,10 @@ async fn remote_error_text_is_cut_and_kept_on_one_line() {
         );
         let doc = handlers(&host).await;
         let last = doc["routes"][0]["last_error"].as_str().unwrap().to_string();
-        assert!(!last.contains('\n') && last.len() < 4 << 10, "{fault:?}: {last}");
+        assert!(
+            !last.contains('\n') && last.len() < 4 << 10,
+            "{fault:?}: {last}"
+        );
         assert_eq!(get(host.public, "/").await.text(), "v1");
     }
     let logs = host.logs();
@@ -823,6 +836,7 @@ async fn blob_redirects_stop_after_a_few_hops() {
     // 3 hops per download (a refused redirect is not retried; only an
     // attempt cut by --pull-timeout on a loaded machine would be).
     let (downloads, hops) = (count("/blobs/"), count("/loop/"));
+    eprintln!("figure: {hops} hops in {downloads} downloads");
     assert!(downloads >= 1 && hops <= 3 * downloads, "{log:?}");
     assert!(
         r.text().contains("/loop/3 redirected to") && r.text().contains("/loop/4"),
@@ -846,7 +860,10 @@ async fn credentials_go_only_to_the_registry_itself() {
     let auth = base64(format!("robot:{secret}").as_bytes());
     write(
         &docker.join("config.json"),
-        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, registry.addr),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.addr
+        ),
     );
     let steal = Hostile::start(Answer::Text(r#"{"token":"anonymous"}"#.into())).await;
     registry.set_fault(bearer_challenge(&steal.url("/steal")));
@@ -883,7 +900,10 @@ async fn credentials_go_only_to_the_registry_itself() {
     assert_eq!(get(host.public, "/").await.text(), "v2");
     let asked = steal.requests();
     assert!(
-        asked.last().unwrap().ends_with(&format!("Basic {realm_auth}")),
+        asked
+            .last()
+            .unwrap()
+            .ends_with(&format!("Basic {realm_auth}")),
         "{asked:?}"
     );
     assert!(!asked.iter().any(|r| r.contains(&auth)), "{asked:?}");
@@ -904,12 +924,19 @@ async fn a_hung_credential_helper_is_killed_and_the_reload_fails_in_time() {
     let helper = bin.join("docker-credential-hang");
     write(
         &helper,
-        format!("#!/bin/sh\necho $$ > {}\nexec sleep 30\n", pid_file.display()),
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+            pid_file.display()
+        ),
     );
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let docker = dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let cache = dir.path().join("cache");
     let config = manifest(dir.path(), &registry.reference(":live"));
     let host = serve(
@@ -943,6 +970,7 @@ async fn a_hung_credential_helper_is_killed_and_the_reload_fails_in_time() {
         .expect("the reload waited on the hung helper")
         .unwrap();
     let took = started.elapsed();
+    eprintln!("figure: the reload failed after {took:?}");
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("docker-credential-hang"), "{}", r.text());
     // --pull-timeout 1s: the helper gets half of it.
@@ -951,11 +979,19 @@ async fn a_hung_credential_helper_is_killed_and_the_reload_fails_in_time() {
     let state = |pid: &str| {
         std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("State:")).map(str::to_string))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .map(str::to_string)
+            })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while state(&pid).is_some_and(|s| !s.contains('Z')) {
-        assert!(std::time::Instant::now() < deadline, "the helper still runs: {:?}", state(&pid));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper still runs: {:?}",
+            state(&pid)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(host.public, "/").await.text(), "v1");
