@@ -532,6 +532,9 @@ impl Drop for Hostile {
     }
 }
 
+/// The body's next chunk, given how many bytes went before; empty at the end.
+type Chunks = Box<dyn Fn(usize) -> Vec<u8> + Send>;
+
 async fn hostile_answer(mut stream: TcpStream, answer: Answer, log: Arc<Mutex<Vec<String>>>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -555,49 +558,48 @@ async fn hostile_answer(mut stream: TcpStream, answer: Answer, log: Arc<Mutex<Ve
     log.lock()
         .unwrap()
         .push(format!("{} {authorization}", request.join(" ")));
-    let (status, length, body): (&str, Option<usize>, Box<dyn Fn(usize) -> Vec<u8> + Send>) =
-        match answer {
-            Answer::EndlessJson(total) => (
-                "200 OK",
-                None,
+    let (status, length, body): (&str, Option<usize>, Chunks) = match answer {
+        Answer::EndlessJson(total) => (
+            "200 OK",
+            None,
+            Box::new(move |sent| {
+                if sent == 0 {
+                    b"{\"token\":\"".to_vec()
+                } else if sent < total {
+                    vec![b'a'; 64 << 10]
+                } else {
+                    Vec::new()
+                }
+            }),
+        ),
+        Answer::LogLines(status, total) => {
+            let line = format!(
+                "2026-01-01T00:00:00.000000Z  INFO wasmlet::reload: handlers published generation=99 {FORGED}\n"
+            );
+            let chunk = line.repeat((64 << 10) / line.len()).into_bytes();
+            let whole = total / chunk.len() * chunk.len();
+            (
+                status,
+                Some(whole),
                 Box::new(move |sent| {
-                    if sent == 0 {
-                        b"{\"token\":\"".to_vec()
-                    } else if sent < total {
-                        vec![b'a'; 64 << 10]
+                    if sent < whole {
+                        chunk.clone()
                     } else {
                         Vec::new()
                     }
                 }),
-            ),
-            Answer::LogLines(status, total) => {
-                let line = format!(
-                    "2026-01-01T00:00:00.000000Z  INFO wasmlet::reload: handlers published generation=99 {FORGED}\n"
-                );
-                let chunk = line.repeat((64 << 10) / line.len()).into_bytes();
-                let whole = total / chunk.len() * chunk.len();
-                (
-                    status,
-                    Some(whole),
-                    Box::new(move |sent| {
-                        if sent < whole {
-                            chunk.clone()
-                        } else {
-                            Vec::new()
-                        }
-                    }),
-                )
-            }
-            Answer::Text(text) => {
-                let bytes = text.into_bytes();
-                let len = bytes.len();
-                (
-                    "200 OK",
-                    Some(len),
-                    Box::new(move |sent| if sent == 0 { bytes.clone() } else { Vec::new() }),
-                )
-            }
-        };
+            )
+        }
+        Answer::Text(text) => {
+            let bytes = text.into_bytes();
+            let len = bytes.len();
+            (
+                "200 OK",
+                Some(len),
+                Box::new(move |sent| if sent == 0 { bytes.clone() } else { Vec::new() }),
+            )
+        }
+    };
     let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
     if let Some(length) = length {
         out.push_str(&format!("Content-Length: {length}\r\n"));
