@@ -3,20 +3,26 @@
 //!
 //! A pulled component is a file under `--cache-dir` keyed by its digest; the
 //! reloader then reads, validates and compiles it exactly as it does a local
-//! file. Authentication and pushes are `oci-client`'s; pulls read with a
-//! cap on every body, which oci-client has no hook for; this module adds
-//! what a server needs around them.
+//! file. Pushes are `oci-client`'s (run by an operator, at their own
+//! registry); pulls are the host's own, token flow included, with a cap on
+//! every body, which oci-client has no hook for, and a rule for where a
+//! registry may send the host; this module adds what a server needs
+//! around them.
 //!
 //! - [`reference`]: parsing `oci://` references (pure logic).
 //! - [`layout`]: which manifests are handlers: layer media types, index platforms.
 //! - [`store`]: the blob store under `--cache-dir`, written by streaming and verifying.
 //! - [`auth`]: registry credentials from a Docker `config.json`.
-//! - [`registry`]: the host's own reads (manifests, blobs), every body capped.
+//! - [`registry`]: the host's own reads (manifests, blobs, tokens), every body capped.
+//! - [`token`]: the bearer-token challenge and answer (pure logic).
+//! - [`address`]: where redirects and realms may send the host, and credentials go.
+//! - [`untrusted`]: a registry's text quoted in an error: cut short, on one line.
 //! - [`pull`]: resolving a reference to a verified local file: timeout, retries, cache.
 //! - [`push`]: `wasmlet push FILE oci://…` in the CNCF wasm layout.
 //! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
 //! - [`cosign`]: `cosign_key = "key.pub"`, checking cosign signatures (pure logic).
 
+pub mod address;
 pub mod auth;
 pub mod cosign;
 pub mod follow;
@@ -26,6 +32,8 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod token;
+pub mod untrusted;
 
 pub use pull::{Pulled, Puller};
 pub use reference::OciRef;
@@ -37,9 +45,9 @@ use std::time::Duration;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const USER_AGENT: &str = concat!("wasmlet/", env!("CARGO_PKG_VERSION"));
 
-/// A registry client: HTTPS with the system's roots (rustls with ring as
-/// its crypto provider), plain HTTP only to `insecure` registries. Pulls
-/// use it for the token flow only; see [`registry`].
+/// A registry client for `wasmlet push`: HTTPS with the system's roots
+/// (rustls with ring as its crypto provider), plain HTTP only to
+/// `insecure` registries. Pulls do not use it; see [`registry`].
 pub fn client(insecure: &[String]) -> oci_client::Client {
     // reqwest is built without a provider; the first caller installs ring.
     // A second call finds it installed, which is fine.

@@ -23,8 +23,8 @@ use super::layout::{self, ACCEPTED_MANIFESTS, Selected, WasmLayer};
 use super::reference::OciRef;
 use super::registry::{Refused, Session};
 use super::store::{BlobStore, SignatureRecord};
+use super::untrusted::quote_within;
 use anyhow::{Result, anyhow};
-use oci_client::errors::OciDistributionError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +32,10 @@ use std::time::Duration;
 pub const PULL_ATTEMPTS: u32 = 3;
 /// The wait before the first retry; doubled before each next one.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// The longest a pull's error is logged, stored or answered, in bytes: the
+/// last guard, over the whole chain, for what quotes a registry's text
+/// (each quote is already cut to [`super::untrusted::MAX_QUOTED`]).
+pub const MAX_ERROR_TEXT: usize = 4 << 10;
 
 /// A component pulled (or found in the store).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +87,17 @@ impl Puller {
         }
     }
 
-    /// A fresh session per attempt: oci-client keeps the first credentials
-    /// it is given for a registry, a mounted Secret may have rotated them,
-    /// and a token may have expired.
-    fn session(&self, reference: &OciRef) -> Result<Session, Failure> {
+    /// A fresh session per attempt: a mounted Secret may have rotated the
+    /// credentials, and a token may have expired. A credential helper gets
+    /// half the attempt's time at most, so its own error is the one shown.
+    async fn session(&self, reference: &OciRef) -> Result<Session, Failure> {
         let registry = reference.reference.resolve_registry();
-        let auth = auth::for_registry(self.settings.docker_config.as_deref(), registry)
-            .map_err(Failure::stop)?;
-        Session::new(registry, &self.settings.insecure, auth).map_err(Failure::stop)
+        let lookup = auth::Lookup {
+            dir: self.settings.docker_config.clone(),
+            helper_timeout: auth::CREDENTIAL_HELPER_TIMEOUT.min(self.settings.timeout / 2),
+        };
+        let auth = lookup.for_server(registry).await.map_err(Failure::stop)?;
+        Session::new(registry, &self.settings.insecure, auth, lookup).map_err(Failure::stop)
     }
 
     pub fn store(&self) -> &BlobStore {
@@ -125,7 +132,7 @@ impl Puller {
     /// registry sends no digest header).
     pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
         self.retrying(reference, "resolve", || async {
-            let session = self.session(reference)?;
+            let session = self.session(reference).await?;
             Ok(session
                 .resolve(&reference.reference, &ACCEPTED_MANIFESTS)
                 .await?)
@@ -160,13 +167,14 @@ impl Puller {
                 } else {
                     String::new()
                 };
-                return Err(error.context(format!("`{reference}`: {what} failed{attempts}")));
+                let error = one_line(&error);
+                return Err(anyhow!("`{reference}`: {what} failed{attempts}: {error}"));
             }
             tracing::warn!(
                 reference = %reference,
                 attempt = tries,
                 retry_in_ms = delay.as_millis() as u64,
-                error = %format!("{error:#}"),
+                error = %one_line(&error),
                 "registry {what} failed; retrying"
             );
             tokio::time::sleep(delay).await;
@@ -419,7 +427,7 @@ impl Puller {
         reference: &OciRef,
         trust: Option<&Trust<'_>>,
     ) -> Result<Pulled, Failure> {
-        let session = self.session(reference)?;
+        let session = self.session(reference).await?;
         let image = &reference.reference;
         let (manifest, digest) = session.manifest(image, &ACCEPTED_MANIFESTS).await?;
         // Signed, and not older than what serves, before anything of it is
@@ -535,6 +543,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// The error's whole chain on one line of at most [`MAX_ERROR_TEXT`] bytes:
+/// whatever quotes a registry's text, and whatever forgot to.
+fn one_line(error: &anyhow::Error) -> String {
+    quote_within(&format!("{error:#}"), MAX_ERROR_TEXT)
+}
+
 fn is_not_found(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<Refused>()
@@ -555,19 +569,9 @@ fn transient(error: &anyhow::Error) -> bool {
             return refused.may_pass();
         }
         // Connecting, sending or a body cut short; not a request the host
-        // built wrong.
+        // built wrong, nor a redirect the host refused.
         if let Some(http) = cause.downcast_ref::<reqwest::Error>() {
-            return !http.is_builder();
-        }
-        // From oci-client's token flow.
-        if let Some(oci) = cause.downcast_ref::<OciDistributionError>() {
-            return match oci {
-                OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
-                OciDistributionError::ServerError { code, .. } => {
-                    *code >= 500 || *code == 429 || *code == 408
-                }
-                _ => false,
-            };
+            return !http.is_builder() && !http.is_redirect();
         }
     }
     // A stream cut short: an io::Error in the chain.
@@ -580,19 +584,6 @@ mod tests {
 
     #[test]
     fn which_failures_are_retried() {
-        let server = |code| {
-            anyhow::Error::from(OciDistributionError::ServerError {
-                code,
-                url: "http://x".into(),
-                message: String::new(),
-            })
-        };
-        assert!(transient(&server(503)));
-        assert!(transient(&server(429)));
-        assert!(!transient(&server(404)));
-        assert!(!transient(&anyhow::Error::from(
-            OciDistributionError::UnauthorizedError { url: "u".into() }
-        )));
         let cut =
             anyhow::Error::from(std::io::Error::other("reset")).context("download interrupted");
         assert!(transient(&cut));
@@ -607,6 +598,17 @@ mod tests {
         };
         assert!(transient(&refused(reqwest::StatusCode::BAD_GATEWAY)));
         assert!(!transient(&refused(reqwest::StatusCode::FORBIDDEN)));
+        assert!(transient(&refused(reqwest::StatusCode::TOO_MANY_REQUESTS)));
+        assert!(!transient(&refused(reqwest::StatusCode::FOUND)));
         assert!(is_not_found(&refused(reqwest::StatusCode::NOT_FOUND)));
+    }
+
+    #[test]
+    fn errors_are_one_bounded_line() {
+        let forged = "x\n2026-01-01T00:00:00Z  INFO forged\n".repeat(10_000);
+        let error = anyhow!("{forged}").context("pull");
+        let line = one_line(&error);
+        assert!(line.starts_with("pull: x\\n2026"), "{line}");
+        assert!(!line.contains('\n') && line.len() <= MAX_ERROR_TEXT + 3);
     }
 }

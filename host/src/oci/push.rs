@@ -49,7 +49,9 @@ pub async fn push(
     // one the registry stores.
     let body = serde_json::to_vec(&OciManifest::Image(manifest.clone()))?;
     let digest = super::store::sha256(&body);
-    let auth = super::auth::for_registry(docker_config, reference.reference.resolve_registry())?;
+    let registry = reference.reference.resolve_registry();
+    let helper_timeout = super::auth::CREDENTIAL_HELPER_TIMEOUT;
+    let auth = super::auth::for_registry(docker_config, registry, helper_timeout).await?;
     let client = super::client(insecure);
     let image = &reference.reference;
     let failed = || format!("`{target}`: push failed");

@@ -1,23 +1,28 @@
 //! Reads from a registry, with a cap on every body.
 //!
-//! oci-client reads a manifest, and the body of every error answer, whole
-//! into memory with no limit: a registry that answers with an endless body
-//! would make the host allocate until the kernel kills it. So the host
-//! makes its reads itself, each one HTTP request carrying the credentials
-//! oci-client negotiated (the `WWW-Authenticate` challenge and the token
-//! flow stay oci-client's). A manifest is refused past
-//! [`MAX_MANIFEST_SIZE`], before a byte is read when its Content-Length
-//! says so; an error answer is read only up to [`MAX_ERROR_BODY`], for its
-//! message; a blob is handed on as a stream that the store caps and hashes
-//! on its way to disk.
+//! oci-client reads a manifest, a token answer and the body of every error
+//! answer whole into memory with no limit: a registry (or a token realm)
+//! that answers with an endless body would make the host allocate until
+//! the kernel kills it. So pulls do not use it: the host makes its reads
+//! itself, the `/v2/` challenge and the token flow included. A manifest is
+//! refused past [`MAX_MANIFEST_SIZE`], before a byte is read when its
+//! Content-Length says so; a token answer past [`MAX_TOKEN_ANSWER`]; an
+//! error answer is read only up to [`MAX_ERROR_BODY`], for its message,
+//! quoted through [`quote`]; a blob is handed on as a stream that the
+//! store caps and hashes on its way to disk. Where requests may go
+//! (redirects, realms) and where credentials may go is [`super::address`]'s.
 
+use super::address::{Origin, RedirectRefused};
+use super::auth::Lookup;
 use super::layout::check_digest;
 use super::store::{MAX_MANIFEST_SIZE, sha256};
+use super::token::{self, MAX_TOKEN_ANSWER};
+use super::untrusted::{quote, quote_bytes};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
 use reqwest::{Method, StatusCode, header};
 use tokio::sync::OnceCell;
 
@@ -40,6 +45,9 @@ impl std::fmt::Display for Refused {
                 f,
                 " (Not authorized: check the credentials in DOCKER_CONFIG)"
             )?;
+        }
+        if self.status.is_redirection() {
+            write!(f, " (a redirect, followed only for blob downloads)")?;
         }
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;
@@ -68,34 +76,40 @@ enum Authorization {
 
 /// Requests to one registry for one pull; it negotiates credentials once.
 pub struct Session {
-    oci: oci_client::Client,
     http: reqwest::Client,
-    scheme: &'static str,
+    origin: Origin,
     auth: RegistryAuth,
+    /// For a token realm on another host or port: its own entry.
+    lookup: Lookup,
     authorization: OnceCell<Authorization>,
 }
 
 impl Session {
     /// A session with `registry` (as `Reference::resolve_registry` names
-    /// it), spoken to over plain HTTP if it is among `insecure`.
-    pub fn new(registry: &str, insecure: &[String], auth: RegistryAuth) -> Result<Session> {
-        let oci = super::client(insecure);
-        // The same transport oci-client builds: rustls with the system's roots.
+    /// it) with its credentials `auth`, spoken to over plain HTTP if it is
+    /// among `insecure`; `lookup` finds a token realm's own credentials.
+    pub fn new(
+        registry: &str,
+        insecure: &[String],
+        auth: RegistryAuth,
+        lookup: Lookup,
+    ) -> Result<Session> {
+        // reqwest is built without a provider; the first caller installs ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let origin = Origin::new(registry, insecure.iter().any(|i| i == registry))?;
+        // rustls with the system's roots, as oci-client builds it.
         let http = reqwest::Client::builder()
             .connect_timeout(super::CONNECT_TIMEOUT)
             .user_agent(super::USER_AGENT)
+            .redirect(origin.redirects())
+            .dns_resolver(origin.resolver())
             .build()
             .context("cannot set up the registry client")?;
-        let scheme = if insecure.iter().any(|i| i == registry) {
-            "http"
-        } else {
-            "https"
-        };
         Ok(Session {
-            oci,
             http,
-            scheme,
+            origin,
             auth,
+            lookup,
             authorization: OnceCell::new(),
         })
     }
@@ -134,7 +148,8 @@ impl Session {
             && announced != digest
         {
             bail!(
-                "digest mismatch: {url} says its manifest is {announced}, its bytes hash to {digest}"
+                "digest mismatch: {url} says its manifest is {}, its bytes hash to {digest}",
+                quote(&announced)
             );
         }
         Ok((body, digest))
@@ -147,7 +162,12 @@ impl Session {
         let response = self.send(image, Method::HEAD, &url, accept).await?;
         match digest_header(&response) {
             Some(digest) => {
-                check_digest(&digest).with_context(|| format!("{url}: Docker-Content-Digest"))?;
+                check_digest(&digest).map_err(|_| {
+                    anyhow!(
+                        "{url}: Docker-Content-Digest `{}` is not a sha256 digest",
+                        quote(&digest)
+                    )
+                })?;
                 Ok(digest)
             }
             None => Ok(self.manifest(image, accept).await?.1),
@@ -165,9 +185,8 @@ impl Session {
         impl Stream<Item = std::io::Result<Bytes>> + use<>,
     )> {
         let url = format!(
-            "{}://{}/v2/{}/blobs/{digest}",
-            self.scheme,
-            image.resolve_registry(),
+            "{}v2/{}/blobs/{digest}",
+            self.origin.base,
             image.repository()
         );
         let response = self.send(image, Method::GET, &url, &["*/*"]).await?;
@@ -181,9 +200,8 @@ impl Session {
     fn manifest_url(&self, image: &Reference) -> String {
         let reference = image.digest().or_else(|| image.tag()).unwrap_or("latest");
         format!(
-            "{}://{}/v2/{}/manifests/{reference}",
-            self.scheme,
-            image.resolve_registry(),
+            "{}v2/{}/manifests/{reference}",
+            self.origin.base,
             image.repository()
         )
     }
@@ -206,44 +224,131 @@ impl Session {
             Authorization::Bearer(token) => request.bearer_auth(token),
             Authorization::Basic(user, password) => request.basic_auth(user, Some(password)),
         };
-        let response = request.send().await?;
+        let response = request.send().await.map_err(|e| http_error(e, url))?;
         if response.status().is_success() {
             return Ok(response);
         }
-        let status = response.status();
-        let url = url.to_string();
-        let detail = match read_capped(response, MAX_ERROR_BODY).await {
-            Ok(Some(body)) => error_detail(&body),
-            Ok(None) => format!("(an error body of more than {MAX_ERROR_BODY} bytes, not read)"),
-            Err(_) => String::new(),
-        };
-        Err(Refused {
-            status,
-            url,
-            detail,
-        }
-        .into())
+        Err(refused(response).await.into())
     }
 
-    /// The credentials for pulling from `image`'s repository: a token
-    /// when the registry challenges for one (oci-client's flow), the
-    /// configured basic credentials, or none.
+    /// The credentials for pulling from `image`'s repository, negotiated
+    /// once: a token when `/v2/` challenges for one, the configured basic
+    /// credentials, or none.
     async fn authorization(&self, image: &Reference) -> Result<&Authorization> {
         self.authorization
-            .get_or_try_init(|| async {
-                let token = self
-                    .oci
-                    .auth(image, &self.auth, RegistryOperation::Pull)
-                    .await?;
-                Ok(match (token, &self.auth) {
-                    (Some(token), _) => Authorization::Bearer(token),
-                    (None, RegistryAuth::Basic(user, password)) => {
+            .get_or_try_init(|| self.negotiate(image))
+            .await
+    }
+
+    async fn negotiate(&self, image: &Reference) -> Result<Authorization> {
+        let url = format!("{}v2/", self.origin.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| http_error(e, &url))?;
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(token::parse_challenge);
+        match (response.status(), challenge) {
+            (StatusCode::UNAUTHORIZED, Some(c)) if c.scheme == "bearer" => {
+                Ok(Authorization::Bearer(self.token(&c, image).await?))
+            }
+            (status, _) if status.is_success() || status == StatusCode::UNAUTHORIZED => {
+                Ok(match &self.auth {
+                    RegistryAuth::Basic(user, password) => {
                         Authorization::Basic(user.clone(), password.clone())
                     }
-                    (None, _) => Authorization::Anonymous,
+                    _ => Authorization::Anonymous,
                 })
-            })
-            .await
+            }
+            _ => Err(refused(response).await.into()),
+        }
+    }
+
+    /// A token from the challenge's realm. It is asked with the
+    /// registry's basic credentials when it is on the registry's own host
+    /// and port, with the ones the Docker config lists for it when it is
+    /// elsewhere, and always over HTTPS unless the registry is insecure.
+    async fn token(&self, challenge: &token::Challenge, image: &Reference) -> Result<String> {
+        let url = token::request_url(challenge, image.repository())?;
+        let shown = quote(url.as_str());
+        if let Some(why) = self.origin.refuse(&url) {
+            bail!("the registry's token realm {shown} is refused: {why}");
+        }
+        let elsewhere;
+        let credentials = if self.origin.is_same(&url) {
+            &self.auth
+        } else {
+            elsewhere = self.lookup.for_server(&server(&url)).await?;
+            &elsewhere
+        };
+        let request = self.http.get(url.clone());
+        let request = match credentials {
+            RegistryAuth::Basic(user, password) if self.origin.may_send_credentials(&url) => {
+                request.basic_auth(user, Some(password))
+            }
+            _ => request,
+        };
+        let response = request.send().await.map_err(|e| http_error(e, &shown))?;
+        if !response.status().is_success() {
+            return Err(refused(response).await.into());
+        }
+        let body = read_capped(response, MAX_TOKEN_ANSWER)
+            .await?
+            .ok_or_else(|| {
+                anyhow!(
+                    "the token answer from {shown} is more than {MAX_TOKEN_ANSWER} bytes; stopped reading"
+                )
+            })?;
+        token::read_token(&body, &shown)
+    }
+}
+
+/// `HOST[:PORT]` of `url`, as a Docker config names a server.
+fn server(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// A request that failed on its way: its URL named by the host (quoted
+/// when it came from a redirect), never the one reqwest carries.
+fn http_error(error: reqwest::Error, url: &str) -> anyhow::Error {
+    let refused = std::error::Error::source(&error)
+        .and_then(|e| e.downcast_ref::<RedirectRefused>())
+        .map(ToString::to_string);
+    let error = error.without_url();
+    match refused {
+        Some(refused) => anyhow::Error::new(error).context(refused),
+        None => anyhow::Error::new(error).context(format!("request to {url} failed")),
+    }
+}
+
+/// An answer other than success, as an error: the final URL (after any
+/// redirect, quoted) and the start of the body, quoted.
+async fn refused(response: reqwest::Response) -> Refused {
+    let status = response.status();
+    let url = quote(response.url().as_str());
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| quote_bytes(l.as_bytes()));
+    let detail = match (location, read_capped(response, MAX_ERROR_BODY).await) {
+        (Some(location), _) if status.is_redirection() => format!("to {location}"),
+        (_, Ok(Some(body))) => error_detail(&body),
+        (_, Ok(None)) => format!("(an error body of more than {MAX_ERROR_BODY} bytes, not read)"),
+        (_, Err(_)) => String::new(),
+    };
+    Refused {
+        status,
+        url,
+        detail,
     }
 }
 
@@ -282,16 +387,17 @@ fn error_detail(body: &[u8]) -> String {
         message: String,
     }
     if let Ok(envelope) = serde_json::from_slice::<Envelope>(body) {
-        return envelope
+        let all = envelope
             .errors
             .iter()
             .map(|e| format!("{}: {}", e.code, e.message))
             .collect::<Vec<_>>()
             .join("; ");
+        return quote(&all);
     }
     let text = String::from_utf8_lossy(body);
     let line = text.lines().next().unwrap_or("").trim();
-    line.chars().take(200).collect()
+    quote(&line.chars().take(200).collect::<String>())
 }
 
 #[cfg(test)]
@@ -308,6 +414,13 @@ mod tests {
             "<html>bad gateway</html>"
         );
         assert_eq!(error_detail(&[b'x'; 1000]).len(), 200);
+        // A message with lines of its own stays on one line, cut short.
+        let forged = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"no{}"}}]}}"#,
+            "\\n2026-01-01 INFO forged".repeat(1000)
+        );
+        let detail = error_detail(forged.as_bytes());
+        assert!(!detail.contains('\n') && detail.len() < 1100, "{detail}");
     }
 
     #[test]

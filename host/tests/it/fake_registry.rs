@@ -39,6 +39,15 @@ pub enum Fault {
     EndlessManifest { declared: bool },
     /// Blob GETs answer 500 with an error body that never ends.
     EndlessError,
+    /// Every request without a bearer token answers 401 with this
+    /// `WWW-Authenticate` challenge.
+    Challenge(String),
+    /// Manifest requests answer 302 to this absolute URL.
+    RedirectManifests(String),
+    /// Blobs answer 302 to `/loop/1`, which answers 302 to `/loop/2`, …
+    RedirectLoop,
+    /// Manifests answer 404 with an error envelope whose message is this.
+    ErrorMessage(String),
 }
 
 #[derive(Default)]
@@ -200,6 +209,12 @@ fn response(status: &'static str, body: Vec<u8>) -> Response {
     }
 }
 
+fn redirect(to: &str) -> Response {
+    let mut r = response("302 Found", Vec::new());
+    r.headers.push(("Location".into(), to.to_string()));
+    r
+}
+
 fn error(status: &'static str, code: &str) -> Response {
     let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{code}"}}]}}"#);
     let mut r = response(status, body.into_bytes());
@@ -231,6 +246,9 @@ async fn answer(mut stream: TcpStream, state: Arc<Mutex<State>>, addr: SocketAdd
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         .map(|(_, v)| v.trim().to_string());
+    let bearer = authorization
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Bearer "));
     let (fault, reply) = {
         let mut state = state.lock().unwrap();
         state.log.push(format!("{method} {path}"));
@@ -245,9 +263,29 @@ async fn answer(mut stream: TcpStream, state: Arc<Mutex<State>>, addr: SocketAdd
         (fault, route(&state, &method, &path, authorization, addr))
     };
     let mut reply = reply;
-    match fault {
-        Fault::Slow(delay) => tokio::time::sleep(delay).await,
+    match &fault {
+        Fault::Slow(delay) => tokio::time::sleep(*delay).await,
         Fault::Unavailable(_) => reply = error("503 Service Unavailable", "UNAVAILABLE"),
+        Fault::Challenge(challenge) if !bearer => {
+            reply = error("401 Unauthorized", "UNAUTHORIZED");
+            reply
+                .headers
+                .push(("WWW-Authenticate".into(), challenge.clone()));
+        }
+        Fault::RedirectManifests(to) if path.contains("/manifests/") => {
+            reply = redirect(to);
+        }
+        Fault::ErrorMessage(message) if path.contains("/manifests/") => {
+            let body = serde_json::json!({"errors": [{"code": "DENIED", "message": message}]});
+            reply = response("404 Not Found", serde_json::to_vec(&body).unwrap());
+        }
+        Fault::RedirectLoop if path.contains("/blobs/") || path.starts_with("/loop/") => {
+            let hop: u32 = path
+                .strip_prefix("/loop/")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            reply = redirect(&format!("/loop/{}", hop + 1));
+        }
         _ => {}
     }
     let is_blob = path.contains("/blobs/") || path.starts_with("/redirected/");
@@ -486,4 +524,154 @@ impl Drop for StalledRegistry {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What a [`Hostile`] server answers to every request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// 200 with a JSON string that goes on for this many bytes (no
+    /// Content-Length), then the connection closes.
+    EndlessJson(usize),
+    /// This status, with a body of this many bytes of forged log lines,
+    /// each `… INFO wasmlet::reload: handlers published … FORGED`.
+    LogLines(&'static str, usize),
+    /// 200 with this body.
+    Text(String),
+}
+
+/// The forged log line's marker, for tests to look for.
+pub const FORGED: &str = "FORGED";
+
+/// A token realm or an "internal service" on a loopback port: it answers
+/// every request the same way and records `METHOD PATH` and the
+/// Authorization header it carried (`-` for none).
+#[derive(Clone)]
+pub struct Hostile {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Hostile {
+    pub async fn start(answer: Answer) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(hostile_answer(stream, answer.clone(), log.clone()));
+            }
+        });
+        Hostile {
+            addr,
+            requests,
+            task: Arc::new(task),
+        }
+    }
+
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far, as `METHOD PATH AUTHORIZATION`.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+/// The body's next chunk, given how many bytes went before; empty at the end.
+type Chunks = Box<dyn Fn(usize) -> Vec<u8> + Send>;
+
+async fn hostile_answer(mut stream: TcpStream, answer: Answer, log: Arc<Mutex<Vec<String>>>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let first = lines.next().unwrap_or("").to_string();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map_or("-".to_string(), |(_, v)| v.trim().to_string());
+    let request: Vec<&str> = first.split(' ').take(2).collect();
+    log.lock()
+        .unwrap()
+        .push(format!("{} {authorization}", request.join(" ")));
+    let (status, length, body): (&str, Option<usize>, Chunks) = match answer {
+        Answer::EndlessJson(total) => (
+            "200 OK",
+            None,
+            Box::new(move |sent| {
+                if sent == 0 {
+                    b"{\"token\":\"".to_vec()
+                } else if sent < total {
+                    vec![b'a'; 64 << 10]
+                } else {
+                    Vec::new()
+                }
+            }),
+        ),
+        Answer::LogLines(status, total) => {
+            let line = format!(
+                "2026-01-01T00:00:00.000000Z  INFO wasmlet::reload: handlers published generation=99 {FORGED}\n"
+            );
+            let chunk = line.repeat((64 << 10) / line.len()).into_bytes();
+            let whole = total / chunk.len() * chunk.len();
+            (
+                status,
+                Some(whole),
+                Box::new(move |sent| {
+                    if sent < whole {
+                        chunk.clone()
+                    } else {
+                        Vec::new()
+                    }
+                }),
+            )
+        }
+        Answer::Text(text) => {
+            let bytes = text.into_bytes();
+            let len = bytes.len();
+            (
+                "200 OK",
+                Some(len),
+                Box::new(move |sent| if sent == 0 { bytes.clone() } else { Vec::new() }),
+            )
+        }
+    };
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    if let Some(length) = length {
+        out.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    out.push_str("Content-Type: application/json\r\n\r\n");
+    if stream.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut sent = 0;
+    loop {
+        let chunk = body(sent);
+        if chunk.is_empty() || stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.shutdown().await;
 }

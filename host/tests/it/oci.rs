@@ -3,7 +3,9 @@
 //! against a real registry (distribution) are in `oci_e2e.rs`.
 
 use crate::common::*;
-use crate::fake_registry::{FakeRegistry, Fault, OCI_INDEX, OCI_MANIFEST, base64};
+use crate::fake_registry::{
+    Answer, FORGED, FakeRegistry, Fault, Hostile, OCI_INDEX, OCI_MANIFEST, base64,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -849,4 +851,317 @@ async fn a_stalled_route_does_not_hold_up_following_another() {
     eprintln!("the fast route's move was seen after {took:?}");
     assert!(seen.is_some(), "{:#?}", host.logs());
     assert!(took < Duration::from_secs(3), "{took:?}");
+
+/// Restarts `pid`'s peak RSS count (`VmHWM`) at its current RSS and
+/// returns that, in KiB: the baseline a later `VmHWM` is compared with.
+fn reset_peak(pid: u32) -> u64 {
+    // "5" resets the peak (Linux 4.0 and later). Without it the baseline
+    // is the start-up peak, and the bound below is looser, never wrong.
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    status_kib(pid, "VmHWM")
+}
+
+/// A `Bearer` challenge naming `realm`.
+fn bearer_challenge(realm: &str) -> Fault {
+    Fault::Challenge(format!("Bearer realm=\"{realm}\",service=\"fake\""))
+}
+
+/// Issue 26, finding 1: a token realm that streams an endless answer.
+/// The host reads a token answer only up to a few KiB, so its peak RSS
+/// stays near idle (before: the whole answer, 256 MiB here, was read).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_token_answer_is_cut_off_near_idle_memory() {
+    let registry = FakeRegistry::start().await;
+    let Live {
+        dir: _dir, host, ..
+    } = serving_v1_from_live(&registry).await;
+    let realm = Hostile::start(Answer::EndlessJson(256 << 20)).await;
+    registry.push(Some("live"), &wasm(wasm::V2));
+    registry.set_fault(bearer_challenge(&realm.url("/token")));
+
+    let idle = reset_peak(host.pid());
+    let r = reload(host.admin).await;
+    let peak = status_kib(host.pid(), "VmHWM");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("token"), "{}", r.text());
+    assert!(!realm.requests().is_empty());
+    let grown_kib = peak.saturating_sub(idle);
+    eprintln!("figure: peak RSS +{grown_kib} KiB over idle {idle} KiB");
+    assert!(
+        grown_kib < 8 << 10,
+        "the hostile pull raised the peak RSS by {grown_kib} KiB (idle {idle} KiB)"
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+}
+
+/// Whether `text` could hold a forged line: a log line of its own.
+fn forged_lines(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("2026-01-01T00:00:00"))
+        .count()
+}
+
+/// Issue 26, finding 2: what a registry or realm says in an error answer
+/// reaches the log, `/reload` and `/handlers` cut to about 1 KiB and on
+/// one line, so it can neither flood them nor forge log lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_error_text_is_cut_and_kept_on_one_line() {
+    let registry = FakeRegistry::start().await;
+    let Live {
+        dir: _dir, host, ..
+    } = serving_v1_from_live(&registry).await;
+    registry.push(Some("live"), &wasm(wasm::V2));
+    let realm = Hostile::start(Answer::LogLines("401 Unauthorized", 20 << 20)).await;
+    let line = format!(
+        "2026-01-01T00:00:00.000000Z  INFO wasmlet::reload: handlers published generation=99 {FORGED}\n"
+    );
+    let faults = [
+        // The token realm's 401, 20 MiB of log lines.
+        bearer_challenge(&realm.url("/token")),
+        // The registry's own error envelope (under the 16 KiB read), with
+        // lines in its message.
+        Fault::ErrorMessage(format!("denied\n{}", line.repeat(100))),
+    ];
+    for fault in faults {
+        registry.set_fault(fault.clone());
+        let r = reload(host.admin).await;
+        assert_eq!(r.status, 422, "{fault:?}");
+        let answer = r.text();
+        assert!(
+            answer.len() < 4 << 10,
+            "{fault:?}: /reload answered {} bytes",
+            answer.len()
+        );
+        let doc: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let error = doc["error"].as_str().unwrap();
+        assert!(!error.contains('\n'), "{fault:?}: {error}");
+        if matches!(fault, Fault::ErrorMessage(_)) {
+            // Quoted, escaped: the message is there, on the error's line.
+            assert!(error.contains(&format!("{FORGED}\\n")), "{error}");
+        }
+        let handlers_text = get(host.admin, "/handlers").await.text();
+        eprintln!(
+            "figure: /reload {} bytes, /handlers {} bytes",
+            answer.len(),
+            handlers_text.len()
+        );
+        assert!(
+            handlers_text.len() < 8 << 10,
+            "{fault:?}: /handlers answered {} bytes",
+            handlers_text.len()
+        );
+        let doc = handlers(&host).await;
+        let last = doc["routes"][0]["last_error"].as_str().unwrap().to_string();
+        assert!(
+            !last.contains('\n') && last.len() < 4 << 10,
+            "{fault:?}: {last}"
+        );
+        assert_eq!(get(host.public, "/").await.text(), "v1");
+    }
+    let logs = host.logs();
+    assert_eq!(forged_lines(&logs), 0, "forged log lines");
+    let longest = logs.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 8 << 10, "a log line of {longest} bytes");
+}
+
+/// Issue 26, finding 3: a manifest answer that redirects is not followed
+/// (a registry could otherwise make the host read an internal service
+/// and show its answer in `/handlers`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirected_manifest_is_not_followed() {
+    let registry = FakeRegistry::start().await;
+    let Live {
+        dir: _dir, host, ..
+    } = serving_v1_from_live(&registry).await;
+    let internal = Hostile::start(Answer::Text("SECRET-internal-token=c0ffee\n".into())).await;
+    registry.push(Some("live"), &wasm(wasm::V2));
+    registry.set_fault(Fault::RedirectManifests(internal.url("/secret")));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("302"), "{}", r.text());
+    assert_eq!(internal.requests(), Vec::<String>::new());
+    let doc = handlers(&host).await.to_string();
+    assert!(!doc.contains("SECRET"), "{doc}");
+    assert!(!host.logs().join("\n").contains("SECRET"));
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+}
+
+/// Issue 26, finding 3: blob redirects are followed a few hops at most,
+/// and the error names where the last one led.
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_redirects_stop_after_a_few_hops() {
+    let registry = FakeRegistry::start().await;
+    let Live {
+        dir: _dir, host, ..
+    } = serving_v1_from_live(&registry).await;
+    registry.push(Some("live"), &wasm(wasm::V2));
+    registry.set_fault(Fault::RedirectLoop);
+    let before = registry.log().len();
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let log = registry.log()[before..].to_vec();
+    let count = |part: &str| log.iter().filter(|l| l.contains(part)).count();
+    // 3 hops per download (a refused redirect is not retried; only an
+    // attempt cut by --pull-timeout on a loaded machine would be).
+    let (downloads, hops) = (count("/blobs/"), count("/loop/"));
+    eprintln!("figure: {hops} hops in {downloads} downloads");
+    assert!(downloads >= 1 && hops <= 3 * downloads, "{log:?}");
+    assert!(
+        r.text().contains("/loop/3 redirected to") && r.text().contains("/loop/4"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+}
+
+/// Issue 26, finding 3: a challenge naming a realm on another origin gets
+/// no credentials from the Docker config: the realm is asked for an
+/// anonymous token.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_go_only_to_the_registry_itself() {
+    let registry = FakeRegistry::start().await;
+    registry.push(Some("live"), &wasm(wasm::V1));
+    let secret = "pa55-w0rd-for-the-registry-only";
+    let dir = tempdir();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64(format!("robot:{secret}").as_bytes());
+    write(
+        &docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.addr
+        ),
+    );
+    let steal = Hostile::start(Answer::Text(r#"{"token":"anonymous"}"#.into())).await;
+    registry.set_fault(bearer_challenge(&steal.url("/steal")));
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(
+        &registry,
+        &config,
+        &cache,
+        &[("DOCKER_CONFIG", path_str(&docker))],
+    );
+    // Served with the anonymous token the other realm gave.
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    let asked = steal.requests();
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|r| r.ends_with(" -")),
+        "the other realm was sent credentials: {asked:?}"
+    );
+
+    // Listed in the Docker config, the realm gets its own entry's, and
+    // still never the registry's.
+    let realm_auth = base64(b"realm-robot:realm-pass");
+    write(
+        &docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}, "{}": {{"auth": "{realm_auth}"}}}}}}"#,
+            registry.addr, steal.addr
+        ),
+    );
+    registry.push(Some("live"), &wasm(wasm::V2));
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(host.public, "/").await.text(), "v2");
+    let asked = steal.requests();
+    assert!(
+        asked
+            .last()
+            .unwrap()
+            .ends_with(&format!("Basic {realm_auth}")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|r| r.contains(&auth)), "{asked:?}");
+}
+
+/// Issue 26, finding 10: a credential helper that hangs fails the pull
+/// within its bound, naming the helper, and is killed; the public port
+/// serves the whole time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_credential_helper_is_killed_and_the_reload_fails_in_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = FakeRegistry::start().await;
+    registry.push(Some("live"), &wasm(wasm::V1));
+    let dir = tempdir();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pid_file = dir.path().join("helper.pid");
+    let helper = bin.join("docker-credential-hang");
+    write(
+        &helper,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+            pid_file.display()
+        ),
+    );
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = dir.path().join("cache");
+    let config = manifest(dir.path(), &registry.reference(":live"));
+    let host = serve(
+        &registry,
+        &config,
+        &cache,
+        &[("DOCKER_CONFIG", path_str(&docker)), ("PATH", &path)],
+    );
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+
+    // From now on the registry's credentials come from the helper.
+    write(
+        &docker.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "hang"}}}}"#, registry.addr),
+    );
+    registry.push(Some("live"), &wasm(wasm::V2));
+    let started = std::time::Instant::now();
+    let admin = host.admin;
+    let pending = tokio::spawn(async move { reload(admin).await });
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(2), get(host.public, "/"))
+            .await
+            .expect("the public port stopped answering while the helper hangs");
+        assert_eq!(r.text(), "v1");
+        assert!(asked.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("the reload waited on the hung helper")
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("figure: the reload failed after {took:?}");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("docker-credential-hang"), "{}", r.text());
+    // --pull-timeout 1s: the helper gets half of it.
+    assert!(took < Duration::from_secs(4), "the reload took {took:?}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let state = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .map(str::to_string)
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while state(&pid).is_some_and(|s| !s.contains('Z')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper still runs: {:?}",
+            state(&pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(host.public, "/").await.text(), "v1");
 }

@@ -578,12 +578,22 @@ async fn push_and_pull_against_distribution() {
 /// A Docker config folder `dir/name` holding the robot's credentials for
 /// `registry`, with `password`.
 fn robot_config(dir: &Path, name: &str, registry: &str, password: &str) -> PathBuf {
+    robot_config_for(dir, name, &[registry], password)
+}
+
+/// The robot's credentials for each of `servers`: a token realm on
+/// another host or port gets credentials only when the config lists it.
+fn robot_config_for(dir: &Path, name: &str, servers: &[&str], password: &str) -> PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     let auth = crate::fake_registry::base64(format!("robot:{password}").as_bytes());
+    let auths: Vec<String> = servers
+        .iter()
+        .map(|server| format!(r#""{server}": {{"auth": "{auth}"}}"#))
+        .collect();
     write(
         &folder.join("config.json"),
-        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+        format!(r#"{{"auths": {{{}}}}}"#, auths.join(", ")),
     );
     folder
 }
@@ -715,8 +725,10 @@ async fn bearer_token_auth_against_distribution() {
     let auth = tokens.auth(dir.path(), SERVICE, ISSUER);
     let registry = Distribution::start_with(Auth::Token(&auth), None).await;
     let addr = registry.addr.clone();
+    // The token server is another origin: the config lists it too.
+    let realm = tokens.addr.to_string();
     let docker_config =
-        |name: &str, password: &str| robot_config(dir.path(), name, &addr, password);
+        |name: &str, password: &str| robot_config_for(dir.path(), name, &[&addr, &realm], password);
     let good = docker_config("good", SECRET);
     let wrong = docker_config("wrong", "wr0ng-t0ken-pa55");
     let anonymous = dir.path().join("anonymous");
