@@ -195,7 +195,7 @@ impl Puller {
             return Ok(());
         }
         self.retrying(reference, "signature check", || async {
-            let session = self.session(reference)?;
+            let session = self.session(reference).await?;
             self.fetch_signature(&session, reference, digest, key).await
         })
         .await

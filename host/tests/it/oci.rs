@@ -851,6 +851,8 @@ async fn a_stalled_route_does_not_hold_up_following_another() {
     eprintln!("the fast route's move was seen after {took:?}");
     assert!(seen.is_some(), "{:#?}", host.logs());
     assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
 
 /// Restarts `pid`'s peak RSS count (`VmHWM`) at its current RSS and
 /// returns that, in KiB: the baseline a later `VmHWM` is compared with.
