@@ -853,7 +853,6 @@ async fn a_stalled_route_does_not_hold_up_following_another() {
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
-
 /// Restarts `pid`'s peak RSS count (`VmHWM`) at its current RSS and
 /// returns that, in KiB: the baseline a later `VmHWM` is compared with.
 fn reset_peak(pid: u32) -> u64 {
