@@ -298,7 +298,8 @@ pub async fn invoke(
         flags.clone(),
     )
     .await;
-    response.map(|body| body.of_request(flags))
+    let length = declared_length(response.headers());
+    response.map(|body| body.of_request(flags, length))
 }
 
 /// [`invoke`], with the request's flags made by the caller.
@@ -314,7 +315,7 @@ async fn run(
     flags: Arc<Flags>,
 ) -> Response<ResponseBody> {
     let limits = handler.limits;
-    if declared_length(&request).is_some_and(|len| len > limits.max_body_size) {
+    if declared_length(request.headers()).is_some_and(|len| len > limits.max_body_size) {
         flags.too_large.store(true, Ordering::Release);
         return body_too_large(limits.max_body_size);
     }
@@ -621,9 +622,9 @@ pub fn fault_text(fault: &Fault) -> &'static str {
     }
 }
 
-fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
+/// The `content-length` of a request or response, when it has a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
@@ -800,8 +801,12 @@ pub struct ResponseBody {
     guest: Option<Arc<Flags>>,
     /// The flags of the request it answers, when a handler was invoked.
     request: Option<Arc<Flags>>,
-    /// The body reached its end.
+    /// The body reached its end (its last frame, or trailers).
     ended: bool,
+    /// Data bytes handed to the connection, and the response's declared
+    /// `content-length`: hyper stops asking once that many went out.
+    sent: u64,
+    length: Option<u64>,
     /// Told, when the body is dropped, how it ended.
     on_done: Option<Box<dyn FnOnce(Ending) + Send + Sync>>,
     /// Whatever must live as long as the body (a request slot).
@@ -824,14 +829,18 @@ impl ResponseBody {
             guest: Some(flags),
             request: None,
             ended: false,
+            sent: 0,
+            length: None,
             on_done: None,
             _held: None,
         }
     }
 
-    /// Ties the body to the flags of the request it answers.
-    fn of_request(mut self, flags: Arc<Flags>) -> ResponseBody {
+    /// Ties the body to the flags of the request it answers, and to the
+    /// response's declared length.
+    fn of_request(mut self, flags: Arc<Flags>, length: Option<u64>) -> ResponseBody {
         self.request = Some(flags);
+        self.length = length;
         self
     }
 
@@ -847,7 +856,10 @@ impl ResponseBody {
             Ending::ClientCaused
         } else if self.guest.as_ref().is_some_and(|f| f.faulted()) {
             Ending::Faulted
-        } else if self.ended || self.inner.is_end_stream() {
+        } else if self.ended
+            || self.inner.is_end_stream()
+            || self.length.is_some_and(|length| self.sent >= length)
+        {
             Ending::Whole
         } else {
             Ending::Abandoned
@@ -867,6 +879,8 @@ impl ResponseBody {
             guest: None,
             request: None,
             ended: false,
+            sent: 0,
+            length: None,
             on_done: None,
             _held: None,
         }
@@ -908,9 +922,12 @@ impl Body for ResponseBody {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let (Some(counter), Some(data)) = (&self.counter, frame.data_ref()) {
-                    counter.inc_by(data.len() as u64);
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                if let Some(counter) = &self.counter {
+                    counter.inc_by(len);
                 }
+                self.sent += len;
+                self.ended |= frame.is_trailers();
                 // Until the connection asks again, the guest waits on the
                 // client to take this one.
                 if let Some(flags) = &self.guest {
@@ -1000,5 +1017,44 @@ mod tests {
         std::thread::sleep(CLIENT_STALL + Duration::from_millis(20));
         flags.fault(&Fault::Timeout);
         assert!(flags.client_caused());
+    }
+
+    /// What a canary is told when a guest's body is dropped: whole once it
+    /// ended, or once its declared length went out (hyper asks no further);
+    /// abandoned when the client left before; faulted or client-caused as
+    /// the flags say.
+    #[tokio::test]
+    async fn a_response_body_reports_how_it_ended() {
+        async fn ending(length: Option<u64>, frames: usize, flags: Flags) -> Ending {
+            let chunks = (0..2).map(|_| {
+                Ok::<_, wasmtime_wasi_http::Error>(Frame::data(Bytes::from_static(b"12345")))
+            });
+            let inner =
+                http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+            let flags = Arc::new(flags);
+            let seen = Arc::new(Mutex::new(None));
+            let record = seen.clone();
+            let mut body = ResponseBody::from_guest(inner, flags.clone())
+                .of_request(flags, length)
+                .on_done(move |ending| *record.lock().unwrap() = Some(ending));
+            for _ in 0..frames {
+                body.frame().await;
+            }
+            drop(body);
+            seen.lock().unwrap().take().unwrap()
+        }
+        assert_eq!(ending(None, 3, Flags::default()).await, Ending::Whole);
+        assert_eq!(ending(Some(10), 2, Flags::default()).await, Ending::Whole);
+        assert_eq!(ending(None, 2, Flags::default()).await, Ending::Abandoned);
+        assert_eq!(
+            ending(Some(10), 1, Flags::default()).await,
+            Ending::Abandoned
+        );
+        let faulted = Flags::default();
+        faulted.fault(&Fault::Timeout);
+        assert_eq!(ending(None, 1, faulted).await, Ending::Faulted);
+        let refused = Flags::default();
+        refused.too_slow.store(true, Ordering::Release);
+        assert_eq!(ending(None, 1, refused).await, Ending::ClientCaused);
     }
 }
