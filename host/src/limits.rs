@@ -284,7 +284,10 @@ impl CpuTurn {
 
     /// What the guest does at an epoch tick: yields to its worker's other
     /// tasks, and once it has run [`HEAVY_AFTER`] also gives its slot
-    /// back and queues for one (FIFO) before it runs on.
+    /// back and queues for one (FIFO) before it runs on. It yields first
+    /// even then: a free slot is taken without waiting, and a guest that
+    /// never waits never lets its worker (or a 0.3 instance's driver,
+    /// which enforces its deadlines between polls) run anything else.
     pub fn tick(&self) -> UpdateDeadline {
         if self.ticks.fetch_add(1, Ordering::Relaxed) + 1 < self.heavy_after {
             return UpdateDeadline::Yield(1);
@@ -294,6 +297,7 @@ impl CpuTurn {
         UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
+                tokio::task::yield_now().await;
                 let permit = turn.share.take().await;
                 *turn.slot.lock().unwrap() = Some(permit);
             }),
@@ -569,7 +573,10 @@ mod tests {
         assert!(two.holds_slot() && !one.holds_slot());
         two.release();
         two.reset();
-        assert!(matches!(two.tick(), UpdateDeadline::Yield(1)), "light again");
+        assert!(
+            matches!(two.tick(), UpdateDeadline::Yield(1)),
+            "light again"
+        );
     }
 
     #[tokio::test]

@@ -47,7 +47,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::GuestTaskId;
-use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
@@ -569,7 +569,10 @@ impl WorkerExpiration for Expiry {
         if idle {
             if me.closed.as_mut().poll(cx).is_ready()
                 || !me.set_idle(true)
-                || me.evicted.as_mut().is_some_and(|e| e.as_mut().poll(cx).is_ready())
+                || me
+                    .evicted
+                    .as_mut()
+                    .is_some_and(|e| e.as_mut().poll(cx).is_ready())
             {
                 return Poll::Ready(());
             }

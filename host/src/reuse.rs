@@ -25,8 +25,8 @@ use crate::sandbox::HostState;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -496,8 +496,16 @@ mod tests {
             },
             &Default::default(),
         );
-        let one = Arc::new(Instances::new(&limits, slots.clone(), InstanceMetrics::default()));
-        let two = Arc::new(Instances::new(&limits, slots.clone(), InstanceMetrics::default()));
+        let one = Arc::new(Instances::new(
+            &limits,
+            slots.clone(),
+            InstanceMetrics::default(),
+        ));
+        let two = Arc::new(Instances::new(
+            &limits,
+            slots.clone(),
+            InstanceMetrics::default(),
+        ));
         let start = Instant::now();
         one.put_at(Fake(1, "newer"), start + Duration::from_millis(5));
         two.put_at(Fake(1, "older"), start);

@@ -254,7 +254,10 @@ async fn idle_instances_are_dropped_before_a_request_is_refused_memory() {
     assert_eq!(counts(&host, "/reused?then=grow", 1).await, ["grown 1"]);
     until_metric(&host, &idle, 1.0).await;
     let held = used().await;
-    assert!(held > f64::from(64u32 << 20), "the idle instance holds {held}");
+    assert!(
+        held > f64::from(64u32 << 20),
+        "the idle instance holds {held}"
+    );
 
     let r = get(host.public, "/fresh?then=grow").await;
     assert_eq!(
