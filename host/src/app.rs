@@ -79,6 +79,7 @@ impl App {
         let cache_budget =
             private_dir.map(|dir| Arc::new(CacheBudget::new(dir, cache.cache_max_size, &metrics)));
         let own_addresses = OwnAddresses::default();
+        let cpu_share = CpuShare::new(worker_threads);
         let reloader = Arc::new(Reloader::new(
             ReloaderParts {
                 source,
@@ -89,6 +90,7 @@ impl App {
                 limits: limits.clone(),
                 load_limits,
                 memory_budget: memory_budget.clone(),
+                cpu_share: cpu_share.clone(),
                 own_addresses: own_addresses.clone(),
                 oci_store: cache_dir.map(|dir| dir.join("oci")),
             },
@@ -98,7 +100,7 @@ impl App {
         let app = App {
             no_route: metrics.route(NO_ROUTE, NO_ROUTE),
             admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
-            cpu_share: CpuShare::new(worker_threads),
+            cpu_share,
             memory_budget,
             ticker: ticker.handle(),
             registry,

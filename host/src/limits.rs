@@ -9,10 +9,11 @@ use clap::Args;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::UpdateDeadline;
 
 /// Host-wide limits, from flags or environment variables.
 #[derive(Debug, Clone, Args)]
@@ -256,15 +257,96 @@ impl CpuShare {
     }
 }
 
+/// One guest's turn under [`CpuShare`]: the epoch ticks it has run, and
+/// the slot it holds while it runs heavy. A 0.2 request gets one for its
+/// run; a 0.3 instance one for its life, counted afresh each time it goes
+/// idle.
+#[derive(Clone)]
+pub struct CpuTurn {
+    share: CpuShare,
+    /// [`HEAVY_AFTER`] in epoch ticks.
+    heavy_after: u64,
+    ticks: Arc<AtomicU64>,
+    slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl CpuTurn {
+    /// A turn for a guest whose epoch advances every `epoch_tick`.
+    pub fn new(share: CpuShare, epoch_tick: Duration) -> CpuTurn {
+        let heavy_after = HEAVY_AFTER.as_nanos() / epoch_tick.as_nanos().max(1);
+        CpuTurn {
+            share,
+            heavy_after: u64::try_from(heavy_after).unwrap_or(u64::MAX),
+            ticks: Arc::default(),
+            slot: Arc::default(),
+        }
+    }
+
+    /// What the guest does at an epoch tick: yields to its worker's other
+    /// tasks, and once it has run [`HEAVY_AFTER`] also gives its slot
+    /// back and queues for one (FIFO) before it runs on. It yields first
+    /// even then: a free slot is taken without waiting, and a guest that
+    /// never waits never lets its worker (or a 0.3 instance's driver,
+    /// which enforces its deadlines between polls) run anything else.
+    pub fn tick(&self) -> UpdateDeadline {
+        if self.ticks.fetch_add(1, Ordering::Relaxed) + 1 < self.heavy_after {
+            return UpdateDeadline::Yield(1);
+        }
+        self.release();
+        let turn = self.clone();
+        UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let permit = turn.share.take().await;
+                *turn.slot.lock().unwrap() = Some(permit);
+            }),
+        )
+    }
+
+    /// Gives the slot back: the guest waits (for I/O, a timer) or is done.
+    pub fn release(&self) {
+        let permit = self.slot.lock().unwrap().take();
+        drop(permit);
+    }
+
+    /// Counts the guest's running time from zero again.
+    pub fn reset(&self) {
+        self.ticks.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the guest holds a slot now.
+    pub fn holds_slot(&self) -> bool {
+        self.slot.lock().unwrap().is_some()
+    }
+}
+
+/// Drops idle instances when the budget runs short; true if it dropped one
+/// (so a charge may fit now), false when none is left to drop at once.
+type Evict = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// The linear memory all running instances hold together, against
 /// --max-total-memory. A store's limiter charges what its memories take
 /// (their initial size included) and gives it all back when the store is
-/// dropped, which is when the pool resets the memory.
-#[derive(Debug, Clone)]
+/// dropped, which is when the pool resets the memory. Instances kept idle
+/// for reuse are charged too, so a charge that does not fit first has them
+/// dropped ([`MemoryBudget::evict_with`]), oldest first, before it is
+/// refused.
+#[derive(Clone)]
 pub struct MemoryBudget {
     limit: u64,
     /// Bytes charged now; the same atomic is the metrics' gauge.
     used: Gauge<u64, AtomicU64>,
+    evict: Arc<OnceLock<Evict>>,
+}
+
+impl std::fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBudget")
+            .field("limit", &self.limit)
+            .field("used", &self.used.get())
+            .finish()
+    }
 }
 
 impl MemoryBudget {
@@ -272,18 +354,43 @@ impl MemoryBudget {
         MemoryBudget {
             limit,
             used: Gauge::default(),
+            evict: Arc::default(),
         }
     }
 
-    /// Takes `bytes` from the budget; takes nothing and returns false if
-    /// that would pass the limit.
+    /// Sets what drops idle instances when a charge does not fit (once;
+    /// later calls are ignored).
+    pub fn evict_with(&self, evict: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.evict.set(Box::new(evict));
+    }
+
+    /// Takes `bytes` from the budget, dropping idle instances if that
+    /// makes room; takes nothing and returns false if it still would pass
+    /// the limit.
     pub fn try_charge(&self, bytes: u64) -> bool {
+        loop {
+            if self.charge(bytes) {
+                return true;
+            }
+            match self.evict.get() {
+                Some(evict) if evict() => {}
+                _ => return false,
+            }
+        }
+    }
+
+    fn charge(&self, bytes: u64) -> bool {
         self.used
             .inner()
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&total| total <= self.limit)
             })
             .is_ok()
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> u64 {
+        self.used.get()
     }
 
     /// Gives back what [`MemoryBudget::try_charge`] took.
@@ -409,6 +516,67 @@ mod tests {
         assert!(fourth.is_err(), "three of four workers at most");
         drop(held);
         assert_eq!(CpuShare::new(1).slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_charge_that_does_not_fit_drops_idle_instances_first() {
+        let budget = MemoryBudget::new(100);
+        assert!(budget.try_charge(90), "held by idle instances, say 3 x 30");
+        let idle = Arc::new(AtomicU64::new(3));
+        let (held, by) = (idle.clone(), budget.clone());
+        budget.evict_with(move || {
+            let left = held.load(Ordering::Relaxed);
+            if left == 0 {
+                return false;
+            }
+            held.store(left - 1, Ordering::Relaxed);
+            by.release(30);
+            true
+        });
+        assert!(budget.try_charge(50), "two of them dropped to make room");
+        assert_eq!(idle.load(Ordering::Relaxed), 1, "no more than needed");
+        assert_eq!(budget.used(), 80);
+        assert!(!budget.try_charge(60), "none left to drop: refused");
+        assert_eq!(idle.load(Ordering::Relaxed), 0);
+        assert_eq!(budget.used(), 50, "the refused charge took nothing");
+    }
+
+    #[tokio::test]
+    async fn a_heavy_turn_queues_for_a_slot_and_gives_it_back() {
+        let share = CpuShare::new(2);
+        let tick = Duration::from_millis(1);
+        let (one, two) = (CpuTurn::new(share.clone(), tick), CpuTurn::new(share, tick));
+        let heavy_after = HEAVY_AFTER.as_millis();
+        for _ in 1..heavy_after {
+            assert!(matches!(one.tick(), UpdateDeadline::Yield(1)), "light yet");
+        }
+        let UpdateDeadline::YieldCustom(1, wait) = one.tick() else {
+            panic!("heavy now: it queues for a slot");
+        };
+        wait.await;
+        assert!(one.holds_slot());
+        for _ in 0..heavy_after {
+            two.tick();
+        }
+        let UpdateDeadline::YieldCustom(1, wait) = two.tick() else {
+            panic!("heavy");
+        };
+        let mut wait = std::pin::pin!(wait);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), wait.as_mut())
+                .await
+                .is_err(),
+            "one slot for two workers: the second waits"
+        );
+        one.release();
+        wait.await;
+        assert!(two.holds_slot() && !one.holds_slot());
+        two.release();
+        two.reset();
+        assert!(
+            matches!(two.tick(), UpdateDeadline::Yield(1)),
+            "light again"
+        );
     }
 
     #[tokio::test]

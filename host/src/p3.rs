@@ -18,30 +18,36 @@
 //!   and every request still on it fails;
 //! - an instance that trapped, timed out or was refused memory takes no new
 //!   request; idle instances count against the host-wide idle allowance
-//!   and leave after `idle_instance_timeout`, or as soon as their route
-//!   version is replaced;
+//!   and leave after `idle_instance_timeout`, as soon as their route
+//!   version is replaced, or when the memory budget runs short;
+//! - a guest may keep working after it answered (its task runs on after
+//!   `handle` returned): the instance keeps the last finished request's
+//!   slot of --max-in-flight until that work ends ([`Lingering`]), so it
+//!   counts as a request in flight, as a 0.2 guest still running does;
+//! - a guest that has run [`crate::limits::HEAVY_AFTER`] without its
+//!   instance going idle runs only with a [`CpuShare`] slot, as 0.2 ones do;
 //! - each request worker thread has its own driver and instances, so a
 //!   request and the instance running it stay on one thread, as the 0.2
 //!   path does (see [`crate::workers`]); the counts apply per instance.
 
-use crate::engine::{GuestRunning, TickerHandle};
+use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::invoke::{self, Fault, Flags, InFlight, ResponseBody, host_response};
-use crate::limits::{MemoryBudget, RequestLimits};
+use crate::limits::{CpuShare, CpuTurn, MemoryBudget, RequestLimits};
 use crate::metrics::RouteMetrics;
 use crate::reuse::{IdleSlots, InstanceMetrics};
-use crate::sandbox::{self, Grants, HostState};
+use crate::sandbox::{self, Grants, HostState, MemoryLimit};
 use http::{Request, Response, StatusCode};
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::GuestTaskId;
-use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
@@ -54,6 +60,12 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 /// is answered as a plain trap (the worker records the cause right after
 /// it lets go of its requests).
 const CAUSE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a new instance that found the memory budget used up waits for
+/// the idle 0.3 instances the budget asked to leave, before it tries once
+/// more (and is refused, 503, if that fails too). They leave at their
+/// driver's next turn, so this is ample; it bounds what the request waits.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
 
 /// One route version's p3 instances. Dropping it (the route version was
 /// replaced) tells its idle instances to leave.
@@ -81,6 +93,8 @@ pub struct P3Parts {
     pub reporter: Arc<Reporter>,
     pub instances: InstanceMetrics,
     pub idle_slots: IdleSlots,
+    /// Shared with 0.2 guests: heavy guests of both kinds queue for it.
+    pub cpu_share: CpuShare,
     /// Request worker threads: one driver each.
     pub workers: usize,
 }
@@ -144,13 +158,18 @@ impl P3Route {
             cause,
             reported: AtomicBool::new(false),
             reporter: reporter.clone(),
+            instance: OnceLock::new(),
         });
+        // Handed to the instance when the request is done, whichever way.
+        let slot = RequestSlot {
+            in_flight: Some(in_flight),
+            task: task.clone(),
+        };
         let fault = match self.shard().handle(task.clone(), request).await {
             Ok(response) => {
                 return match refusal(&flags) {
-                    None => response.map(|body| {
-                        ResponseBody::from_guest(body, flags).holding(Box::new((in_flight, task)))
-                    }),
+                    None => response
+                        .map(|body| ResponseBody::from_guest(body, flags).holding(Box::new(slot))),
                     Some(refused) => refused,
                 };
             }
@@ -208,6 +227,66 @@ struct P3Request {
     cause: watch::Sender<Option<Fault>>,
     reported: AtomicBool,
     reporter: Arc<Reporter>,
+    /// The instance that took the request, once one has.
+    instance: OnceLock<Arc<Lingering>>,
+}
+
+/// A request's slot of --max-in-flight while the request lasts (its
+/// response body included); then its instance's, see [`Lingering`].
+struct RequestSlot {
+    in_flight: Option<InFlight>,
+    task: Arc<P3Request>,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(instance)) = (self.in_flight.take(), self.task.instance.get()) {
+            instance.keep(slot);
+        }
+    }
+}
+
+/// Keeps an instance counted in --max-in-flight while it works on after
+/// its requests are done. A 0.3 guest's task may run on after `handle`
+/// returned (post-return work: the driver waits for it, up to the request
+/// timeout), and so may a request's task past its deadline; without this,
+/// any number of such guests could run once their slots were given back.
+/// The slot of the last request to finish stays with the instance until
+/// the driver reports it idle, running a request (which holds its own
+/// slot), or gone.
+#[derive(Default)]
+struct Lingering(Mutex<LingerState>);
+
+#[derive(Default)]
+struct LingerState {
+    /// The driver last reported post-return work.
+    working_on: bool,
+    held: Option<InFlight>,
+}
+
+impl Lingering {
+    /// Takes a finished request's slot if the instance works on; else the
+    /// slot is given back at once.
+    fn keep(&self, slot: InFlight) {
+        let mut state = self.0.lock().unwrap();
+        let released = if state.working_on {
+            state.held.replace(slot)
+        } else {
+            Some(slot)
+        };
+        drop(state);
+        drop(released);
+    }
+
+    /// Records what the driver reports: post-return work, or not (idle,
+    /// running requests, or gone).
+    fn set_working_on(&self, working_on: bool) {
+        let mut state = self.0.lock().unwrap();
+        state.working_on = working_on;
+        let released = if working_on { None } else { state.held.take() };
+        drop(state);
+        drop(released);
+    }
 }
 
 impl P3Request {
@@ -251,6 +330,28 @@ impl HandlerState for Shard {
     type WorkerState = Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiry, Worker>> {
+        let idle_slots = &self.0.parts.idle_slots;
+        let started = match self.start().await {
+            Err(Fault::Memory(MemoryLimit::Host)) if idle_slots.idle_count() > 0 => {
+                // The budget asked the idle 0.3 instances to leave (0.2
+                // ones it drops at once): they go at their driver's next
+                // turn, on this thread or another. Wait for them, then
+                // try once more.
+                let deadline = Instant::now() + EVICTION_WAIT;
+                while idle_slots.idle_count() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                self.start().await
+            }
+            started => started,
+        };
+        started.map_err(|fault| wasmtime::Error::new(InstanceFault(fault)))
+    }
+}
+
+impl Shard {
+    /// A new instance, or why none could start.
+    async fn start(&self) -> Result<Instance<HostState, Expiry, Worker>, Fault> {
         let route = &*self.0;
         let parts = &route.parts;
         let id = route.next_instance.fetch_add(1, Ordering::Relaxed);
@@ -262,10 +363,13 @@ impl HandlerState for Shard {
             Arc::from(format!("{}#instance-{id}", parts.reporter.label)),
         );
         // Yield at every tick: the driver checks the deadlines between
-        // polls, and a spinning guest never returns to it otherwise.
-        store.epoch_deadline_callback(|store| {
+        // polls, and a spinning guest never returns to it otherwise. A
+        // heavy one also queues for a CPU slot.
+        let turn = CpuTurn::new(parts.cpu_share.clone(), EPOCH_TICK);
+        let on_tick = turn.clone();
+        store.epoch_deadline_callback(move |store| {
             sandbox::charge_host_memory(store)?;
-            Ok(UpdateDeadline::Yield(1))
+            Ok(on_tick.tick())
         });
         store.set_epoch_deadline(1);
         let ticking = parts.ticker.guest_running();
@@ -274,17 +378,16 @@ impl HandlerState for Shard {
             parts.pre.instantiate_async(&mut store),
         )
         .await;
+        turn.release();
         let service = match started {
             Ok(Ok(service)) => service,
-            Ok(Err(error)) => {
-                let fault = Fault::classify(&error, store.data().limiter.exceeded);
-                return Err(wasmtime::Error::new(InstanceFault(fault)));
-            }
-            Err(_) => return Err(wasmtime::Error::new(InstanceFault(Fault::Timeout))),
+            Ok(Err(error)) => return Err(Fault::classify(&error, store.data().limiter.exceeded)),
+            Err(_) => return Err(Fault::Timeout),
         };
         parts.instances.created.inc();
         let refused_memory = store.data_mut().limiter.exceeded_signal();
         let timed_out = Arc::new(AtomicBool::new(false));
+        let lingering = Arc::new(Lingering::default());
         Ok(Instance {
             store,
             proxy: Proxy::P3(service),
@@ -298,6 +401,9 @@ impl HandlerState for Shard {
                 idle_slots: parts.idle_slots.clone(),
                 idle: None,
                 idle_gauge: parts.instances.idle.clone(),
+                evicted: None,
+                lingering: lingering.clone(),
+                turn,
             },
             state: Worker {
                 max_reuse: parts.limits.max_instance_reuse.max(1) as usize,
@@ -307,6 +413,7 @@ impl HandlerState for Shard {
                 requests: Mutex::new(Vec::new()),
                 served: AtomicUsize::new(0),
                 instances: parts.instances.clone(),
+                lingering,
                 _ticking: ticking,
             },
         })
@@ -332,6 +439,7 @@ struct Worker {
     requests: Mutex<Vec<Weak<P3Request>>>,
     served: AtomicUsize,
     instances: InstanceMetrics,
+    lingering: Arc<Lingering>,
     /// Keeps the epoch ticking while the instance lives.
     _ticking: GuestRunning,
 }
@@ -362,6 +470,7 @@ impl WorkerState for Worker {
             .data_mut()
             .renew_for_request(request.request_id.clone());
         self.served.fetch_add(1, Ordering::Relaxed);
+        let _ = request.instance.set(self.lingering.clone());
         let mut requests = self.requests.lock().unwrap();
         requests.retain(|r| r.strong_count() > 0);
         requests.push(Arc::downgrade(&request));
@@ -369,6 +478,7 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
+        self.lingering.set_working_on(false);
         self.instances
             .requests
             .observe(self.served.load(Ordering::Relaxed) as f64);
@@ -391,8 +501,13 @@ impl WorkerState for Worker {
 /// When an instance leaves: past a request's deadline while busy (the
 /// driver checks this between polls, so a guest spinning in a loop is
 /// caught at its next epoch yield), after `idle_instance_timeout` idle,
-/// at once when idle and its route version was replaced, or when idle
-/// and the host-wide idle allowance is used up.
+/// at once when idle and its route version was replaced, when idle and
+/// the host-wide idle allowance is used up, or when idle and the memory
+/// budget ran short ([`IdleSlots::evict`]).
+///
+/// The driver polls it whenever the instance's event loop waits, so it is
+/// also where the instance hears its status ([`Lingering`]) and gives its
+/// CPU slot back, as a waiting 0.2 guest does.
 struct Expiry {
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -403,6 +518,10 @@ struct Expiry {
     /// Held while idle.
     idle: Option<OwnedSemaphorePermit>,
     idle_gauge: Gauge,
+    /// While idle: resolves when idle instances are asked to leave.
+    evicted: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    lingering: Arc<Lingering>,
+    turn: CpuTurn,
 }
 
 impl Expiry {
@@ -412,11 +531,15 @@ impl Expiry {
                 Some(slot) => {
                     self.idle = Some(slot);
                     self.idle_gauge.inc();
+                    self.evicted = Some(Box::pin(self.idle_slots.eviction()));
+                    // It ran its share while busy; it starts afresh.
+                    self.turn.reset();
                 }
                 None => return false,
             },
             (false, true) => {
                 self.idle = None;
+                self.evicted = None;
                 self.idle_gauge.dec();
             }
             _ => {}
@@ -439,11 +562,21 @@ impl WorkerExpiration for Expiry {
         start: std::time::Instant,
     ) -> Poll<()> {
         let me = self.get_mut();
+        me.turn.release();
+        me.lingering
+            .set_working_on(status == WorkerStatus::PostReturn);
         let idle = status == WorkerStatus::Idle;
-        if idle && (me.closed.as_mut().poll(cx).is_ready() || !me.set_idle(true)) {
-            return Poll::Ready(());
-        }
-        if !idle {
+        if idle {
+            if me.closed.as_mut().poll(cx).is_ready()
+                || !me.set_idle(true)
+                || me
+                    .evicted
+                    .as_mut()
+                    .is_some_and(|e| e.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(());
+            }
+        } else {
             me.set_idle(false);
         }
         let timeout = if idle {
@@ -483,6 +616,9 @@ mod tests {
             idle_slots: slots.clone(),
             idle: None,
             idle_gauge: gauge.clone(),
+            evicted: None,
+            lingering: Arc::new(Lingering::default()),
+            turn: CpuTurn::new(CpuShare::new(2), Duration::from_millis(1)),
         })
     }
 

@@ -39,7 +39,7 @@ use crate::canary::{self, ActionError, Canary, CanaryState, Phase};
 use crate::component::{self, LoadedComponent, WasmFile};
 use crate::config::LoadLimits;
 use crate::engine::{PerComponent, TickerHandle, Wasmtime};
-use crate::limits::{Limits, MemoryBudget, RequestLimits};
+use crate::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
 use crate::manifest::{Manifest, RouteSpec};
 use crate::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
@@ -191,6 +191,8 @@ pub struct Reloader {
     budget: Option<Arc<CacheBudget>>,
     /// The host-wide allowance of instances kept idle for reuse.
     idle_slots: IdleSlots,
+    /// Heavy guests' share of the workers, for 0.3 routes' instances.
+    cpu_share: CpuShare,
 }
 
 /// What a [`Reloader`] needs besides the engine and the registry.
@@ -204,6 +206,8 @@ pub struct ReloaderParts {
     pub limits: Limits,
     pub load_limits: LoadLimits,
     pub memory_budget: Option<MemoryBudget>,
+    /// The one the 0.2 path uses (`App::cpu_share`).
+    pub cpu_share: CpuShare,
     pub own_addresses: OwnAddresses,
     /// Where pulled `oci://` components are kept (`--cache-dir`/oci).
     pub oci_store: Option<PathBuf>,
@@ -230,7 +234,6 @@ impl Reloader {
             budget: parts.cache_budget,
             limits: parts.limits,
             load_limits: parts.load_limits,
-            memory_budget: parts.memory_budget,
             own_addresses: parts.own_addresses,
             registry,
             metrics,
@@ -238,7 +241,9 @@ impl Reloader {
             publishing: std::sync::Mutex::new(()),
             pulls: tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS),
             compiling: Arc::new(tokio::sync::Semaphore::new(1)),
-            idle_slots: IdleSlots::default(),
+            idle_slots: IdleSlots::for_budget(parts.memory_budget.as_ref()),
+            memory_budget: parts.memory_budget,
+            cpu_share: parts.cpu_share,
         }
     }
 
@@ -812,6 +817,7 @@ impl Reloader {
                     }),
                     instances: instances.clone(),
                     idle_slots: self.idle_slots.clone(),
+                    cpu_share: self.cpu_share.clone(),
                     workers: self.limits.worker_count(),
                 }))),
                 ProxyPre::P2(_) => None,

@@ -12,21 +12,24 @@
 //! An instance is only kept when its request ended cleanly: a trap, a
 //! timeout, a memory limit hit (even one the guest survived), a refused
 //! request body, or an HTTP resource of its request left open retires it. Its store, and with it the memory
-//! budget's charge, lives as long as the instance, idle or busy. Idle
+//! budget's charge, lives as long as the instance, idle or busy; when a
+//! charge does not fit the budget, idle instances are dropped, longest idle
+//! first, before anything is refused ([`IdleSlots::evict`]). Idle
 //! instances hold pool slots and fiber stacks, so the host keeps at most
 //! [`MAX_IDLE_INSTANCES`] of them over all routes, and the engine's pool
 //! has room for that many beyond --max-in-flight.
 
 use crate::engine::MAX_IDLE_INSTANCES;
-use crate::limits::RequestLimits;
+use crate::limits::{MemoryBudget, RequestLimits};
 use crate::sandbox::HostState;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
@@ -35,9 +38,28 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 /// tiny `idle_instance_timeout` does not make a busy timer.
 const MIN_SWEEP: Duration = Duration::from_millis(10);
 
-/// The host-wide allowance of idle instances, shared by every route.
+/// The host-wide allowance of idle instances, shared by every route, and
+/// the way to reach them all when memory runs short.
 #[derive(Clone)]
-pub struct IdleSlots(Arc<Semaphore>);
+pub struct IdleSlots(Arc<IdleInner>);
+
+struct IdleInner {
+    slots: Arc<Semaphore>,
+    size: usize,
+    /// The 0.2 routes' pools that have kept an instance.
+    pools: Mutex<Vec<Weak<dyn Evictable>>>,
+    /// Bumped to ask idle 0.3 instances to leave: they belong to their
+    /// driver's task, so they go at its next turn, not at once.
+    evict_p3: watch::Sender<u64>,
+}
+
+/// A pool whose idle instances can be dropped on demand.
+trait Evictable: Send + Sync {
+    /// When its longest-idle instance was parked.
+    fn oldest(&self) -> Option<Instant>;
+    /// Drops that instance; false if none was idle.
+    fn evict_oldest(&self) -> bool;
+}
 
 impl Default for IdleSlots {
     fn default() -> Self {
@@ -47,12 +69,73 @@ impl Default for IdleSlots {
 
 impl IdleSlots {
     pub fn new(slots: usize) -> IdleSlots {
-        IdleSlots(Arc::new(Semaphore::new(slots)))
+        IdleSlots(Arc::new(IdleInner {
+            slots: Arc::new(Semaphore::new(slots)),
+            size: slots,
+            pools: Mutex::new(Vec::new()),
+            evict_p3: watch::Sender::new(0),
+        }))
+    }
+
+    /// The host's allowance, evicted from when `budget` runs short.
+    pub fn for_budget(budget: Option<&MemoryBudget>) -> IdleSlots {
+        let slots = IdleSlots::default();
+        if let Some(budget) = budget {
+            let evicting = slots.clone();
+            budget.evict_with(move || evicting.evict());
+        }
+        slots
     }
 
     /// One slot, if any is free; held until the permit drops.
     pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+        self.0.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Instances idle now, over all routes.
+    pub fn idle_count(&self) -> usize {
+        self.0.size - self.0.slots.available_permits()
+    }
+
+    fn register(&self, pool: Weak<dyn Evictable>) {
+        let mut pools = self.0.pools.lock().unwrap();
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(pool);
+    }
+
+    /// Called when memory runs short: drops the longest-idle 0.2
+    /// instance, over all routes, and returns true; when none is left,
+    /// asks the idle 0.3 instances to leave (they go at their driver's
+    /// next turn, see [`crate::p3`]) and returns false.
+    pub fn evict(&self) -> bool {
+        let pools: Vec<Arc<dyn Evictable>> = {
+            let mut pools = self.0.pools.lock().unwrap();
+            pools.retain(|p| p.strong_count() > 0);
+            pools.iter().filter_map(Weak::upgrade).collect()
+        };
+        let oldest = pools
+            .iter()
+            .filter_map(|pool| Some((pool.oldest()?, pool)))
+            .min_by_key(|(since, _)| *since);
+        if let Some((_, pool)) = oldest
+            && pool.evict_oldest()
+        {
+            return true;
+        }
+        if self.idle_count() > 0 {
+            self.0.evict_p3.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        false
+    }
+
+    /// Resolves at the next [`IdleSlots::evict`] that finds no 0.2
+    /// instance to drop: an idle 0.3 instance waits on it.
+    pub fn eviction(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut asked = self.0.evict_p3.subscribe();
+        async move {
+            // The sender lives as long as any `IdleSlots`.
+            let _ = asked.changed().await;
+        }
     }
 }
 
@@ -119,6 +202,8 @@ pub struct Instances<W: Reusable = Warm> {
     metrics: InstanceMetrics,
     /// Whether a sweeper task is watching `idle`.
     sweeping: AtomicBool,
+    /// Registers the pool with `slots` for eviction, on first use.
+    registered: Once,
 }
 
 impl<W: Reusable> Instances<W> {
@@ -130,6 +215,7 @@ impl<W: Reusable> Instances<W> {
             slots,
             metrics,
             sweeping: AtomicBool::new(false),
+            registered: Once::new(),
         }
     }
 
@@ -176,6 +262,10 @@ impl<W: Reusable> Instances<W> {
         let Some(slot) = self.slots.try_take() else {
             return self.retire(warm);
         };
+        self.registered.call_once(|| {
+            let me: Weak<dyn Evictable> = Arc::downgrade(self) as Weak<Self>;
+            self.slots.register(me);
+        });
         self.metrics.idle.inc();
         self.idle.lock().unwrap().push(Idle {
             warm,
@@ -234,6 +324,23 @@ impl<W: Reusable> Instances<W> {
     /// Instances idle now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap().len()
+    }
+}
+
+impl<W: Reusable> Evictable for Instances<W> {
+    fn oldest(&self) -> Option<Instant> {
+        self.idle.lock().unwrap().first().map(|entry| entry.since)
+    }
+
+    fn evict_oldest(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.is_empty() {
+            return false;
+        }
+        let oldest = idle.remove(0);
+        drop(idle);
+        self.retire_all(vec![oldest]);
+        true
     }
 }
 
@@ -376,6 +483,47 @@ mod tests {
             swept.sweeping.load(Ordering::Acquire),
             "a new sweeper starts"
         );
+    }
+
+    #[tokio::test]
+    async fn eviction_drops_the_longest_idle_instance_over_all_routes_first() {
+        let slots = IdleSlots::new(4);
+        let limits = RequestLimits::resolve(
+            &Limits {
+                max_instance_reuse_count: 10,
+                idle_instance_timeout: Duration::from_secs(60),
+                ..Limits::default()
+            },
+            &Default::default(),
+        );
+        let one = Arc::new(Instances::new(
+            &limits,
+            slots.clone(),
+            InstanceMetrics::default(),
+        ));
+        let two = Arc::new(Instances::new(
+            &limits,
+            slots.clone(),
+            InstanceMetrics::default(),
+        ));
+        let start = Instant::now();
+        one.put_at(Fake(1, "newer"), start + Duration::from_millis(5));
+        two.put_at(Fake(1, "older"), start);
+        let mut asked = std::pin::pin!(slots.eviction());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(slots.evict());
+        assert_eq!(two.idle_count(), 0, "`older` went first");
+        assert_eq!(served_histogram(&two), (1, 1.0), "retired");
+        assert!(slots.evict());
+        assert_eq!((one.idle_count(), slots.idle_count()), (0, 0));
+        assert!(!slots.evict(), "none left");
+        assert!(
+            asked.as_mut().poll(&mut cx).is_pending(),
+            "nothing idle: no 0.3 instance asked to leave"
+        );
+        let _held = slots.try_take().expect("stands for an idle 0.3 instance");
+        assert!(!slots.evict(), "it cannot be dropped from here");
+        assert!(asked.as_mut().poll(&mut cx).is_ready(), "it is asked to");
     }
 
     #[tokio::test]

@@ -31,6 +31,15 @@ pub async fn counts(host: &Wasmlet, path: &str, n: usize) -> Vec<String> {
     out
 }
 
+/// Waits up to 10 s for `series` to read `value`.
+pub async fn until_metric(host: &Wasmlet, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(host, series).await != value {
+        assert!(Instant::now() < deadline, "{series} never read {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn series(name: &str, route: &str) -> String {
     format!("{name}{{route=\"{route}\"}}")
 }
@@ -222,6 +231,43 @@ async fn idle_instances_hold_their_memory_charge_until_they_expire() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(metric(&host, &idle).await, 0.0);
+    assert_eq!(counts(&host, "/reused", 1).await, ["1"], "a new instance");
+}
+
+/// Issue 26: idle instances give their memory charge up before a request
+/// is refused for memory. An idle instance holding 64 MiB of a 100 MiB
+/// budget is dropped (the idle gauge shows it) so that another route's
+/// request can grow by 64 MiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_instances_are_dropped_before_a_request_is_refused_memory() {
+    let (_dir, manifest) = counter_routes(&[
+        ("/fresh", ""),
+        (
+            "/reused",
+            "max_instance_reuse = 10\nidle_instance_timeout = \"60s\"",
+        ),
+    ]);
+    let host = Wasmlet::serve(&["--config", &manifest, "--max-total-memory", "100MiB"]);
+    let used = || async { metric(&host, "wasmlet_guest_memory_bytes").await };
+    let idle = series("wasmlet_idle_instances", "/reused");
+
+    assert_eq!(counts(&host, "/reused?then=grow", 1).await, ["grown 1"]);
+    until_metric(&host, &idle, 1.0).await;
+    let held = used().await;
+    assert!(
+        held > f64::from(64u32 << 20),
+        "the idle instance holds {held}"
+    );
+
+    let r = get(host.public, "/fresh?then=grow").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "grown 1".into()),
+        "the idle instance's {held} bytes were not given up"
+    );
+    assert_eq!(metric(&host, &idle).await, 0.0, "dropped to make room");
+    let retired = series("wasmlet_instance_requests_count", "/reused");
+    assert_eq!(metric(&host, &retired).await, 1.0);
     assert_eq!(counts(&host, "/reused", 1).await, ["1"], "a new instance");
 }
 

@@ -8,9 +8,12 @@
 //! - `/trap`: panics; `/spin`: loops forever;
 //! - `/alloc?n=MIB`: holds MIB MiB for the request;
 //! - `/echo`: answers the request body;
+//! - `/linger?n=MS`: answers `ok` at once, then spins MS ms (default 1000)
+//!   after its response body is written and closed (post-return work);
 //! - anything else: `Hello World!`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use wasip3::clocks::monotonic_clock;
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
 use wasip3::{wit_bindgen, wit_future, wit_stream};
 
@@ -39,7 +42,7 @@ impl wasip3::exports::http::handler::Guest for P3 {
             }
             "/sleep" => {
                 IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-                wasip3::clocks::monotonic_clock::wait_for(n(100) * 1_000_000).await;
+                monotonic_clock::wait_for(n(100) * 1_000_000).await;
                 let sharing = IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
                 text(format!("{sharing}").into_bytes())
             }
@@ -55,6 +58,7 @@ impl wasip3::exports::http::handler::Guest for P3 {
                 let sum: u64 = held.iter().step_by(4096).map(|&b| u64::from(b)).sum();
                 text(format!("held {} pages\n", std::hint::black_box(sum)).into_bytes())
             }
+            "/linger" => lingering(n(1000) * 1_000_000),
             "/echo" => {
                 let (_, done) = wit_future::new(|| Ok(()));
                 let (body, _trailers) = Request::consume_body(request, done);
@@ -79,6 +83,25 @@ fn text(body: Vec<u8>) -> Response {
     wit_bindgen::spawn_local(async move {
         // What is left unwritten when the client goes away is dropped.
         let _ = writer.write_all(body).await;
+    });
+    response
+}
+
+/// A 200 `ok`, then `spin_ns` of busy work in the same task once the
+/// body is written and closed: the client has its whole answer, the
+/// instance keeps running.
+fn lingering(spin_ns: u64) -> Response {
+    let (mut writer, reader) = wit_stream::new();
+    let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(reader), trailers_reader);
+    drop(trailers);
+    wit_bindgen::spawn_local(async move {
+        let _ = writer.write_all(b"ok".to_vec()).await;
+        drop(writer);
+        let until = monotonic_clock::now() + spin_ns;
+        while monotonic_clock::now() < until {
+            std::hint::black_box(0u64);
+        }
     });
     response
 }
