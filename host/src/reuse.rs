@@ -382,17 +382,18 @@ mod tests {
     }
 
     fn pool(reuse: u32, idle: Duration, slots: usize) -> Arc<Instances<Fake>> {
+        pool_on(reuse, idle, IdleSlots::new(slots))
+    }
+
+    /// A route's pool drawing on `slots`, which several routes may share.
+    fn pool_on(reuse: u32, idle: Duration, slots: IdleSlots) -> Arc<Instances<Fake>> {
         let host = Limits {
             max_instance_reuse_count: reuse,
             idle_instance_timeout: idle,
             ..Limits::default()
         };
         let limits = RequestLimits::resolve(&host, &Default::default());
-        Arc::new(Instances::new(
-            &limits,
-            IdleSlots::new(slots),
-            InstanceMetrics::default(),
-        ))
+        Arc::new(Instances::new(&limits, slots, InstanceMetrics::default()))
     }
 
     fn served_histogram(instances: &Instances<Fake>) -> (u64, f64) {
@@ -436,19 +437,9 @@ mod tests {
     #[tokio::test]
     async fn idle_slots_cap_the_instances_kept_over_all_routes() {
         let slots = IdleSlots::new(1);
-        let limits = RequestLimits::resolve(
-            &Limits {
-                max_instance_reuse_count: 10,
-                ..Limits::default()
-            },
-            &Default::default(),
-        );
-        let one = Arc::new(Instances::new(
-            &limits,
-            slots.clone(),
-            InstanceMetrics::default(),
-        ));
-        let two = Arc::new(Instances::new(&limits, slots, InstanceMetrics::default()));
+        let idle = Limits::default().idle_instance_timeout;
+        let one = pool_on(10, idle, slots.clone());
+        let two = pool_on(10, idle, slots);
         one.put(Fake(1, "a"));
         two.put(Fake(1, "b"));
         assert_eq!(two.idle_count(), 0, "no slot left: dropped");
@@ -488,24 +479,8 @@ mod tests {
     #[tokio::test]
     async fn eviction_drops_the_longest_idle_instance_over_all_routes_first() {
         let slots = IdleSlots::new(4);
-        let limits = RequestLimits::resolve(
-            &Limits {
-                max_instance_reuse_count: 10,
-                idle_instance_timeout: Duration::from_secs(60),
-                ..Limits::default()
-            },
-            &Default::default(),
-        );
-        let one = Arc::new(Instances::new(
-            &limits,
-            slots.clone(),
-            InstanceMetrics::default(),
-        ));
-        let two = Arc::new(Instances::new(
-            &limits,
-            slots.clone(),
-            InstanceMetrics::default(),
-        ));
+        let one = pool_on(10, Duration::from_secs(60), slots.clone());
+        let two = pool_on(10, Duration::from_secs(60), slots.clone());
         let start = Instant::now();
         one.put_at(Fake(1, "newer"), start + Duration::from_millis(5));
         two.put_at(Fake(1, "older"), start);
