@@ -76,7 +76,7 @@ WASMTIME=${WASMTIME:-${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime}
 # --- wasmtime serve with wasmlet's engine settings ----------------------------
 # wasmlet's pool and per-request limits at its default flags (--max-in-flight
 # 512, --max-memory 128MiB, --request-timeout 20s), exactly as
-# wasmtime_serve_flags in host/src/engine.rs renders them; a unit test there
+# wasmtime_serve_flags in host/src/wasm/engine.rs renders them; a unit test there
 # fails when this list and the engine differ. The pool: 512 + 64 + 64 (idle, for reuse) component
 # instances with room for 32 core instances, 4 memories and 16 tables of
 # 20,000 elements each, 512 + 4 + 64 fiber stacks, memory kept resident 2 MiB and tables 64 KiB, the rest

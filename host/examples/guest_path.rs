@@ -12,8 +12,8 @@
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmlet::limits::{RequestLimits, RouteLimits};
-use wasmlet::sandbox::{self, Grants};
+use wasmlet::config::limits::{RequestLimits, RouteLimits};
+use wasmlet::wasm::sandbox::{self, Grants};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -30,13 +30,13 @@ async fn main() -> anyhow::Result<()> {
         .expect("usage: guest_path COMPONENT.wasm [REQUESTS]");
     let requests: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
 
-    let limits = wasmlet::limits::Limits::default();
-    let wasmtime = wasmlet::engine::Wasmtime::new(&limits)?;
+    let limits = wasmlet::config::limits::Limits::default();
+    let wasmtime = wasmlet::wasm::engine::Wasmtime::new(&limits)?;
     let engine = wasmtime.engine.clone();
-    let cache = wasmlet::cache::CompileCache::disabled();
-    let file = wasmlet::component::WasmFile::read(std::path::Path::new(&path), u64::MAX)?;
-    let per_component = wasmlet::engine::PerComponent::for_limits(&limits);
-    let loaded = wasmlet::component::compile(&wasmtime, &per_component, &cache, &file)?;
+    let cache = wasmlet::wasm::cache::CompileCache::disabled();
+    let file = wasmlet::wasm::component::WasmFile::read(std::path::Path::new(&path), u64::MAX)?;
+    let per_component = wasmlet::wasm::engine::PerComponent::for_limits(&limits);
+    let loaded = wasmlet::wasm::component::compile(&wasmtime, &per_component, &cache, &file)?;
     let grants = Grants {
         log_output: true,
         ..Grants::none("/")

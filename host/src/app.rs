@@ -4,19 +4,20 @@
 //! Start-up order: everything is loaded and validated before anything is
 //! bound, so bad input exits non-zero without ever listening.
 
-use crate::cache::CompileCache;
-use crate::cache_budget::CacheBudget;
-use crate::compiler::Compiler;
-use crate::config::{CacheArgs, LoadLimits, ServeArgs};
-use crate::engine::{EpochTicker, TickerHandle, Wasmtime};
-use crate::limits::{Admission, CpuShare, Limits, MemoryBudget};
-use crate::metrics::{Metrics, NO_ROUTE, RouteMetrics};
-use crate::outbound::OwnAddresses;
-use crate::registry::Registry;
-use crate::reload::{FileWatcher, Reloader, ReloaderParts, Source};
-use crate::server::RequestIds;
-use crate::workers::Workers;
-use crate::{admin, server, shutdown};
+use crate::config::cli::{CacheArgs, LoadLimits, ServeArgs};
+use crate::config::limits::{Admission, CpuShare, Limits, MemoryBudget};
+use crate::control::cache_budget::CacheBudget;
+use crate::control::reload::{FileWatcher, Reloader, ReloaderParts, Source};
+use crate::http::server::RequestIds;
+use crate::http::{admin, server};
+use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use crate::routing::registry::Registry;
+use crate::run::workers::Workers;
+use crate::shutdown;
+use crate::wasm::cache::CompileCache;
+use crate::wasm::compiler::Compiler;
+use crate::wasm::engine::{EpochTicker, TickerHandle, Wasmtime};
+use crate::wasm::outbound::OwnAddresses;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +70,7 @@ impl App {
         let metrics = Arc::new(metrics);
         // A --cache-dir others may write to is not pruned (what is in it may
         // be theirs), and the OCI store refuses to pull into it.
-        let private_dir = cache_dir.filter(|dir| match crate::cache::usable_dir(dir) {
+        let private_dir = cache_dir.filter(|dir| match crate::wasm::cache::usable_dir(dir) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "--cache-dir is not private to this user: --cache-max-size is not enforced, and oci:// components are refused");
@@ -158,7 +159,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     );
     app.reloader.reload("startup").await?;
     let _watch = watcher.map(|watcher| watcher.drive(app.reloader.clone()));
-    tokio::spawn(crate::oci::follow::run(
+    tokio::spawn(crate::control::follow::run(
         app.reloader.clone(),
         app.registry.clone(),
     ));

@@ -3,13 +3,15 @@
 use anyhow::Result;
 use clap::Parser;
 use std::process::ExitCode;
-use wasmlet::compiler::{self, Compiler};
-use wasmlet::config::{CheckArgs, Cli, Command, LoadLimits, PushArgs};
-use wasmlet::engine::{EpochTicker, PerComponent, Wasmtime};
-use wasmlet::footprint::{Footprint, human_bytes};
-use wasmlet::limits::{RequestLimits, RouteLimits};
-use wasmlet::sandbox::Grants;
-use wasmlet::{app, component, logging};
+use wasmlet::app;
+use wasmlet::config::cli::{CheckArgs, Cli, Command, LoadLimits, PushArgs};
+use wasmlet::config::limits::{RequestLimits, RouteLimits};
+use wasmlet::observe::logging;
+use wasmlet::wasm::compiler::{self, Compiler};
+use wasmlet::wasm::component;
+use wasmlet::wasm::engine::{EpochTicker, PerComponent, Wasmtime};
+use wasmlet::wasm::footprint::{Footprint, human_bytes};
+use wasmlet::wasm::sandbox::Grants;
 
 /// jemalloc: about 10% less CPU per request than glibc malloc on the
 /// request path (a fresh store and instance per request allocate and free
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
 }
 
 /// `serve` compiles in a child running this executable (see
-/// `wasmlet::compiler`), or in-process if it cannot tell which that is.
+/// `wasmlet::wasm::compiler`), or in-process if it cannot tell which that is.
 fn compiler_child() -> Compiler {
     match std::env::current_exe() {
         Ok(exe) => Compiler::Subprocess(exe),
@@ -70,8 +72,8 @@ fn compiler_child() -> Compiler {
 /// host's engine when it loads it).
 fn precompile() -> ExitCode {
     let status = compiler::run_child(|wasm| {
-        let world = wasmlet::world::of_component(wasm)?;
-        wasmlet::engine::build_for(&wasmlet::limits::Limits::default(), &world)
+        let world = wasmlet::wasm::world::of_component(wasm)?;
+        wasmlet::wasm::engine::build_for(&wasmlet::config::limits::Limits::default(), &world)
     });
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }
@@ -81,7 +83,7 @@ async fn check(args: CheckArgs) -> Result<()> {
     let limits = args.limits;
     let wasmtime = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&wasmtime);
-    let cache = wasmlet::cache::CompileCache::disabled();
+    let cache = wasmlet::wasm::cache::CompileCache::disabled();
     let file =
         component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
     let per_component = PerComponent::for_limits(&limits);

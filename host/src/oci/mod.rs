@@ -19,13 +19,11 @@
 //! - [`untrusted`]: a registry's text quoted in an error: cut short, on one line.
 //! - [`pull`]: resolving a reference to a verified local file: timeout, retries, cache.
 //! - [`push`]: `wasmlet push FILE oci://…` in the CNCF wasm layout.
-//! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
 //! - [`cosign`]: `cosign_key = "key.pub"`, checking cosign signatures (pure logic).
 
 pub mod address;
 pub mod auth;
 pub mod cosign;
-pub mod follow;
 pub mod layout;
 pub mod pull;
 pub mod push;

@@ -42,7 +42,7 @@ pub async fn push(
     if reference.pinned().is_some() {
         bail!("`{target}`: push to a tag (`:TAG`); the digest is what push prints");
     }
-    let wasm = crate::component::WasmFile::read(file, max_size)?;
+    let wasm = crate::wasm::component::WasmFile::read(file, max_size)?;
     wasm.check_header()?;
     let (layer, config, manifest) = artifact(&wasm.bytes);
     // The manifest goes up as these exact bytes, so their digest is the

@@ -6,7 +6,7 @@
 //! a crash leaves only a temporary file behind. Nothing is held in memory
 //! but one chunk.
 //!
-//! The store follows the compile cache's rule ([`crate::cache`]): it is
+//! The store follows the compile cache's rule ([`crate::wasm::cache`]): it is
 //! used only if `--cache-dir` and each of the store's folders are real
 //! directories (not symlinks) that the host's user owns and no one else
 //! may write to, checked before every write ([`BlobStore::ready`]);
@@ -54,7 +54,7 @@ impl BlobStore {
         if !path.is_file() {
             return Ok(None);
         }
-        crate::cache_budget::touch(&path);
+        crate::control::cache_budget::touch(&path);
         Ok(Some(path))
     }
 
@@ -90,7 +90,7 @@ impl BlobStore {
         let Some(cache_dir) = self.root.parent() else {
             bail!("`{}` has no parent folder", self.root.display());
         };
-        crate::cache::check_private(cache_dir)
+        crate::wasm::cache::check_private(cache_dir)
             .with_context(|| format!("`{}`", cache_dir.display()))?;
         let blobs = self.root.join("blobs");
         for dir in [
@@ -99,7 +99,8 @@ impl BlobStore {
             blobs.join("sha256"),
             self.root.join("signatures"),
         ] {
-            crate::cache::private_subdir(&dir).with_context(|| format!("`{}`", dir.display()))?;
+            crate::wasm::cache::private_subdir(&dir)
+                .with_context(|| format!("`{}`", dir.display()))?;
         }
         Ok(())
     }
@@ -166,7 +167,7 @@ impl BlobStore {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(stored.payload)
             .ok()?;
-        crate::cache_budget::touch(&path);
+        crate::control::cache_budget::touch(&path);
         Some(SignatureRecord {
             payload,
             signature: stored.signature,
@@ -204,7 +205,7 @@ const MAX_SIGNATURE_RECORD: u64 = 2 * super::cosign::MAX_PAYLOAD;
 /// stays on one filesystem): an unguessable name, created exclusively and
 /// not through a symlink, readable by this user only.
 fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
-    let temp = dir.join(format!(".temp-{}", crate::cache::random_hex()?));
+    let temp = dir.join(format!(".temp-{}", crate::wasm::cache::random_hex()?));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -241,7 +242,7 @@ where
             .with_context(|| format!("cannot write `{}`", temp.display()))?;
     }
     file.sync_all().await.ok();
-    let actual = format!("sha256:{}", crate::component::hex(&hasher.finalize()));
+    let actual = format!("sha256:{}", crate::wasm::component::hex(&hasher.finalize()));
     if actual != digest {
         bail!("digest mismatch: expected {digest}, the registry sent {written} bytes of {actual}");
     }
@@ -250,7 +251,10 @@ where
 
 /// `sha256:HEX` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::component::hex(&Sha256::digest(bytes)))
+    format!(
+        "sha256:{}",
+        crate::wasm::component::hex(&Sha256::digest(bytes))
+    )
 }
 
 #[cfg(test)]

@@ -578,7 +578,7 @@ async fn a_canary_that_fails_to_load_keeps_the_last_good_table() {
 #[test]
 fn the_kubernetes_canary_example_is_a_valid_manifest() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/canary/wasmlet.toml");
-    let manifest = wasmlet::manifest::Manifest::load(&path).unwrap();
+    let manifest = wasmlet::config::manifest::Manifest::load(&path).unwrap();
     let canary = manifest.routes[0].canary.as_ref().expect("a canary");
     assert_eq!(canary.weight, 10);
     assert!(canary.component.ends_with("hello-v2.wasm"));

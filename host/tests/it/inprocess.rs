@@ -5,11 +5,11 @@ use crate::common::*;
 use sha2::Digest;
 use std::sync::Arc;
 use wasmlet::app::App;
-use wasmlet::cache::{CacheOutcome, CompileCache};
-use wasmlet::config::LoadLimits;
-use wasmlet::engine::Wasmtime;
-use wasmlet::limits::Limits;
-use wasmlet::reload::Source;
+use wasmlet::config::cli::LoadLimits;
+use wasmlet::config::limits::Limits;
+use wasmlet::control::reload::Source;
+use wasmlet::wasm::cache::{CacheOutcome, CompileCache};
+use wasmlet::wasm::engine::Wasmtime;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_503_until_the_first_load_completes() {
@@ -17,17 +17,17 @@ async fn readyz_is_503_until_the_first_load_completes() {
         Source::Component(pathbuf(wasm::HELLO)),
         Limits::default(),
         LoadLimits::default(),
-        &wasmlet::config::CacheArgs::default(),
+        &wasmlet::config::cli::CacheArgs::default(),
         Wasmtime::new(&Limits::default()).unwrap(),
-        wasmlet::compiler::Compiler::InProcess,
+        wasmlet::wasm::compiler::Compiler::InProcess,
         1,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     let app_ = app.clone();
     tokio::spawn(async move {
-        let net = wasmlet::config::NetLimits::default();
-        wasmlet::admin::serve(listener, app_, &net, std::future::pending()).await
+        let net = wasmlet::config::cli::NetLimits::default();
+        wasmlet::http::admin::serve(listener, app_, &net, std::future::pending()).await
     });
 
     let r = get(admin, "/readyz").await;
@@ -52,7 +52,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
 
 #[test]
 fn a_cache_entry_from_another_engine_is_rebuilt() {
-    let engine = wasmlet::engine::build(&Limits::default()).unwrap();
+    let engine = wasmlet::wasm::engine::build(&Limits::default()).unwrap();
     let dir = tempdir();
     let cache = CompileCache::new(Some(dir.path()));
     let wasm = std::fs::read(wasm::HELLO).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! wasmlet serves `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy`
 //! world, WASIp2) and `wasi:http/handler@0.3.0` (the `wasi:http/service`
-//! world, WASIp3, as wasmtime 48 implements it; see [`crate::p3`]). A
+//! world, WASIp3, as wasmtime 48 implements it; see [`crate::run::p3`]). A
 //! handler built against a later 0.3.x release would not link against
 //! wasmtime 48's 0.3.0, so it is refused here, before compiling, with a line
 //! that says so.

@@ -8,13 +8,13 @@
 //! after it is dropped with the workers (interrupting its guest).
 
 use crate::app::App;
-use crate::canary::{self, Client, Outcome, VERSION_HEADER};
-use crate::config::NetLimits;
-use crate::connection::{Connections, Policy};
-use crate::invoke::{self, Ending, InFlight, ResponseBody};
-use crate::metrics::NO_ROUTE;
-use crate::router;
-use crate::workers::Workers;
+use crate::config::cli::NetLimits;
+use crate::config::router;
+use crate::http::connection::{Connections, Policy};
+use crate::observe::metrics::NO_ROUTE;
+use crate::routing::canary::{self, Client, Outcome, VERSION_HEADER};
+use crate::run::p2::{self, Ending, InFlight, ResponseBody};
+use crate::run::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -144,14 +144,14 @@ async fn handle(
     let mut response = match (&checked, &handler) {
         (Err(e), _) => {
             app.metrics.reject("bad_path");
-            invoke::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+            p2::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
-        (Ok(()), None) => invoke::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
+        (Ok(()), None) => p2::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
         (Ok(()), Some(handler)) => match app.admission.admit().await {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
                 invoked = true;
-                invoke::invoke(
+                p2::invoke(
                     serving.unwrap_or(handler).clone(),
                     request,
                     request_id.clone(),
@@ -164,7 +164,7 @@ async fn handle(
             }
             None => {
                 app.metrics.reject("overloaded");
-                invoke::host_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later\n")
+                p2::host_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later\n")
             }
         },
     };

@@ -9,9 +9,9 @@
 //! whose reload failed is not retried until the tag moves again, so a bad
 //! push is compiled once, not once per interval.
 
+use crate::control::reload::Reloader;
 use crate::oci::OciRef;
-use crate::registry::Registry;
-use crate::reload::Reloader;
+use crate::routing::registry::Registry;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -6,12 +6,12 @@
 //! and instantiates against this host's linker within its route's limits. Every error names the file and
 //! the reason in one line.
 
-use crate::cache::{CacheOutcome, CompileCache};
-use crate::engine::{PerComponent, TickerHandle, Wasmtime};
-use crate::footprint::{self, Footprint};
-use crate::limits::{MemoryBudget, RequestLimits};
-use crate::sandbox::{self, Grants, HostState, MemoryLimit};
-use crate::world::{self, HttpWorld};
+use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::wasm::cache::{CacheOutcome, CompileCache};
+use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
+use crate::wasm::footprint::{self, Footprint};
+use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
+use crate::wasm::world::{self, HttpWorld};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::io::Read;

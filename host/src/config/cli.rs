@@ -2,7 +2,7 @@
 //! that configures the server also reads an environment variable so the
 //! container image and Kubernetes manifests can set it.
 
-use crate::limits::{Limits, parse_bytes};
+use crate::config::limits::{Limits, parse_bytes};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ pub struct NetLimits {
     /// grace, the time the host spends waiting for body bytes may not
     /// exceed what this rate allows for the bytes received. Slower: 408,
     /// and the request's slot is freed. `0` turns the check off.
-    #[arg(long, env = "WASMLET_MIN_BODY_RATE", default_value = "16KiB", value_parser = crate::limits::parse_bytes)]
+    #[arg(long, env = "WASMLET_MIN_BODY_RATE", default_value = "16KiB", value_parser = crate::config::limits::parse_bytes)]
     pub min_body_rate: u64,
 
     /// Host names the admin port answers to, besides IP addresses and

@@ -18,9 +18,9 @@
 //! and one client address or one sticky value holds at most
 //! [`MAX_CLIENT_SHARE`] of a version's outcomes in the window.
 
-use crate::metrics::{CANARY, Metrics, STABLE};
-use crate::registry::{Handler, RoutingTable};
-use crate::router::Router;
+use crate::config::router::Router;
+use crate::observe::metrics::{CANARY, Metrics, STABLE};
+use crate::routing::registry::{Handler, RoutingTable};
 use anyhow::{Result, bail};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
@@ -584,7 +584,7 @@ impl Canary {
             effective_weight: self.weight(),
             state: self.state.phase(),
             reason: reason.as_ref().map(|(r, _)| r.clone()),
-            since: reason.map(|(_, at)| crate::registry::rfc3339(at)),
+            since: reason.map(|(_, at)| crate::routing::registry::rfc3339(at)),
             sticky: self.spec.sticky.as_ref().map(|s| s.to_string()),
             version_header: self.spec.version_header,
             window,

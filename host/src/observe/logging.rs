@@ -8,7 +8,7 @@
 //! drops and waits instead. A flood of guest output can lose only guest
 //! output, never the host's record of what happened.
 
-use crate::config::LogFormat;
+use crate::config::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -24,7 +24,7 @@ pub const GUEST_TARGET: &str = "guest";
 const BUFFERED_LINES: usize = 16 * 1024;
 /// Guest output lines buffered for their writer thread; past it guest
 /// lines are dropped. Each request may log at most
-/// [`crate::sandbox::GUEST_OUTPUT_LINES`].
+/// [`crate::wasm::sandbox::GUEST_OUTPUT_LINES`].
 const BUFFERED_GUEST_LINES: usize = 8 * 1024;
 
 /// Flushes the last lines when dropped; keep it alive until exit.

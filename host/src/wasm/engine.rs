@@ -15,10 +15,10 @@
 //! they get a second engine with the same settings plus concurrency, built
 //! when the first one is loaded ([`Wasmtime::for_world`]).
 
-use crate::footprint::Footprint;
-use crate::limits::Limits;
-use crate::sandbox::HostState;
-use crate::world::HttpWorld;
+use crate::config::limits::Limits;
+use crate::wasm::footprint::Footprint;
+use crate::wasm::sandbox::HostState;
+use crate::wasm::world::HttpWorld;
 use anyhow::{Context, Result, bail};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,7 +54,7 @@ const INSTANCE_HEADROOM: u32 = 64;
 /// protects every stack's guard page with its own `mprotect`, about 2.5 µs
 /// apiece here, so the 60 extra stacks of the instance headroom cost 0.15 ms.
 const STACK_HEADROOM: u32 = 4;
-/// Instances kept idle for reuse, host-wide (see [`crate::reuse`]). An idle
+/// Instances kept idle for reuse, host-wide (see [`crate::run::reuse`]). An idle
 /// instance holds a pool slot and its store's fiber stack, so both the
 /// instance and the stack totals make room for this many beyond the rest.
 pub const MAX_IDLE_INSTANCES: u32 = 64;

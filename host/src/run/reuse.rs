@@ -19,9 +19,9 @@
 //! [`MAX_IDLE_INSTANCES`] of them over all routes, and the engine's pool
 //! has room for that many beyond --max-in-flight.
 
-use crate::engine::MAX_IDLE_INSTANCES;
-use crate::limits::{MemoryBudget, RequestLimits};
-use crate::sandbox::HostState;
+use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::wasm::engine::MAX_IDLE_INSTANCES;
+use crate::wasm::sandbox::HostState;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -106,7 +106,7 @@ impl IdleSlots {
     /// Called when memory runs short: drops the longest-idle 0.2
     /// instance, over all routes, and returns true; when none is left,
     /// asks the idle 0.3 instances to leave (they go at their driver's
-    /// next turn, see [`crate::p3`]) and returns false.
+    /// next turn, see [`crate::run::p3`]) and returns false.
     pub fn evict(&self) -> bool {
         let pools: Vec<Arc<dyn Evictable>> = {
             let mut pools = self.0.pools.lock().unwrap();
@@ -368,7 +368,7 @@ async fn sweep<W: Reusable>(instances: Weak<Instances<W>>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::Limits;
+    use crate::config::limits::Limits;
 
     /// Stands in for an instance: how many requests it served, and a tag
     /// to tell instances apart.

@@ -25,11 +25,11 @@
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
-use crate::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
-use crate::limits::{self, RouteLimits};
+use crate::config::limits::{self, RouteLimits};
+use crate::config::router::{Pattern, Router};
 use crate::oci::OciRef;
-use crate::outbound::OutboundRule;
-use crate::router::{Pattern, Router};
+use crate::routing::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
+use crate::wasm::outbound::OutboundRule;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;

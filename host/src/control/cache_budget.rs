@@ -1,7 +1,7 @@
 //! Keeping everything under `--cache-dir` within `--cache-max-size`.
 //!
 //! Two stores write there and neither removes entries on its own: compiled
-//! components (`HEX-ENGINE.cwasm`, see [`crate::cache`]) and pulled OCI
+//! components (`HEX-ENGINE.cwasm`, see [`crate::wasm::cache`]) and pulled OCI
 //! manifests, layers and signature records (`oci/`, see
 //! [`crate::oci::store`]). In Kubernetes the folder is an emptyDir with a
 //! `sizeLimit`, and past it kubelet evicts the pod. So after a reload writes
@@ -17,7 +17,7 @@
 //! allocated blocks, and at least [`MIN_FILE_CHARGE`] (its block and
 //! inode), so many small files cannot slip past the cap by their lengths.
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::oci::layout::{self, Selected};
 use crate::oci::store::BlobStore;
 use prometheus_client::metrics::counter::Counter;

@@ -2,7 +2,7 @@
 //!
 //! An entry is named by the wasm's sha256 and the engine's fingerprint, so a
 //! restart or a swap back to a known version skips compilation (while the
-//! entry is kept: [`crate::cache_budget`] prunes the least recently used). An entry
+//! entry is kept: [`crate::control::cache_budget`] prunes the least recently used). An entry
 //! starts with the sha256 of the rest of the file; a corrupt entry (bad
 //! checksum) or a foreign one (wasmtime refuses it) is ignored, removed and
 //! rebuilt.
@@ -16,8 +16,8 @@
 //! unpredictable name, created exclusively and never through a symlink,
 //! then renamed into place.
 
-use crate::compiler::Compiler;
-use crate::engine;
+use crate::wasm::compiler::Compiler;
+use crate::wasm::engine;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -98,7 +98,7 @@ impl CompileCache {
     ) -> Result<(Component, CacheOutcome)> {
         let compiled = self.compile_or_load(engine, wasm, digest);
         if !matches!(compiled, Ok((_, CacheOutcome::Hit))) {
-            crate::heap::release_free_pages();
+            crate::wasm::heap::release_free_pages();
         }
         compiled
     }
@@ -191,7 +191,7 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     match deserialize(engine, &bytes[CHECKSUM_LEN..]) {
         Ok(component) => {
             // Recently used entries are the last `--cache-max-size` prunes.
-            crate::cache_budget::touch(entry);
+            crate::control::cache_budget::touch(entry);
             Some(component)
         }
         Err(e) => {

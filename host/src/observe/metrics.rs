@@ -3,10 +3,10 @@
 //! Per-route series are resolved once when a route is loaded
 //! ([`RouteMetrics`]), so recording a request is a few atomic adds.
 
-use crate::cgroup::MemoryCgroup;
-use crate::limits::MemoryBudget;
-use crate::outbound::DeniedLabels;
-use crate::reuse::InstanceMetrics;
+use crate::config::limits::MemoryBudget;
+use crate::observe::cgroup::MemoryCgroup;
+use crate::run::reuse::InstanceMetrics;
+use crate::wasm::outbound::DeniedLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -335,7 +335,7 @@ impl Metrics {
             instances_created.clone(),
         );
         let instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(crate::reuse::requests_per_instance_histogram);
+            Family::new_with_constructor(crate::run::reuse::requests_per_instance_histogram);
         host.register(
             "instance_requests",
             "Requests each instance served, observed when it is dropped, by route",
@@ -483,7 +483,7 @@ impl Metrics {
             .clone()
     }
 
-    /// A route's series about its instances (see [`crate::reuse`]).
+    /// A route's series about its instances (see [`crate::run::reuse`]).
     pub fn instances(&self, route: &str) -> InstanceMetrics {
         let label = RouteLabel {
             route: route.to_string(),

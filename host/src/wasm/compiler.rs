@@ -3,7 +3,7 @@
 //!
 //! Cranelift allocates a few hundred MiB to compile a 13–18 MB Python or
 //! JavaScript component. Freed in the host, most of it comes back to the
-//! kernel (see [`crate::heap`]), but not all: measured with the JavaScript
+//! kernel (see [`crate::wasm::heap`]), but not all: measured with the JavaScript
 //! hello, a host that compiled it held 111–119 MiB PSS against 54 MiB for
 //! one that loaded the same component from the compile cache, because live
 //! objects stay scattered over the pages the compiler used. A child
@@ -39,7 +39,7 @@ impl Compiler {
             return in_process(engine, wasm);
         };
         match precompile_in_child(exe, wasm) {
-            Ok(artifact) => match crate::cache::deserialize(engine, &artifact) {
+            Ok(artifact) => match crate::wasm::cache::deserialize(engine, &artifact) {
                 Ok(component) => Ok(component),
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "the compiler child's artifact does not fit this engine; compiling in-process");

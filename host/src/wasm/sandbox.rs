@@ -4,7 +4,7 @@
 //! A fresh [`HostState`] is the whole world one instance can see: no host
 //! environment variables, no files, no sockets. A route may grant
 //! environment variables (`env`) and outbound HTTP to listed hosts
-//! (`allowed_outbound_hosts`, see [`crate::outbound`]). The guest's stdout
+//! (`allowed_outbound_hosts`, see [`crate::wasm::outbound`]). The guest's stdout
 //! and stderr go to the host log, tagged with the route and the request id,
 //! and bounded in bytes and lines.
 //!
@@ -14,8 +14,8 @@
 //! memories together plus what it makes the host hold for it (header maps
 //! and other resources), all of it charged to the host's memory budget.
 
-use crate::limits::{MemoryBudget, RequestLimits};
-use crate::outbound::{OutboundGrant, OutboundPolicy};
+use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::wasm::outbound::{OutboundGrant, OutboundPolicy};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::pin::Pin;
@@ -253,7 +253,7 @@ pub struct MemoryLimiter {
     charged: u64,
     pub exceeded: Option<MemoryLimit>,
     /// Raised with `exceeded`, for whoever decides about the instance
-    /// outside its store (a wasi:http 0.3 worker, see [`crate::p3`]).
+    /// outside its store (a wasi:http 0.3 worker, see [`crate::run::p3`]).
     signal: Option<Arc<AtomicBool>>,
 }
 
@@ -485,7 +485,7 @@ impl LineWriter {
         }
         let line = String::from_utf8_lossy(line);
         tracing::info!(
-            target: crate::logging::GUEST_TARGET,
+            target: crate::observe::logging::GUEST_TARGET,
             route = %self.log.route,
             request_id = %scope.request_id,
             stream = %self.name,

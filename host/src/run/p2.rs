@@ -2,7 +2,7 @@
 //!
 //! Each request gets a new `Store` (its own WASI context, memory limit and
 //! epoch deadline) and a new instance from the route's `ProxyPre`, unless
-//! its route reuses instances ([`crate::reuse`]): then it may get an idle
+//! its route reuses instances ([`crate::run::reuse`]): then it may get an idle
 //! one, with a new WASI context and deadline, under the same limits. The guest
 //! runs in its own task so it can keep streaming the response body after
 //! the head is sent. A fault ends that request alone:
@@ -29,12 +29,12 @@
 //! went away before the body's end. [`ResponseBody::on_done`] tells which
 //! ([`Ending`]); a canary does not count these against the version.
 
-use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
-use crate::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
-use crate::metrics::RouteMetrics;
-use crate::registry::Handler;
-use crate::reuse::Warm;
-use crate::sandbox::{self, MemoryLimit};
+use crate::config::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
+use crate::observe::metrics::RouteMetrics;
+use crate::routing::registry::Handler;
+use crate::run::reuse::Warm;
+use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
+use crate::wasm::sandbox::{self, MemoryLimit};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -55,7 +55,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::sandbox::HostState;
+use crate::wasm::sandbox::HostState;
 
 /// Seconds a client is told to wait after a host 503 (no request slot, no
 /// memory budget or pool slot left).

@@ -19,9 +19,9 @@
 //! so probes and scrapers go on as they were.
 
 use crate::app::App;
-use crate::canary::ActionError;
-use crate::config::NetLimits;
-use crate::connection::{Connections, Policy};
+use crate::config::cli::NetLimits;
+use crate::http::connection::{Connections, Policy};
+use crate::routing::canary::ActionError;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};

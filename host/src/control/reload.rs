@@ -21,7 +21,7 @@
 //! and the next compile waits for it), the reload fails, and the serving
 //! version stays. What a reload writes under --cache-dir is pruned to
 //! --cache-max-size as it goes, sparing the serving table's versions and
-//! its own (see [`crate::cache_budget`]).
+//! its own (see [`crate::control::cache_budget`]).
 //!
 //! A reload's `oci://` pulls run side by side (at most
 //! [`MAX_CONCURRENT_PULLS`]), before anything is compiled, so a registry
@@ -33,24 +33,24 @@
 //! they answer at once whatever a pull is doing, and a reload that
 //! publishes after them keeps what they decided.
 
-use crate::cache::{CacheOutcome, CompileCache};
-use crate::cache_budget::{CacheBudget, Served};
-use crate::canary::{self, ActionError, Canary, CanaryState, Phase};
-use crate::component::{self, LoadedComponent, WasmFile};
-use crate::config::LoadLimits;
-use crate::engine::{PerComponent, TickerHandle, Wasmtime};
-use crate::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
-use crate::manifest::{Manifest, RouteSpec};
-use crate::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
+use crate::config::cli::LoadLimits;
+use crate::config::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
+use crate::config::manifest::{Manifest, RouteSpec};
+use crate::config::router::Router;
+use crate::control::cache_budget::{CacheBudget, Served};
+use crate::observe::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::{PullSettings, Trust};
 use crate::oci::{OciRef, Pulled, Puller};
-use crate::outbound::{OutboundGrant, OwnAddresses};
-use crate::p3::{P3Parts, P3Route, Reporter};
-use crate::registry::{Handler, Registry, RouteError, RoutingTable};
-use crate::reuse::{IdleSlots, Instances};
-use crate::router::Router;
-use crate::sandbox::Grants;
+use crate::routing::canary::{self, ActionError, Canary, CanaryState, Phase};
+use crate::routing::registry::{Handler, Registry, RouteError, RoutingTable};
+use crate::run::p3::{P3Parts, P3Route, Reporter};
+use crate::run::reuse::{IdleSlots, Instances};
+use crate::wasm::cache::{CacheOutcome, CompileCache};
+use crate::wasm::component::{self, LoadedComponent, WasmFile};
+use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
+use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
+use crate::wasm::sandbox::Grants;
 use anyhow::{Context, Result, anyhow, bail};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Serialize;

@@ -24,18 +24,18 @@
 //!   `handle` returned): the instance keeps the last finished request's
 //!   slot of --max-in-flight until that work ends ([`Lingering`]), so it
 //!   counts as a request in flight, as a 0.2 guest still running does;
-//! - a guest that has run [`crate::limits::HEAVY_AFTER`] without its
+//! - a guest that has run [`crate::config::limits::HEAVY_AFTER`] without its
 //!   instance going idle runs only with a [`CpuShare`] slot, as 0.2 ones do;
 //! - each request worker thread has its own driver and instances, so a
 //!   request and the instance running it stay on one thread, as the 0.2
-//!   path does (see [`crate::workers`]); the counts apply per instance.
+//!   path does (see [`crate::run::workers`]); the counts apply per instance.
 
-use crate::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
-use crate::invoke::{self, Fault, Flags, InFlight, ResponseBody, host_response};
-use crate::limits::{CpuShare, CpuTurn, MemoryBudget, RequestLimits};
-use crate::metrics::RouteMetrics;
-use crate::reuse::{IdleSlots, InstanceMetrics};
-use crate::sandbox::{self, Grants, HostState, MemoryLimit};
+use crate::config::limits::{CpuShare, CpuTurn, MemoryBudget, RequestLimits};
+use crate::observe::metrics::RouteMetrics;
+use crate::run::p2::{self, Fault, Flags, InFlight, ResponseBody, host_response};
+use crate::run::reuse::{IdleSlots, InstanceMetrics};
+use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
+use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
 use http::{Request, Response, StatusCode};
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
@@ -109,7 +109,7 @@ pub struct Reporter {
 
 impl Reporter {
     fn report(&self, request_id: &str, fault: &Fault) {
-        invoke::report(&self.label, &self.digest, &self.metrics, request_id, fault);
+        p2::report(&self.label, &self.digest, &self.metrics, request_id, fault);
     }
 }
 
@@ -133,12 +133,12 @@ impl P3Route {
 
     /// The driver of the worker thread running the caller.
     fn shard(&self) -> &ProxyHandler<Shard> {
-        let index = crate::workers::current().unwrap_or(0);
+        let index = crate::run::workers::current().unwrap_or(0);
         &self.shards[index % self.shards.len()]
     }
 
     /// Runs one request on an instance of this route version. `flags` are
-    /// the request body's (see [`invoke::invoke`]); `in_flight` is held
+    /// the request body's (see [`p2::invoke`]); `in_flight` is held
     /// until the response body is done.
     pub async fn invoke(
         &self,
@@ -185,7 +185,7 @@ impl P3Route {
         };
         task.fail(fault.clone());
         refusal(&flags).unwrap_or_else(|| {
-            host_response(fault.status(), &format!("{}\n", invoke::fault_text(&fault)))
+            host_response(fault.status(), &format!("{}\n", p2::fault_text(&fault)))
         })
     }
 

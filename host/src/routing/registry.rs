@@ -4,15 +4,15 @@
 //! handler; a swap stores a new table and never mutates one a request
 //! holds, so requests in flight finish on the version they started with.
 
-use crate::canary::{Canary, CanaryDoc, CanaryState};
-use crate::component::LoadedComponent;
-use crate::limits::RequestLimits;
-use crate::manifest::RouteSpec;
-use crate::metrics::RouteMetrics;
-use crate::p3::P3Route;
-use crate::reuse::Instances;
-use crate::router::Router;
-use crate::sandbox::Grants;
+use crate::config::limits::RequestLimits;
+use crate::config::manifest::RouteSpec;
+use crate::config::router::Router;
+use crate::observe::metrics::RouteMetrics;
+use crate::routing::canary::{Canary, CanaryDoc, CanaryState};
+use crate::run::p3::P3Route;
+use crate::run::reuse::Instances;
+use crate::wasm::component::LoadedComponent;
+use crate::wasm::sandbox::Grants;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub struct Handler {
     pub metrics: RouteMetrics,
     /// Instances kept for reuse (none unless the route opts in).
     pub instances: Arc<Instances>,
-    /// The instances of a wasi:http 0.3 handler (see [`crate::p3`]).
+    /// The instances of a wasi:http 0.3 handler (see [`crate::run::p3`]).
     pub p3: Option<Arc<P3Route>>,
     /// The table generation in which this route got its current component.
     pub generation: u64,

@@ -1,0 +1,10 @@
+//! The two ports: the public listener and the admin port, and the connection
+//! set-up they share.
+//!
+//! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
+//! - [`server`]: the public HTTP listener and graceful drain.
+//! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
+
+pub mod admin;
+pub mod connection;
+pub mod server;
