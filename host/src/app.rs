@@ -70,7 +70,7 @@ impl App {
         let metrics = Arc::new(metrics);
         // A --cache-dir others may write to is not pruned (what is in it may
         // be theirs), and the OCI store refuses to pull into it.
-        let private_dir = cache_dir.filter(|dir| match crate::wasm::cache::usable_dir(dir) {
+        let private_dir = cache_dir.filter(|dir| match crate::base::cache_dir::usable_dir(dir) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "--cache-dir is not private to this user: --cache-max-size is not enforced, and oci:// components are refused");

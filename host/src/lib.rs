@@ -18,9 +18,11 @@
 //! - [`config`]: what the operator writes: flags, manifest, limits, routes.
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
 //! - [`observe`]: metrics, logs, cgroup memory.
+//! - [`base`]: the leaf: shared types (`Digest`, cache entry names).
 //! - [`shutdown`]: SIGTERM/SIGINT handling and the draining flag.
 
 pub mod app;
+pub mod base;
 pub mod config;
 pub mod control;
 pub mod http;

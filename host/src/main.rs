@@ -101,7 +101,7 @@ async fn check(args: CheckArgs) -> Result<()> {
         "ok: `{}` is a wasi:http component this host can serve",
         args.component.display()
     );
-    println!("sha256: {}", loaded.digest);
+    println!("sha256: {}", loaded.digest.hex());
     println!("size: {} bytes", loaded.size);
     let export = loaded.world.export().unwrap_or_else(|| "?".into());
     let version = export.rsplit('@').next().unwrap_or("?");
@@ -120,12 +120,17 @@ async fn check(args: CheckArgs) -> Result<()> {
 
 /// `wasmlet push`: validate, push, print the digest.
 async fn push(args: PushArgs) -> Result<()> {
+    let target = wasmlet::oci::push::target(&args.reference)?;
+    // Validated as a component first, so what is pushed is what `serve`
+    // will accept.
+    let wasm =
+        component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
+    wasm.check_header()?;
     let digest = wasmlet::oci::push::push(
-        &args.component,
-        &args.reference,
+        &wasm.bytes,
+        &target,
         &args.registry.insecure_registries,
         wasmlet::oci::auth::config_dir().as_deref(),
-        LoadLimits::default().max_component_size,
     )
     .await?;
     println!("{digest}");

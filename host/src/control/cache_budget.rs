@@ -17,6 +17,8 @@
 //! allocated blocks, and at least [`MIN_FILE_CHARGE`] (its block and
 //! inode), so many small files cannot slip past the cap by their lengths.
 
+use crate::base::cache_dir::{Name, compiled_name, stored_name};
+use crate::base::digest::Digest;
 use crate::observe::metrics::Metrics;
 use crate::oci::layout::{self, Selected};
 use crate::oci::store::BlobStore;
@@ -39,13 +41,13 @@ pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 /// its inode and directory entry.
 pub const MIN_FILE_CHARGE: u64 = 4 << 10;
 
-/// One version a table serves, as the cache knows it: the hex sha256 of
-/// its wasm and, for an `oci://` component, the `sha256:…` manifest digest
-/// its reference resolved to.
-pub type Served = (String, Option<String>);
+/// One version a table serves, as the cache knows it: the sha256 of its
+/// wasm and, for an `oci://` component, the manifest digest its reference
+/// resolved to.
+pub type Served = (Digest, Option<Digest>);
 
-/// Hex digests whose entries are not to be removed.
-type InUse = HashSet<String>;
+/// Digests whose entries are not to be removed.
+type InUse = HashSet<Digest>;
 
 /// What one [`CacheBudget::enforce`] left, and removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,10 +186,10 @@ impl CacheBudget {
     /// the layer and the config (its `created` time). The signature record
     /// of a manifest is named by the manifest's digest, so it stays too.
     fn uses(&self, in_use: &mut InUse, (digest, resolved): &Served) {
-        in_use.insert(digest.clone());
-        let mut manifests: Vec<String> = resolved.iter().cloned().collect();
+        in_use.insert(*digest);
+        let mut manifests: Vec<Digest> = resolved.iter().copied().collect();
         while let Some(manifest) = manifests.pop() {
-            if !in_use.insert(hex(&manifest).to_string()) {
+            if !in_use.insert(manifest) {
                 continue;
             }
             let Ok(Some(bytes)) = self.store.read_manifest(&manifest) else {
@@ -195,9 +197,9 @@ impl CacheBudget {
             };
             match layout::select(&bytes) {
                 Ok(Selected::Layer(layer)) => {
-                    in_use.insert(hex(&layer.digest).to_string());
+                    in_use.insert(layer.digest);
                     if let Some((config, _)) = layout::config(&bytes) {
-                        in_use.insert(hex(&config).to_string());
+                        in_use.insert(config);
                     }
                 }
                 Ok(Selected::Platform(child)) => manifests.push(child),
@@ -207,32 +209,14 @@ impl CacheBudget {
     }
 }
 
-/// Marks a cache entry as used now, so it is among the last to go.
-pub fn touch(path: &Path) {
-    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
-}
-
-/// `HEX` of `sha256:HEX`.
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
 /// A file the host wrote under `--cache-dir`.
 #[derive(Debug)]
 struct CacheFile {
     path: PathBuf,
     bytes: u64,
     modified: SystemTime,
-    /// The hex digest the entry is named by; `None` for a temporary file.
-    digest: Option<String>,
-}
-
-/// What a file name in one of the cache's folders says it is.
-enum Name {
-    Entry(String),
-    Temp,
-    /// Not a name the host writes: neither counted nor removed.
-    Foreign,
+    /// The digest the entry is named by; `None` for a temporary file.
+    digest: Option<Digest>,
 }
 
 /// Every file the host wrote under `root`: compiled entries at the top,
@@ -298,48 +282,9 @@ fn charge(meta: &std::fs::Metadata) -> u64 {
     meta.blocks().saturating_mul(512).max(MIN_FILE_CHARGE)
 }
 
-/// `HEX-ENGINE.cwasm`, or `HEX-ENGINE.tmp-RANDOM` while it is written.
-fn compiled_name(name: &str) -> Name {
-    let Some((stem, extension)) = name.split_once('.') else {
-        return Name::Foreign;
-    };
-    let Some((digest, engine)) = stem.split_once('-') else {
-        return Name::Foreign;
-    };
-    if !is_digest(digest) || engine.is_empty() || !engine.bytes().all(is_hex_digit) {
-        return Name::Foreign;
-    }
-    match extension {
-        "cwasm" => Name::Entry(digest.to_string()),
-        tmp if tmp.starts_with("tmp-") => Name::Temp,
-        _ => Name::Foreign,
-    }
-}
-
-/// `HEX` (a blob, or the signature record of the manifest `HEX`), or
-/// `.temp-RANDOM` while it is written.
-fn stored_name(name: &str) -> Name {
-    if is_digest(name) {
-        Name::Entry(name.to_string())
-    } else if name.starts_with(".temp-") {
-        Name::Temp
-    } else {
-        Name::Foreign
-    }
-}
-
-fn is_digest(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(is_hex_digit)
-}
-
-fn is_hex_digit(b: u8) -> bool {
-    matches!(b, b'0'..=b'9' | b'a'..=b'f')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::store::sha256;
 
     const ENGINE: &str = "0123456789abcdef";
     /// What each small file of these tests counts for: one block.
@@ -361,12 +306,12 @@ mod tests {
             .unwrap();
     }
 
-    fn digest(n: u8) -> String {
-        format!("{n:02x}").repeat(32)
+    fn digest(n: u8) -> Digest {
+        Digest::from_hex(&format!("{n:02x}").repeat(32)).unwrap()
     }
 
     fn compiled(root: &Path, n: u8) -> PathBuf {
-        root.join(format!("{}-{ENGINE}.cwasm", digest(n)))
+        root.join(format!("{}-{ENGINE}.cwasm", digest(n).hex()))
     }
 
     fn budget(root: &Path, max: u64) -> CacheBudget {
@@ -452,7 +397,11 @@ mod tests {
         let blobs = root.join("oci/blobs/sha256");
         let fresh = blobs.join(".temp-7-0");
         let stale = blobs.join(".temp-7-1");
-        let compiling = root.join(format!("{}-{ENGINE}.tmp-{}", digest(9), "ab".repeat(16)));
+        let compiling = root.join(format!(
+            "{}-{ENGINE}.tmp-{}",
+            digest(9).hex(),
+            "ab".repeat(16)
+        ));
         file(&fresh, 10, minutes(1));
         file(&stale, 10, minutes(61));
         file(&compiling, 10, minutes(1));
@@ -485,15 +434,15 @@ mod tests {
         let root = dir.path();
         let foreign = [
             root.join("notes.txt"),
-            root.join(format!("{}.cwasm", digest(1))),
+            root.join(format!("{}.cwasm", digest(1).hex())),
             root.join("oci/blobs/sha256/readme"),
-            root.join("oci/blobs/sha512").join(digest(2)),
+            root.join("oci/blobs/sha512").join(digest(2).hex()),
         ];
         for path in &foreign {
             file(path, 100, minutes(60 * 24));
         }
         // A link named like an entry, and a linked folder: never followed.
-        let victim = outside.path().join(digest(3));
+        let victim = outside.path().join(digest(3).hex());
         file(&victim, 100, minutes(60 * 24));
         std::os::unix::fs::symlink(&victim, compiled(root, 3)).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("oci/signatures")).unwrap();
@@ -530,19 +479,19 @@ mod tests {
         );
     }
 
-    /// Stores `bytes` as a blob; returns its `sha256:…` digest.
-    fn blob(root: &Path, bytes: &[u8], age: Duration) -> String {
-        let digest = sha256(bytes);
+    /// Stores `bytes` as a blob; returns its digest.
+    fn blob(root: &Path, bytes: &[u8], age: Duration) -> Digest {
+        let digest = Digest::of(bytes);
         file_with(
-            &root.join("oci/blobs/sha256").join(hex(&digest)),
+            &root.join("oci/blobs/sha256").join(digest.hex()),
             bytes,
             age,
         );
         digest
     }
 
-    fn blob_exists(root: &Path, digest: &str) -> bool {
-        root.join("oci/blobs/sha256").join(hex(digest)).exists()
+    fn blob_exists(root: &Path, digest: &Digest) -> bool {
+        root.join("oci/blobs/sha256").join(digest.hex()).exists()
     }
 
     #[test]
@@ -577,10 +526,10 @@ mod tests {
             old,
         );
         // The signature record of the index, named by its digest.
-        let record = root.join("oci/signatures").join(hex(&index));
+        let record = root.join("oci/signatures").join(index.hex());
         file_with(&record, br#"{"payload":"e30=","signature":"c2ln"}"#, old);
         let unused = blob(root, b"another layer", old);
-        let unused_record = root.join("oci/signatures").join(hex(&unused));
+        let unused_record = root.join("oci/signatures").join(unused.hex());
         file_with(
             &unused_record,
             br#"{"payload":"e30=","signature":"c2ln"}"#,
@@ -588,7 +537,7 @@ mod tests {
         );
         file(&compiled(root, 9), 100, old);
 
-        let served = (hex(&layer).to_string(), Some(index.clone()));
+        let served = (layer, Some(index));
         let usage = budget(root, 1).enforce(&[served]);
         assert_eq!(
             usage.removed, 3,

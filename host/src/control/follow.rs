@@ -9,6 +9,7 @@
 //! whose reload failed is not retried until the tag moves again, so a bad
 //! push is compiled once, not once per interval.
 
+use crate::base::digest::Digest;
 use crate::control::reload::Reloader;
 use crate::oci::OciRef;
 use crate::routing::registry::Registry;
@@ -22,13 +23,13 @@ use tokio::time::Instant;
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// A route's tag resolved: its label, the reference, the outcome.
-type Resolved = (String, OciRef, Result<String>);
+type Resolved = (String, OciRef, Result<Digest>);
 
 /// Runs until the runtime stops.
 pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
     let mut due: HashMap<String, Instant> = HashMap::new();
     // Per route: the digest whose reload was tried last.
-    let mut tried: HashMap<String, String> = HashMap::new();
+    let mut tried: HashMap<String, Digest> = HashMap::new();
     // Routes whose tag is being resolved now.
     let mut resolving: HashSet<String> = HashSet::new();
     let (resolved_tx, mut resolved_rx) = tokio::sync::mpsc::unbounded_channel::<Resolved>();
@@ -56,7 +57,7 @@ pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
                 let Some(handler) = serving else {
                     continue;
                 };
-                if handler.resolved.as_deref() == Some(digest.as_str())
+                if handler.resolved == Some(digest)
                     || tried.get(&label) == Some(&digest)
                 {
                     continue;

@@ -33,6 +33,7 @@
 //! they answer at once whatever a pull is doing, and a reload that
 //! publishes after them keeps what they decided.
 
+use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
 use crate::config::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
 use crate::config::manifest::{Manifest, RouteSpec};
@@ -63,7 +64,7 @@ use wasmtime_wasi_http::handler::ProxyPre;
 
 /// One version of a route's handler: its component, and for an `oci://`
 /// reference the manifest digest it resolved to.
-type Version = (Arc<LoadedComponent>, Option<String>);
+type Version = (Arc<LoadedComponent>, Option<Digest>);
 
 /// What a route's stable version and its canary pulled: `None` for a
 /// version from a file.
@@ -309,13 +310,13 @@ impl Reloader {
         let current = self.registry.table();
 
         // Components already loaded, by digest: a swap back is free.
-        let known: HashMap<&str, &Arc<LoadedComponent>> = current
+        let known: HashMap<Digest, &Arc<LoadedComponent>> = current
             .iter()
             .flat_map(|t| t.router.iter())
             .flat_map(|(_, h)| {
                 std::iter::once(&h.component).chain(h.canary.as_ref().map(|c| &c.handler.component))
             })
-            .map(|c| (c.digest.as_str(), c))
+            .map(|c| (c.digest, c))
             .collect();
 
         // Every route's pulls first, side by side; then each route is
@@ -460,7 +461,7 @@ impl Reloader {
         &self,
         spec: &RouteSpec,
         (pulled, canary_pulled): RoutePulls,
-        known: &HashMap<&str, &Arc<LoadedComponent>>,
+        known: &HashMap<Digest, &Arc<LoadedComponent>>,
     ) -> Result<(Version, Option<Version>, usize)> {
         let (stable, fresh, resolved) = self.load_route(spec, pulled, known).await?;
         let Some(canary_spec) = Self::canary_spec(spec) else {
@@ -518,8 +519,8 @@ impl Reloader {
         &self,
         spec: &RouteSpec,
         pulled: Option<Result<Pulled>>,
-        known: &HashMap<&str, &Arc<LoadedComponent>>,
-    ) -> Result<(Arc<LoadedComponent>, bool, Option<String>)> {
+        known: &HashMap<Digest, &Arc<LoadedComponent>>,
+    ) -> Result<(Arc<LoadedComponent>, bool, Option<Digest>)> {
         if let Some(max) = spec.limits.max_memory
             && max > self.limits.max_memory
         {
@@ -542,13 +543,13 @@ impl Reloader {
             Some(pulled) => Some(self.check_pulled(spec, &mut file, pulled)?),
             None => None,
         };
-        if let Some(component) = known.get(file.digest.as_str()) {
-            self.use_cache(&file.digest, &resolved, downloaded).await;
+        if let Some(component) = known.get(&file.digest) {
+            self.use_cache(file.digest, resolved, downloaded).await;
             return Ok(((*component).clone(), false, resolved));
         }
         let loaded = self.compile(file).await?;
         let compiled = loaded.cache == CacheOutcome::Miss;
-        self.use_cache(&loaded.digest, &resolved, downloaded || compiled)
+        self.use_cache(loaded.digest, resolved, downloaded || compiled)
             .await;
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         component::trial_instantiate(
@@ -567,7 +568,7 @@ impl Reloader {
             .observe(loaded.compile_time.as_secs_f64());
         tracing::info!(
             component = %loaded.path.display(),
-            digest = %loaded.digest,
+            digest = %loaded.digest.hex(),
             size_bytes = loaded.size,
             compile_ms = loaded.compile_time.as_secs_f64() * 1e3,
             cache = %loaded.cache.as_str(),
@@ -580,11 +581,11 @@ impl Reloader {
     /// ends, and after a write to it prunes it to `--cache-max-size` right
     /// away: a reload of several new components would otherwise overshoot
     /// the cap by all of them before it ends.
-    async fn use_cache(&self, digest: &str, resolved: &Option<String>, wrote: bool) {
+    async fn use_cache(&self, digest: Digest, resolved: Option<Digest>, wrote: bool) {
         let Some(budget) = self.budget.clone() else {
             return;
         };
-        let version = (digest.to_string(), resolved.clone());
+        let version = (digest, resolved);
         let serving = self.serving();
         let _ = self
             .blocking(move || {
@@ -620,12 +621,12 @@ impl Reloader {
             .router
             .iter()
             .flat_map(|(_, h)| std::iter::once(&**h).chain(h.canary.iter().map(|c| &*c.handler)))
-            .map(|h| (h.component.digest.clone(), h.resolved.clone()))
+            .map(|h| (h.component.digest, h.resolved))
             .collect()
     }
 
     /// The digest `reference`'s tag names now (one manifest HEAD).
-    pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
+    pub async fn resolve(&self, reference: &OciRef) -> Result<Digest> {
         let Some(puller) = &self.oci else {
             bail!("`{reference}`: `oci://` components need --cache-dir");
         };
@@ -649,7 +650,7 @@ impl Reloader {
         let serving = self.serving_digest(spec, reference);
         let trust = key.as_ref().map(|key| Trust {
             key,
-            serving: serving.as_deref(),
+            serving: serving.as_ref(),
         });
         let _slot = self
             .pulls
@@ -669,14 +670,14 @@ impl Reloader {
 
     /// The manifest digest `reference` resolved to for the route's stable
     /// version now serving, if it serves from that same reference.
-    fn serving_digest(&self, spec: &RouteSpec, reference: &OciRef) -> Option<String> {
+    fn serving_digest(&self, spec: &RouteSpec, reference: &OciRef) -> Option<Digest> {
         let table = self.registry.table()?;
         let (_, handler) = table.router.iter().find(|(p, _)| *p == spec.pattern)?;
         let serving = handler.spec.oci.as_ref()?;
         if serving.to_string() != reference.to_string() {
             return None;
         }
-        handler.resolved.clone()
+        handler.resolved
     }
 
     /// The file read from the store is the layer that was verified (a blob
@@ -688,8 +689,8 @@ impl Reloader {
         spec: &RouteSpec,
         file: &mut WasmFile,
         pulled: Pulled,
-    ) -> Result<String> {
-        if format!("sha256:{}", file.digest) != pulled.layer_digest {
+    ) -> Result<Digest> {
+        if file.digest != pulled.layer_digest {
             if let Some(puller) = &self.oci {
                 puller.store().remove(&pulled.layer_digest);
             }
@@ -771,8 +772,8 @@ impl Reloader {
                         .map(|c| c.state.clone())
                         .or(p.promoted.clone())
                 })
-                .filter(|state| state.digest == canary.digest)
-                .unwrap_or_else(|| Arc::new(CanaryState::new(&canary.digest)))
+                .filter(|state| state.digest == canary.digest.hex())
+                .unwrap_or_else(|| Arc::new(CanaryState::new(canary.digest.hex())))
         });
         let promoted = state
             .clone()
@@ -812,7 +813,7 @@ impl Reloader {
                     ticker: self.ticker.clone(),
                     reporter: Arc::new(Reporter {
                         label: label.clone(),
-                        digest: component.digest.clone(),
+                        digest: component.digest.hex().to_string(),
                         metrics: metrics.clone(),
                     }),
                     instances: instances.clone(),
@@ -869,8 +870,8 @@ impl Reloader {
                         route: h.label.to_string(),
                         version: version.to_string(),
                         component: component.display().to_string(),
-                        digest: format!("sha256:{}", serving.component.digest),
-                        resolved_digest: serving.resolved.clone(),
+                        digest: serving.component.digest.to_string(),
+                        resolved_digest: serving.resolved.map(|d| d.to_string()),
                     })
                     .set(1);
             }

@@ -225,7 +225,7 @@ async fn handle(
         route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.label),
         status,
         duration_ms = elapsed.as_secs_f64() * 1e3,
-        digest = %serving.map_or("", |h| h.component.digest.as_str()),
+        digest = %serving.map_or("", |h| h.component.digest.hex()),
         version = version.map_or("", |v| v.as_str()),
         request_id = %request_id,
         "request"

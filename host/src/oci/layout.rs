@@ -5,6 +5,7 @@
 //! its `wasm` platform entry. Anything else is refused, naming the media
 //! types found, so a wrong push is diagnosed without a registry browser.
 
+use crate::base::digest::Digest;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
@@ -33,8 +34,7 @@ pub const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIF
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WasmLayer {
     pub media_type: String,
-    /// `sha256:…`
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
 }
 
@@ -44,7 +44,7 @@ pub enum Selected {
     /// An image manifest with its one wasm layer.
     Layer(WasmLayer),
     /// An image index: follow this manifest digest.
-    Platform(String),
+    Platform(Digest),
 }
 
 #[derive(Deserialize)]
@@ -99,10 +99,9 @@ pub fn select(manifest: &[u8]) -> Result<Selected> {
         ([layer], 1) => {
             let size = u64::try_from(layer.size)
                 .map_err(|_| anyhow::anyhow!("layer {}: negative size", layer.digest))?;
-            check_digest(&layer.digest)?;
             Ok(Selected::Layer(WasmLayer {
                 media_type: layer.media_type.clone(),
-                digest: layer.digest.clone(),
+                digest: check_digest(&layer.digest)?,
                 size,
             }))
         }
@@ -120,16 +119,16 @@ pub fn select(manifest: &[u8]) -> Result<Selected> {
 
 /// An image manifest's config blob: its digest and declared size (none
 /// for an index, or a descriptor that is not sha256).
-pub fn config(manifest: &[u8]) -> Option<(String, u64)> {
+pub fn config(manifest: &[u8]) -> Option<(Digest, u64)> {
     let doc: Document = serde_json::from_slice(manifest).ok()?;
     let config = doc.config?;
-    check_digest(&config.digest).ok()?;
-    Some((config.digest, u64::try_from(config.size).ok()?))
+    let digest = check_digest(&config.digest).ok()?;
+    Some((digest, u64::try_from(config.size).ok()?))
 }
 
 /// The index entry for the wasm platform (`architecture: wasm`, `os:
 /// wasip2`, or `os: wasip1`/`wasi` as older tools wrote it).
-fn platform(entries: &[Descriptor]) -> Result<String> {
+fn platform(entries: &[Descriptor]) -> Result<Digest> {
     let wasm = |os: &str| {
         entries.iter().find(|e| {
             e.platform
@@ -150,16 +149,13 @@ fn platform(entries: &[Descriptor]) -> Result<String> {
             found.join(", ")
         );
     };
-    check_digest(&entry.digest)?;
-    Ok(entry.digest.clone())
+    check_digest(&entry.digest)
 }
 
-/// Only sha256 digests are accepted: the store and the cache key on them.
-pub fn check_digest(digest: &str) -> Result<()> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
-        _ => bail!("unsupported digest `{digest}` (expected sha256: and 64 hex digits)"),
-    }
+/// A descriptor's digest: only sha256 is accepted, the store and the
+/// caches key on it.
+pub fn check_digest(digest: &str) -> Result<Digest> {
+    Digest::parse(digest)
 }
 
 #[cfg(test)]
@@ -191,7 +187,7 @@ mod tests {
                     s,
                     Selected::Layer(WasmLayer {
                         media_type: t.into(),
-                        digest: D.into(),
+                        digest: D.parse().unwrap(),
                         size: 42
                     })
                 );
@@ -258,7 +254,10 @@ mod tests {
             {"mediaType": OCI_MANIFEST, "digest": D, "size": 1,
              "platform": {"architecture": "wasm", "os": "wasip2"}},
         ]));
-        assert_eq!(select(&both).unwrap(), Selected::Platform(D.into()));
+        assert_eq!(
+            select(&both).unwrap(),
+            Selected::Platform(D.parse().unwrap())
+        );
         let linux = index(serde_json::json!([
             {"mediaType": OCI_MANIFEST, "digest": other, "size": 1,
              "platform": {"architecture": "amd64", "os": "linux"}},

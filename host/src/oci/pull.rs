@@ -24,6 +24,7 @@ use super::reference::OciRef;
 use super::registry::{Refused, Session};
 use super::store::{BlobStore, SignatureRecord};
 use super::untrusted::quote_within;
+use crate::base::digest::Digest;
 use anyhow::{Result, anyhow};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,9 +44,9 @@ pub struct Pulled {
     /// The verified layer on disk.
     pub path: PathBuf,
     /// The manifest (or index) digest the reference resolved to.
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     /// The layer's digest: the sha256 of the component file.
-    pub layer_digest: String,
+    pub layer_digest: Digest,
     /// Whether the store had it all, so no request was made.
     pub from_cache: bool,
 }
@@ -71,7 +72,7 @@ pub struct Trust<'a> {
     pub key: &'a CosignKey,
     /// The manifest digest serving the route now, if any: a tag's new
     /// digest must not be an older build.
-    pub serving: Option<&'a str>,
+    pub serving: Option<&'a Digest>,
 }
 
 pub struct Puller {
@@ -116,11 +117,11 @@ impl Puller {
                  write to, like the compile cache's: {e:#}"
             )
         })?;
-        if let Some(digest) = reference.pinned()
-            && let Some(pulled) = self.cached(digest)?
+        if let Some(digest) = reference.pinned_digest()
+            && let Some(pulled) = self.cached(&digest)?
         {
             if let Some(trust) = trust {
-                self.check_signature(reference, digest, trust.key).await?;
+                self.check_signature(reference, &digest, trust.key).await?;
             }
             return Ok(pulled);
         }
@@ -130,7 +131,7 @@ impl Puller {
 
     /// The digest a tag points to now: one manifest HEAD (GET if the
     /// registry sends no digest header).
-    pub async fn resolve(&self, reference: &OciRef) -> Result<String> {
+    pub async fn resolve(&self, reference: &OciRef) -> Result<Digest> {
         self.retrying(reference, "resolve", || async {
             let session = self.session(reference).await?;
             Ok(session
@@ -188,7 +189,7 @@ impl Puller {
     pub async fn check_signature(
         &self,
         reference: &OciRef,
-        digest: &str,
+        digest: &Digest,
         key: &CosignKey,
     ) -> Result<()> {
         if self.verify_stored(digest, key).is_ok() {
@@ -202,12 +203,12 @@ impl Puller {
     }
 
     /// Verifies the signature recorded for `digest` with today's key.
-    fn verify_stored(&self, digest: &str, key: &CosignKey) -> Result<()> {
+    fn verify_stored(&self, digest: &Digest, key: &CosignKey) -> Result<()> {
         let record = self
             .store
             .signature(digest)
             .ok_or_else(|| anyhow!("no signature recorded"))?;
-        cosign::verify(key, digest, &record.payload, &record.signature)
+        cosign::verify(key, &digest.to_string(), &record.payload, &record.signature)
     }
 
     /// Reads the signature image of `digest` and its first
@@ -217,11 +218,13 @@ impl Puller {
         &self,
         session: &Session,
         reference: &OciRef,
-        digest: &str,
+        digest: &Digest,
         key: &CosignKey,
     ) -> Result<(), Failure> {
         let image = &reference.reference;
-        let tag = cosign::signature_tag(digest);
+        // cosign's payloads and tags spell the digest out.
+        let signed = digest.to_string();
+        let tag = cosign::signature_tag(&signed);
         let signature_ref = oci_client::Reference::with_tag(
             image.registry().to_string(),
             image.repository().to_string(),
@@ -261,11 +264,11 @@ impl Puller {
                 ));
                 continue;
             }
-            layout::check_digest(&layer.digest).map_err(Failure::stop)?;
+            let blob = layout::check_digest(&layer.digest).map_err(Failure::stop)?;
             let payload = self
-                .blob_in_memory(session, image, &layer.digest, layer.size)
+                .blob_in_memory(session, image, &blob, layer.size)
                 .await?;
-            match cosign::verify(key, digest, &payload, sig) {
+            match cosign::verify(key, &signed, &payload, sig) {
                 Ok(()) => {
                     let record = SignatureRecord {
                         payload,
@@ -297,7 +300,7 @@ impl Puller {
         &self,
         session: &Session,
         image: &oci_client::Reference,
-        digest: &str,
+        digest: &Digest,
         max: u64,
     ) -> Result<Vec<u8>, Failure> {
         use futures_util::StreamExt;
@@ -314,8 +317,8 @@ impl Puller {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let actual = super::store::sha256(&bytes);
-        if actual != digest {
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
             return Err(Failure::stop(anyhow!(
                 "digest mismatch: expected {digest}, the registry sent {} bytes of {actual}",
                 bytes.len()
@@ -340,7 +343,7 @@ impl Puller {
         }
         if let Some(path) = self.store.get(&config)? {
             let bytes = std::fs::read(&path)?;
-            if super::store::sha256(&bytes) == config {
+            if Digest::of(&bytes) == config {
                 return Ok(cosign::created(&bytes));
             }
             self.store.remove(&config);
@@ -356,15 +359,15 @@ impl Puller {
         &self,
         session: &Session,
         image: &oci_client::Reference,
-        digest: &str,
+        digest: &Digest,
     ) -> Result<Vec<u8>, Failure> {
-        let mut digest = digest.to_string();
+        let mut digest = *digest;
         for _ in 0..2 {
             let manifest = match self.store.read_manifest(&digest)? {
                 Some(manifest) => manifest,
                 None => session
                     .manifest(
-                        &image.clone_with_digest(digest.clone()),
+                        &image.clone_with_digest(digest.to_string()),
                         &ACCEPTED_MANIFESTS,
                     )
                     .await?
@@ -385,20 +388,22 @@ impl Puller {
         &self,
         session: &Session,
         reference: &OciRef,
-        digest: &str,
+        digest: &Digest,
         manifest: &[u8],
-        serving: &str,
+        serving: &Digest,
     ) -> Result<(), Failure> {
         let image = &reference.reference;
         let candidate = self.created(session, image, manifest).await?;
         let serving_manifest = self.image_manifest(session, image, serving).await?;
         let serving_time = self.created(session, image, &serving_manifest).await?;
-        cosign::check_not_older((digest, candidate), (serving, serving_time)).map_err(Failure::stop)
+        let (digest, serving) = (digest.to_string(), serving.to_string());
+        cosign::check_not_older((&digest, candidate), (&serving, serving_time))
+            .map_err(Failure::stop)
     }
 
     /// The pinned `digest`, if its manifest (and index entry) and layer are
     /// all in the store.
-    fn cached(&self, digest: &str) -> Result<Option<Pulled>> {
+    fn cached(&self, digest: &Digest) -> Result<Option<Pulled>> {
         let Some(manifest) = self.store.read_manifest(digest)? else {
             return Ok(None);
         };
@@ -416,7 +421,7 @@ impl Puller {
         };
         Ok(self.store.get(&layer.digest)?.map(|path| Pulled {
             path,
-            manifest_digest: digest.to_string(),
+            manifest_digest: *digest,
             layer_digest: layer.digest,
             from_cache: true,
         }))
@@ -442,7 +447,10 @@ impl Puller {
             Selected::Layer(layer) => (layer, None),
             Selected::Platform(child) => {
                 let (child_manifest, child) = session
-                    .manifest(&image.clone_with_digest(child), &ACCEPTED_MANIFESTS)
+                    .manifest(
+                        &image.clone_with_digest(child.to_string()),
+                        &ACCEPTED_MANIFESTS,
+                    )
                     .await?;
                 match layout::select(&child_manifest).map_err(Failure::stop)? {
                     Selected::Layer(layer) => (layer, Some((child, child_manifest))),
@@ -459,7 +467,7 @@ impl Puller {
             ..
         }) = trust
             && reference.pinned().is_none()
-            && *serving != digest
+            && **serving != digest
         {
             let image_manifest = child.as_ref().map_or(&manifest, |(_, m)| m);
             self.check_not_older(&session, reference, &digest, image_manifest, serving)

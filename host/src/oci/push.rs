@@ -1,11 +1,12 @@
 //! `wasmlet push FILE oci://REGISTRY/REPOSITORY:TAG`: one component in the
 //! CNCF TAG-Runtime layout (`wkg oci push` writes the same): an OCI image
 //! manifest with config `application/vnd.wasm.config.v0+json` and one
-//! `application/wasm` layer. The file is validated as a component first, so
-//! what is pushed is what `serve` will accept.
+//! `application/wasm` layer. The caller validates the file as a component
+//! first, so what is pushed is what `serve` will accept.
 
 use super::layout::{OCI_MANIFEST, WASM_CONFIG_TYPE, WASM_LAYER_TYPES};
 use super::reference::OciRef;
+use crate::base::digest::Digest;
 use anyhow::{Context, Result, bail};
 use oci_client::client::{Config, ImageLayer};
 use oci_client::manifest::{OciImageManifest, OciManifest};
@@ -30,30 +31,33 @@ pub fn artifact(wasm: &[u8]) -> (ImageLayer, Config, OciImageManifest) {
     (layer, config, manifest)
 }
 
-/// Pushes `file` to `target` and returns the manifest digest.
+/// Parses where `push` goes: a tag.
+pub fn target(text: &str) -> Result<OciRef> {
+    let reference = OciRef::parse(text)?;
+    if reference.pinned().is_some() {
+        bail!("`{text}`: push to a tag (`:TAG`); the digest is what push prints");
+    }
+    Ok(reference)
+}
+
+/// Pushes the component `wasm` (validated by the caller) to `target` and
+/// returns the manifest digest.
 pub async fn push(
-    file: &Path,
-    target: &str,
+    wasm: &[u8],
+    target: &OciRef,
     insecure: &[String],
     docker_config: Option<&Path>,
-    max_size: u64,
-) -> Result<String> {
-    let reference = OciRef::parse(target)?;
-    if reference.pinned().is_some() {
-        bail!("`{target}`: push to a tag (`:TAG`); the digest is what push prints");
-    }
-    let wasm = crate::wasm::component::WasmFile::read(file, max_size)?;
-    wasm.check_header()?;
-    let (layer, config, manifest) = artifact(&wasm.bytes);
+) -> Result<Digest> {
+    let (layer, config, manifest) = artifact(wasm);
     // The manifest goes up as these exact bytes, so their digest is the
     // one the registry stores.
     let body = serde_json::to_vec(&OciManifest::Image(manifest.clone()))?;
-    let digest = super::store::sha256(&body);
-    let registry = reference.reference.resolve_registry();
+    let digest = Digest::of(&body);
+    let registry = target.reference.resolve_registry();
     let helper_timeout = super::auth::CREDENTIAL_HELPER_TIMEOUT;
     let auth = super::auth::for_registry(docker_config, registry, helper_timeout).await?;
     let client = super::client(insecure);
-    let image = &reference.reference;
+    let image = &target.reference;
     let failed = || format!("`{target}`: push failed");
     client
         .store_auth_if_needed(image.resolve_registry(), &auth)

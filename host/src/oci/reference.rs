@@ -3,6 +3,7 @@
 //! The registry is always explicit (no implicit Docker Hub) and so is the
 //! tag (no implicit `latest`): a manifest says exactly what it serves.
 
+use crate::base::digest::Digest;
 use anyhow::{Result, bail};
 use oci_client::Reference;
 
@@ -53,8 +54,7 @@ impl OciRef {
             bail!("`{text}`: `{registry}` is not a registry host name (add a domain or a port)");
         }
         if let Some(digest) = reference.digest() {
-            let hex = digest.strip_prefix("sha256:").unwrap_or("");
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if Digest::parse(digest).is_err() {
                 bail!("`{text}`: the digest must be sha256: and 64 hex digits");
             }
         }
@@ -67,6 +67,11 @@ impl OciRef {
     /// The pinned manifest digest (`sha256:…`), if the reference has one.
     pub fn pinned(&self) -> Option<&str> {
         self.reference.digest()
+    }
+
+    /// The pinned manifest digest, parsed (it was checked by [`OciRef::parse`]).
+    pub fn pinned_digest(&self) -> Option<Digest> {
+        self.pinned().and_then(|digest| Digest::parse(digest).ok())
     }
 
     /// `REGISTRY/REPOSITORY`, for messages.

@@ -14,10 +14,10 @@
 
 use super::address::{Origin, RedirectRefused};
 use super::auth::Lookup;
-use super::layout::check_digest;
-use super::store::{MAX_MANIFEST_SIZE, sha256};
+use super::store::MAX_MANIFEST_SIZE;
 use super::token::{self, MAX_TOKEN_ANSWER};
 use super::untrusted::{quote, quote_bytes};
+use crate::base::digest::Digest;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -117,7 +117,7 @@ impl Session {
     /// The manifest `image` names and its digest: the sha256 of its bytes,
     /// which must equal a pinned digest and the registry's
     /// `Docker-Content-Digest`, when either is given.
-    pub async fn manifest(&self, image: &Reference, accept: &[&str]) -> Result<(Bytes, String)> {
+    pub async fn manifest(&self, image: &Reference, accept: &[&str]) -> Result<(Bytes, Digest)> {
         let url = self.manifest_url(image);
         let response = self.send(image, Method::GET, &url, accept).await?;
         if let Some(length) = response.content_length()
@@ -137,15 +137,15 @@ impl Session {
                      ({MAX_MANIFEST_SIZE} bytes); stopped reading"
                 )
             })?;
-        let digest = sha256(&body);
+        let digest = Digest::of(&body);
         if let Some(pinned) = image.digest()
-            && pinned != digest
+            && pinned != digest.to_string()
         {
             bail!("digest mismatch: {url} sent a manifest whose sha256 is {digest}");
         }
         if let Some(announced) = announced
             && announced.starts_with("sha256:")
-            && announced != digest
+            && announced != digest.to_string()
         {
             bail!(
                 "digest mismatch: {url} says its manifest is {}, its bytes hash to {digest}",
@@ -157,19 +157,16 @@ impl Session {
 
     /// The digest `image` resolves to: the `Docker-Content-Digest` of a
     /// HEAD, else the hash of the manifest itself.
-    pub async fn resolve(&self, image: &Reference, accept: &[&str]) -> Result<String> {
+    pub async fn resolve(&self, image: &Reference, accept: &[&str]) -> Result<Digest> {
         let url = self.manifest_url(image);
         let response = self.send(image, Method::HEAD, &url, accept).await?;
         match digest_header(&response) {
-            Some(digest) => {
-                check_digest(&digest).map_err(|_| {
-                    anyhow!(
-                        "{url}: Docker-Content-Digest `{}` is not a sha256 digest",
-                        quote(&digest)
-                    )
-                })?;
-                Ok(digest)
-            }
+            Some(digest) => Digest::parse(&digest).map_err(|_| {
+                anyhow!(
+                    "{url}: Docker-Content-Digest `{}` is not a sha256 digest",
+                    quote(&digest)
+                )
+            }),
             None => Ok(self.manifest(image, accept).await?.1),
         }
     }
@@ -179,7 +176,7 @@ impl Session {
     pub async fn blob(
         &self,
         image: &Reference,
-        digest: &str,
+        digest: &Digest,
     ) -> Result<(
         Option<u64>,
         impl Stream<Item = std::io::Result<Bytes>> + use<>,

@@ -6,7 +6,7 @@
 //! a crash leaves only a temporary file behind. Nothing is held in memory
 //! but one chunk.
 //!
-//! The store follows the compile cache's rule ([`crate::wasm::cache`]): it is
+//! The store follows the compile cache's rule ([`crate::base::cache_dir`]): it is
 //! used only if `--cache-dir` and each of the store's folders are real
 //! directories (not symlinks) that the host's user owns and no one else
 //! may write to, checked before every write ([`BlobStore::ready`]);
@@ -14,11 +14,11 @@
 //! files get unguessable names and are created exclusively, never through
 //! a symlink.
 
-use super::layout::check_digest;
+use crate::base::cache_dir;
+use crate::base::digest::{Digest, Hasher};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -40,27 +40,25 @@ impl BlobStore {
         BlobStore { root }
     }
 
-    /// Where the blob `digest` (`sha256:HEX`) lives, present or not.
-    pub fn path(&self, digest: &str) -> Result<PathBuf> {
-        check_digest(digest)?;
-        let hex = &digest["sha256:".len()..];
-        Ok(self.root.join("blobs").join("sha256").join(hex))
+    /// Where the blob `digest` lives, present or not.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
     /// The blob's path if it is in the store. Marks it used (its mtime),
     /// so `--cache-max-size` prunes it among the last.
-    pub fn get(&self, digest: &str) -> Result<Option<PathBuf>> {
-        let path = self.path(digest)?;
+    pub fn get(&self, digest: &Digest) -> Result<Option<PathBuf>> {
+        let path = self.path(digest);
         if !path.is_file() {
             return Ok(None);
         }
-        crate::control::cache_budget::touch(&path);
+        cache_dir::touch(&path);
         Ok(Some(path))
     }
 
     /// Reads a stored manifest back, checking its digest again (a cached
     /// manifest decides which layer is served).
-    pub fn read_manifest(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+    pub fn read_manifest(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         let Some(path) = self.get(digest)? else {
             return Ok(None);
         };
@@ -68,7 +66,7 @@ impl BlobStore {
         std::fs::File::open(&path)
             .and_then(|f| f.take(MAX_MANIFEST_SIZE + 1).read_to_end(&mut bytes))
             .with_context(|| format!("cannot read `{}`", path.display()))?;
-        if sha256(&bytes) != digest {
+        if Digest::of(&bytes) != *digest {
             // Corrupted on disk: forget it, the next pull fetches it again.
             let _ = std::fs::remove_file(&path);
             return Ok(None);
@@ -77,7 +75,7 @@ impl BlobStore {
     }
 
     /// Stores bytes already checked against `digest`.
-    pub async fn put(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf> {
+    pub async fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<PathBuf> {
         let chunk = bytes::Bytes::copy_from_slice(bytes);
         let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(chunk)]);
         self.write(digest, bytes.len() as u64, stream).await
@@ -90,7 +88,7 @@ impl BlobStore {
         let Some(cache_dir) = self.root.parent() else {
             bail!("`{}` has no parent folder", self.root.display());
         };
-        crate::wasm::cache::check_private(cache_dir)
+        cache_dir::check_private(cache_dir)
             .with_context(|| format!("`{}`", cache_dir.display()))?;
         let blobs = self.root.join("blobs");
         for dir in [
@@ -99,19 +97,18 @@ impl BlobStore {
             blobs.join("sha256"),
             self.root.join("signatures"),
         ] {
-            crate::wasm::cache::private_subdir(&dir)
-                .with_context(|| format!("`{}`", dir.display()))?;
+            cache_dir::private_subdir(&dir).with_context(|| format!("`{}`", dir.display()))?;
         }
         Ok(())
     }
 
     /// Streams a blob to disk, refusing more than `max` bytes and any
     /// content whose sha256 is not `digest`.
-    pub async fn write<S>(&self, digest: &str, max: u64, stream: S) -> Result<PathBuf>
+    pub async fn write<S>(&self, digest: &Digest, max: u64, stream: S) -> Result<PathBuf>
     where
         S: Stream<Item = std::io::Result<bytes::Bytes>>,
     {
-        let target = self.path(digest)?;
+        let target = self.path(digest);
         self.ready()?;
         let dir = target.parent().expect("blobs/sha256");
         let (temp, file) = create_temp(dir)?;
@@ -134,8 +131,7 @@ impl BlobStore {
     /// signed payload and its signature, so a restart checks it again
     /// (with the key then configured) without the registry. One small
     /// file per signed digest, whatever the signature image held.
-    pub fn set_signature(&self, signed: &str, record: &SignatureRecord) -> Result<()> {
-        check_digest(signed)?;
+    pub fn set_signature(&self, signed: &Digest, record: &SignatureRecord) -> Result<()> {
         self.ready()?;
         let dir = self.root.join("signatures");
         let body = serde_json::to_vec(&StoredRecord {
@@ -145,7 +141,7 @@ impl BlobStore {
         let (temp, mut file) = create_temp(&dir)?;
         let written = file
             .write_all(&body)
-            .and_then(|()| std::fs::rename(&temp, dir.join(&signed["sha256:".len()..])));
+            .and_then(|()| std::fs::rename(&temp, dir.join(signed.hex())));
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
@@ -153,12 +149,8 @@ impl BlobStore {
     }
 
     /// The signature recorded for `signed`, if any (unchecked: verify it).
-    pub fn signature(&self, signed: &str) -> Option<SignatureRecord> {
-        check_digest(signed).ok()?;
-        let path = self
-            .root
-            .join("signatures")
-            .join(&signed["sha256:".len()..]);
+    pub fn signature(&self, signed: &Digest) -> Option<SignatureRecord> {
+        let path = self.root.join("signatures").join(signed.hex());
         let mut text = Vec::new();
         std::fs::File::open(&path)
             .and_then(|f| f.take(MAX_SIGNATURE_RECORD + 1).read_to_end(&mut text))
@@ -167,7 +159,7 @@ impl BlobStore {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(stored.payload)
             .ok()?;
-        crate::control::cache_budget::touch(&path);
+        cache_dir::touch(&path);
         Some(SignatureRecord {
             payload,
             signature: stored.signature,
@@ -175,10 +167,8 @@ impl BlobStore {
     }
 
     /// Removes a blob (one found corrupted when read).
-    pub fn remove(&self, digest: &str) {
-        if let Ok(path) = self.path(digest) {
-            let _ = std::fs::remove_file(path);
-        }
+    pub fn remove(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.path(digest));
     }
 }
 
@@ -205,7 +195,7 @@ const MAX_SIGNATURE_RECORD: u64 = 2 * super::cosign::MAX_PAYLOAD;
 /// stays on one filesystem): an unguessable name, created exclusively and
 /// not through a symlink, readable by this user only.
 fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
-    let temp = dir.join(format!(".temp-{}", crate::wasm::cache::random_hex()?));
+    let temp = cache_dir::stored_temp(dir)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -219,7 +209,7 @@ fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
 async fn write_verified<S>(
     temp: &Path,
     file: std::fs::File,
-    digest: &str,
+    digest: &Digest,
     max: u64,
     stream: S,
 ) -> Result<()>
@@ -227,7 +217,7 @@ where
     S: Stream<Item = std::io::Result<bytes::Bytes>>,
 {
     let mut file = tokio::fs::File::from_std(file);
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::default();
     let mut written: u64 = 0;
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
@@ -242,19 +232,11 @@ where
             .with_context(|| format!("cannot write `{}`", temp.display()))?;
     }
     file.sync_all().await.ok();
-    let actual = format!("sha256:{}", crate::wasm::component::hex(&hasher.finalize()));
-    if actual != digest {
+    let actual = hasher.finish();
+    if actual != *digest {
         bail!("digest mismatch: expected {digest}, the registry sent {written} bytes of {actual}");
     }
     Ok(())
-}
-
-/// `sha256:HEX` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        crate::wasm::component::hex(&Sha256::digest(bytes))
-    )
 }
 
 #[cfg(test)]
@@ -285,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn stores_verified_blobs_and_nothing_else() {
         let (store, dir) = store();
-        let digest = sha256(b"hello world");
+        let digest = Digest::of(b"hello world");
         let path = store
             .write(&digest, 100, chunks(&[b"hello ", b"world"]))
             .await
@@ -293,7 +275,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
         assert_eq!(store.get(&digest).unwrap(), Some(path));
 
-        let other = sha256(b"other");
+        let other = Digest::of(b"other");
         let e = store
             .write(&other, 100, chunks(&[b"not other"]))
             .await
@@ -318,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn a_corrupted_manifest_is_forgotten() {
         let (store, dir) = store();
-        let digest = sha256(b"{}");
+        let digest = Digest::of(b"{}");
         let path = store.put(&digest, b"{}").await.unwrap();
         assert_eq!(store.read_manifest(&digest).unwrap().unwrap(), b"{}");
         std::fs::write(&path, b"{\"x\":1}").unwrap();
@@ -330,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn signature_records_round_trip() {
         let (store, _dir) = store();
-        let signed = sha256(b"manifest");
+        let signed = Digest::of(b"manifest");
         assert_eq!(store.signature(&signed), None);
         let record = SignatureRecord {
             payload: b"{\"critical\":{}}".to_vec(),
@@ -350,7 +332,7 @@ mod tests {
         let (store, dir) = store();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "victim").unwrap();
-        let digest = sha256(b"blob");
+        let digest = Digest::of(b"blob");
         store.put(&digest, b"blob").await.unwrap();
         let sha = dir.path().join("oci/blobs/sha256");
 
@@ -364,7 +346,7 @@ mod tests {
             let e = format!("{:#}", store.ready().unwrap_err());
             assert!(e.contains("mode 777"), "{e}");
             assert!(e.contains(&folder.display().to_string()), "{e}");
-            let other = sha256(b"other");
+            let other = Digest::of(b"other");
             assert!(store.put(&other, b"other").await.is_err());
             assert!(store.get(&other).unwrap().is_none());
             chmod(&folder, 0o700);
@@ -384,7 +366,7 @@ mod tests {
             std::os::unix::fs::symlink(&victim, sha.join(&name)).unwrap();
             std::os::unix::fs::symlink(&victim, signatures.join(name)).unwrap();
         }
-        store.put(&sha256(b"more"), b"more").await.unwrap();
+        store.put(&Digest::of(b"more"), b"more").await.unwrap();
         let record = SignatureRecord {
             payload: b"p".to_vec(),
             signature: "s".into(),

@@ -18,6 +18,7 @@
 //! and one client address or one sticky value holds at most
 //! [`MAX_CLIENT_SHARE`] of a version's outcomes in the window.
 
+use crate::base::digest::Digest;
 use crate::config::router::Router;
 use crate::observe::metrics::{CANARY, Metrics, STABLE};
 use crate::routing::registry::{Handler, RoutingTable};
@@ -578,8 +579,8 @@ impl Canary {
         });
         CanaryDoc {
             component: self.spec.component.display().to_string(),
-            digest: format!("sha256:{}", self.handler.component.digest),
-            resolved_digest: self.handler.resolved.clone(),
+            digest: self.handler.component.digest,
+            resolved_digest: self.handler.resolved,
             weight: self.spec.weight,
             effective_weight: self.weight(),
             state: self.state.phase(),
@@ -598,9 +599,9 @@ pub struct CanaryDoc {
     /// A file's path, or an `oci://` reference as the manifest gives it.
     pub component: String,
     /// sha256 of the component file (for `oci://`, the layer's digest).
-    pub digest: String,
+    pub digest: Digest,
     /// For `oci://`: the manifest digest the reference resolved to.
-    pub resolved_digest: Option<String>,
+    pub resolved_digest: Option<Digest>,
     /// The manifest's weight.
     pub weight: u8,
     /// The weight in force: 0 once rolled back or aborted.
@@ -713,7 +714,7 @@ pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> H
         spec: stable.spec.clone(),
         label: stable.label.clone(),
         component: canary.handler.component.clone(),
-        resolved: canary.handler.resolved.clone(),
+        resolved: canary.handler.resolved,
         // Instances kept for reuse are the canary's component's: they go on.
         instances: canary.handler.instances.clone(),
         p3: canary.handler.p3.clone(),

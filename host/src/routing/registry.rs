@@ -4,6 +4,7 @@
 //! handler; a swap stores a new table and never mutates one a request
 //! holds, so requests in flight finish on the version they started with.
 
+use crate::base::digest::Digest;
 use crate::config::limits::RequestLimits;
 use crate::config::manifest::RouteSpec;
 use crate::config::router::Router;
@@ -36,7 +37,7 @@ pub struct Handler {
     /// The table generation in which this route got its current component.
     pub generation: u64,
     /// For an `oci://` component: the manifest digest it resolved to.
-    pub resolved: Option<String>,
+    pub resolved: Option<Digest>,
     pub loaded_at: SystemTime,
     /// A second version taking a share of the route's requests.
     pub canary: Option<Canary>,
@@ -120,8 +121,8 @@ impl Registry {
                 routes.push(HandlerDoc {
                     route: handler.label.to_string(),
                     component: handler.spec.component.display().to_string(),
-                    digest: Some(format!("sha256:{}", handler.component.digest)),
-                    resolved_digest: handler.resolved.clone(),
+                    digest: Some(handler.component.digest),
+                    resolved_digest: handler.resolved,
                     generation: Some(handler.generation),
                     loaded_at: Some(rfc3339(handler.loaded_at)),
                     last_error: error.map(|e| e.error.clone()),
@@ -170,9 +171,9 @@ pub struct HandlerDoc {
     /// A file's path, or an `oci://` reference as the manifest gives it.
     pub component: String,
     /// sha256 of the component file (for `oci://`, the layer's digest).
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// For `oci://`: the manifest digest the reference resolved to.
-    pub resolved_digest: Option<String>,
+    pub resolved_digest: Option<Digest>,
     pub generation: Option<u64>,
     pub loaded_at: Option<String>,
     pub last_error: Option<String>,

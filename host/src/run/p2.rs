@@ -409,7 +409,7 @@ async fn run(
             Some(refused) => refused,
         },
         Ok(Err(code)) => {
-            tracing::warn!(route = %handler.label, digest = %handler.component.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
+            tracing::warn!(route = %handler.label, digest = %handler.component.digest.hex(), request_id = %request_id, error_code = ?code, "handler answered with an error code");
             host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
         }
         // The guest ended (its store, and with it the sender, is gone)
@@ -604,7 +604,7 @@ pub fn report(label: &str, digest: &str, metrics: &RouteMetrics, request_id: &st
 fn report_on(handler: &Handler, request_id: &str, fault: &Fault) {
     report(
         &handler.label,
-        &handler.component.digest,
+        handler.component.digest.hex(),
         &handler.metrics,
         request_id,
         fault,

@@ -16,12 +16,13 @@
 //! unpredictable name, created exclusively and never through a symlink,
 //! then renamed into place.
 
-use crate::wasm::compiler::Compiler;
+use crate::base::cache_dir::{self, usable_dir};
+use crate::wasm::compiler::{self, Compiler};
 use crate::wasm::engine;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -84,7 +85,10 @@ impl CompileCache {
     /// lives.
     pub fn entry_path(&self, digest: &str, engine: &Engine) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        Some(dir.join(format!("{digest}-{}.cwasm", engine::fingerprint(engine))))
+        Some(dir.join(cache_dir::compiled_entry(
+            digest,
+            &engine::fingerprint(engine),
+        )))
     }
 
     /// Compiles `wasm` (whose sha256 is `digest`), or loads it from the
@@ -123,62 +127,6 @@ impl CompileCache {
     }
 }
 
-/// Permission bits that let others than the owner write to a directory.
-const OTHERS_WRITE: u32 = 0o022;
-
-/// Creates `dir` if needed (private to this user), then checks that this
-/// user owns it and no one else may write to it. The OCI store applies the
-/// same rule to `--cache-dir` and each of its own folders.
-pub(crate) fn usable_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .context("cannot create it")?;
-    check_private(dir)
-}
-
-/// Creates the one folder `dir` if it is missing (its parent must exist and
-/// is not created: a symlink on the way is never followed into), then
-/// checks it as [`usable_dir`] does.
-pub(crate) fn private_subdir(dir: &Path) -> Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).context("cannot create it"),
-    }
-    check_private(dir)
-}
-
-/// `dir` itself (not a symlink) is a directory this user owns and no one
-/// else may write to.
-pub(crate) fn check_private(dir: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir).context("cannot read it")?;
-    if !meta.is_dir() {
-        bail!("not a directory (a symlink is not accepted)");
-    }
-    let uid = effective_uid();
-    if meta.uid() != uid {
-        bail!(
-            "owned by uid {}, not by this process's uid {uid}",
-            meta.uid()
-        );
-    }
-    if meta.mode() & OTHERS_WRITE != 0 {
-        bail!(
-            "writable by its group or others (mode {:o})",
-            meta.mode() & 0o7777
-        );
-    }
-    Ok(())
-}
-
-#[allow(unsafe_code)]
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     let bytes = std::fs::read(entry).ok()?;
     let verified = bytes.len() > CHECKSUM_LEN
@@ -188,10 +136,10 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
         let _ = std::fs::remove_file(entry);
         return None;
     }
-    match deserialize(engine, &bytes[CHECKSUM_LEN..]) {
+    match compiler::deserialize(engine, &bytes[CHECKSUM_LEN..]) {
         Ok(component) => {
             // Recently used entries are the last `--cache-max-size` prunes.
-            crate::control::cache_budget::touch(entry);
+            cache_dir::touch(entry);
             Some(component)
         }
         Err(e) => {
@@ -202,18 +150,6 @@ fn load_entry(engine: &Engine, entry: &Path) -> Option<Component> {
     }
 }
 
-/// Loads a compiled artifact this host (or its compiler child) wrote.
-#[allow(unsafe_code)]
-pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component> {
-    // SAFETY: `Component::deserialize` trusts its input to be a compiled
-    // artifact. A cache entry's checksum matched, so these are the exact
-    // bytes this host wrote with `Component::serialize`; a compiler child's
-    // are what this same executable's `precompile_component` wrote to a
-    // pipe only the host reads. wasmtime itself checks that the artifact
-    // fits this engine's version and settings.
-    unsafe { Component::deserialize(engine, artifact) }.map_err(Into::into)
-}
-
 fn store_entry(component: &Component, entry: &Path) -> Result<()> {
     let artifact = component.serialize()?;
     let mut bytes = Vec::with_capacity(CHECKSUM_LEN + artifact.len());
@@ -222,7 +158,7 @@ fn store_entry(component: &Component, entry: &Path) -> Result<()> {
     // Write beside the entry, then rename: readers never see half an
     // entry. A fresh, unguessable name, created exclusively and not through
     // a symlink, so nothing planted in the directory is written through.
-    let tmp = entry.with_extension(format!("tmp-{}", random_hex()?));
+    let tmp = cache_dir::compiled_temp(entry)?;
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -238,15 +174,6 @@ fn store_entry(component: &Component, entry: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         format!("failed to rename into `{}`", entry.display())
     })
-}
-
-/// 128 random bits as hex, from the kernel.
-pub(crate) fn random_hex() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -302,21 +229,5 @@ mod tests {
             .map(|e| e.unwrap().path())
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
             .collect()
-    }
-
-    #[test]
-    fn a_directory_owned_by_someone_else_or_a_symlink_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        assert!(usable_dir(&link).is_err(), "a symlink is refused");
-        if effective_uid() == 0 {
-            // Root can hand a directory to another user to test ownership.
-            let other = dir.path().join("other");
-            std::fs::create_dir(&other).unwrap();
-            std::os::unix::fs::chown(&other, Some(65534), None).unwrap();
-            let e = usable_dir(&other).unwrap_err();
-            assert!(format!("{e:#}").contains("owned by uid 65534"), "{e:#}");
-        }
     }
 }

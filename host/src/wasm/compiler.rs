@@ -39,7 +39,7 @@ impl Compiler {
             return in_process(engine, wasm);
         };
         match precompile_in_child(exe, wasm) {
-            Ok(artifact) => match crate::wasm::cache::deserialize(engine, &artifact) {
+            Ok(artifact) => match deserialize(engine, &artifact) {
                 Ok(component) => Ok(component),
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "the compiler child's artifact does not fit this engine; compiling in-process");
@@ -53,6 +53,18 @@ impl Compiler {
             }
         }
     }
+}
+
+/// Loads a compiled artifact this host (or its compiler child) wrote.
+#[allow(unsafe_code)]
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component> {
+    // SAFETY: `Component::deserialize` trusts its input to be a compiled
+    // artifact. A cache entry's checksum matched, so these are the exact
+    // bytes this host wrote with `Component::serialize`; a compiler child's
+    // are what this same executable's `precompile_component` wrote to a
+    // pipe only the host reads. wasmtime itself checks that the artifact
+    // fits this engine's version and settings.
+    unsafe { Component::deserialize(engine, artifact) }.map_err(Into::into)
 }
 
 fn in_process(engine: &Engine, wasm: &[u8]) -> Result<Component> {

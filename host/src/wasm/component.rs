@@ -6,6 +6,7 @@
 //! and instantiates against this host's linker within its route's limits. Every error names the file and
 //! the reason in one line.
 
+use crate::base::digest::Digest;
 use crate::config::limits::{MemoryBudget, RequestLimits};
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
@@ -13,7 +14,6 @@ use crate::wasm::footprint::{self, Footprint};
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
 use crate::wasm::world::{self, HttpWorld};
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,8 +35,8 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
 /// A compiled, validated, pre-instantiated component.
 pub struct LoadedComponent {
     pub path: PathBuf,
-    /// Hex sha256 of the wasm file.
-    pub digest: String,
+    /// The sha256 of the wasm file.
+    pub digest: Digest,
     pub size: u64,
     /// A p2 (`incoming-handler`) or p3 (`handler`) pre-instance.
     pub pre: ProxyPre<HostState>,
@@ -76,7 +76,7 @@ impl LoadedComponent {
 pub struct WasmFile {
     pub path: PathBuf,
     pub bytes: Arc<[u8]>,
-    pub digest: String,
+    pub digest: Digest,
 }
 
 impl WasmFile {
@@ -112,7 +112,7 @@ impl WasmFile {
                 path.display()
             );
         }
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = Digest::of(&bytes);
         Ok(WasmFile {
             path: path.to_path_buf(),
             bytes: bytes.into(),
@@ -149,10 +149,6 @@ fn stat(path: &Path) -> Result<(u64, Option<SystemTime>)> {
     Ok((meta.len(), meta.modified().ok()))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Compiles (or loads from the cache) and validates a component, for the
 /// engine its wasi:http world needs. Blocking: call it off the request
 /// path. A component that would not fit the pool (`per_component`) is
@@ -176,7 +172,7 @@ pub fn compile(
     let (engine, linker): (&Engine, &Linker<HostState>) = wasmtime.for_world(&world)?;
     let started = Instant::now();
     let (component, outcome) = cache
-        .compile(engine, &file.bytes, &file.digest)
+        .compile(engine, &file.bytes, file.digest.hex())
         .with_context(|| format!("`{path}`: not a valid component"))?;
     let compile_time = started.elapsed();
     check_exports(engine, &component).with_context(|| format!("`{path}`"))?;
@@ -196,7 +192,7 @@ pub fn compile(
     };
     Ok(LoadedComponent {
         path: file.path.clone(),
-        digest: file.digest.clone(),
+        digest: file.digest,
         size: file.bytes.len() as u64,
         pre,
         world,
