@@ -34,7 +34,7 @@
 //! publishes after them keeps what they decided.
 
 use crate::config::cli::LoadLimits;
-use crate::config::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
+use crate::config::limits::{CpuShare, Limits, RequestLimits};
 use crate::config::manifest::{Manifest, RouteSpec};
 use crate::config::router::Router;
 use crate::control::cache_budget::{CacheBudget, Served};
@@ -50,7 +50,7 @@ use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::component::{self, LoadedComponent, WasmFile};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
-use crate::wasm::sandbox::Grants;
+use crate::wasm::sandbox::{Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};

@@ -6,7 +6,7 @@
 //! take an [`App`] built here.
 
 use crate::config::cli::{CacheArgs, LoadLimits};
-use crate::config::limits::{Admission, CpuShare, Limits, MemoryBudget};
+use crate::config::limits::{Admission, CpuShare, Limits};
 use crate::control::cache_budget::CacheBudget;
 use crate::control::reload::{Reloader, ReloaderParts, Source};
 use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
@@ -15,6 +15,7 @@ use crate::wasm::cache::CompileCache;
 use crate::wasm::compiler::Compiler;
 use crate::wasm::engine::{EpochTicker, TickerHandle, Wasmtime};
 use crate::wasm::outbound::OwnAddresses;
+use crate::wasm::sandbox::MemoryBudget;
 use http::Request;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,7 +66,7 @@ impl App {
         let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
         let mut metrics = Metrics::new();
         if let Some(budget) = &memory_budget {
-            metrics.register_memory_budget(budget);
+            metrics.register_memory_budget(budget.used_gauge(), budget.limit());
         }
         let metrics = Arc::new(metrics);
         // A --cache-dir others may write to is not pruned (what is in it may

@@ -6,10 +6,11 @@
 //! and instantiates against this host's linker within its route's limits. Every error names the file and
 //! the reason in one line.
 
-use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::config::limits::RequestLimits;
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::wasm::footprint::{self, Footprint};
+use crate::wasm::sandbox::MemoryBudget;
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
 use crate::wasm::world::{self, HttpWorld};
 use anyhow::{Context, Result, bail};

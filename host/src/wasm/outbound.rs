@@ -13,9 +13,9 @@
 //! certificate for that name from the forbidden address. Every refusal is
 //! logged and counted by reason.
 
+use crate::observe::metrics::DeniedLabels;
 use http::uri::{Authority, Uri};
 use http_body_util::BodyExt;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::net::{IpAddr, SocketAddr};
@@ -229,15 +229,6 @@ fn interface_addresses() -> Vec<IpAddr> {
         libc::freeifaddrs(list);
         addresses
     }
-}
-
-/// The labels of `wasmlet_outbound_denied_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeniedLabels {
-    pub route: String,
-    /// `host`: no rule matches the name; `address`: the name matched, but
-    /// the address it resolves to is reachable only by a rule naming it.
-    pub reason: String,
 }
 
 /// What one route's guests may reach, and where refusals are counted.
