@@ -16,8 +16,6 @@
 
 use crate::config::limits::RequestLimits;
 use crate::wasm::outbound::{OutboundGrant, OutboundPolicy};
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -625,13 +623,6 @@ impl MemoryBudget {
     pub fn used_gauge(&self) -> Gauge<u64, AtomicU64> {
         self.used.clone()
     }
-}
-
-/// A response body with no data, for guest-less answers.
-pub fn empty_body() -> wasmtime_wasi_http::p2::body::HyperOutgoingBody {
-    http_body_util::Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]
