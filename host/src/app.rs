@@ -4,117 +4,19 @@
 //! Start-up order: everything is loaded and validated before anything is
 //! bound, so bad input exits non-zero without ever listening.
 
-use crate::config::cli::{CacheArgs, LoadLimits, ServeArgs};
-use crate::config::limits::{Admission, CpuShare, Limits, MemoryBudget};
-use crate::control::cache_budget::CacheBudget;
-use crate::control::reload::{FileWatcher, Reloader, ReloaderParts, Source};
-use crate::http::server::RequestIds;
+use crate::config::cli::ServeArgs;
+use crate::control::reload::Source;
+use crate::control::watch::FileWatcher;
+use crate::http::state::App;
 use crate::http::{admin, server};
-use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
-use crate::routing::registry::Registry;
 use crate::run::workers::Workers;
 use crate::shutdown;
-use crate::wasm::cache::CompileCache;
 use crate::wasm::compiler::Compiler;
-use crate::wasm::engine::{EpochTicker, TickerHandle, Wasmtime};
-use crate::wasm::outbound::OwnAddresses;
+use crate::wasm::engine::Wasmtime;
 use anyhow::{Context, Result, bail};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-
-/// State shared by the public and admin servers.
-pub struct App {
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub reloader: Arc<Reloader>,
-    pub admission: Admission,
-    /// Worker threads CPU-heavy guests may occupy at once.
-    pub cpu_share: CpuShare,
-    /// Linear memory all running instances may hold together, if capped.
-    pub memory_budget: Option<MemoryBudget>,
-    /// Keeps the epoch ticker going while requests run.
-    pub ticker: TickerHandle,
-    pub limits: Limits,
-    /// Set on SIGTERM/SIGINT: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
-    /// Series for requests that match no route.
-    pub no_route: RouteMetrics,
-    pub request_ids: RequestIds,
-    /// The bound listeners, kept out of wildcard outbound rules' reach.
-    pub own_addresses: OwnAddresses,
-}
-
-impl App {
-    /// An app with nothing loaded yet; call `reloader.reload` to load.
-    /// `worker_threads` is the number of request workers serving it.
-    pub fn new(
-        source: Source,
-        limits: Limits,
-        load_limits: LoadLimits,
-        cache: &CacheArgs,
-        wasmtime: Wasmtime,
-        compiler: Compiler,
-        worker_threads: usize,
-    ) -> (Arc<App>, EpochTicker) {
-        let ticker = EpochTicker::start(&wasmtime);
-        let cache_dir = cache.cache_dir.as_deref();
-        let compile_cache = CompileCache::new(cache_dir).with_compiler(compiler);
-        let registry = Arc::new(Registry::new());
-        let memory_budget = limits.max_total_memory.map(MemoryBudget::new);
-        let mut metrics = Metrics::new();
-        if let Some(budget) = &memory_budget {
-            metrics.register_memory_budget(budget);
-        }
-        let metrics = Arc::new(metrics);
-        // A --cache-dir others may write to is not pruned (what is in it may
-        // be theirs), and the OCI store refuses to pull into it.
-        let private_dir = cache_dir.filter(|dir| match crate::base::cache_dir::usable_dir(dir) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "--cache-dir is not private to this user: --cache-max-size is not enforced, and oci:// components are refused");
-                false
-            }
-        });
-        let cache_budget =
-            private_dir.map(|dir| Arc::new(CacheBudget::new(dir, cache.cache_max_size, &metrics)));
-        let own_addresses = OwnAddresses::default();
-        let cpu_share = CpuShare::new(worker_threads);
-        let reloader = Arc::new(Reloader::new(
-            ReloaderParts {
-                source,
-                wasmtime,
-                ticker: ticker.handle(),
-                cache: compile_cache,
-                cache_budget,
-                limits: limits.clone(),
-                load_limits,
-                memory_budget: memory_budget.clone(),
-                cpu_share: cpu_share.clone(),
-                own_addresses: own_addresses.clone(),
-                oci_store: cache_dir.map(|dir| dir.join("oci")),
-            },
-            registry.clone(),
-            metrics.clone(),
-        ));
-        let app = App {
-            no_route: metrics.route(NO_ROUTE, NO_ROUTE),
-            admission: Admission::new(limits.max_in_flight, limits.queue_timeout),
-            cpu_share,
-            memory_budget,
-            ticker: ticker.handle(),
-            registry,
-            metrics,
-            reloader,
-            limits,
-            draining: AtomicBool::new(false),
-            request_ids: RequestIds::new(),
-            own_addresses,
-        };
-        (Arc::new(app), ticker)
-    }
-}
 
 /// Runs `wasmlet serve` until a shutdown signal, then drains and returns.
 /// Components are compiled by `compiler`.

@@ -3,7 +3,8 @@
 //! container image and Kubernetes manifests can set it.
 
 use crate::config::limits::{Limits, parse_bytes};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::observe::logging::LogFormat;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -270,12 +271,6 @@ pub struct LogArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "WASMLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[cfg(test)]

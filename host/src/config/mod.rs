@@ -2,11 +2,13 @@
 //! the route patterns. Pure data and parsing; nothing here runs a request.
 //!
 //! - [`cli`]: the command line (clap), every flag with its env var.
-//! - [`limits`]: per-request limits and their defaults, admission control.
+//! - [`limits`]: host-wide and per-request limits and their defaults.
 //! - [`manifest`]: `wasmlet.toml`, the routes and their per-route settings.
+//! - [`outbound`]: `allowed_outbound_hosts` rules: parsing and matching a name.
 //! - [`router`]: route patterns and longest-match lookup (pure logic).
 
 pub mod cli;
 pub mod limits;
 pub mod manifest;
+pub mod outbound;
 pub mod router;

@@ -1,10 +1,12 @@
 //! Everything that changes what is served: building and publishing a new
 //! routing table, watching files, following tags, keeping the cache in budget.
 //!
-//! - [`reload`]: building a new table from disk, watching files, debouncing.
+//! - [`reload`]: building a new table from disk and publishing it, all or nothing.
+//! - [`watch`]: the file watcher: a debounced reload after each burst of changes.
 //! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
 //! - [`cache_budget`]: keeping `--cache-dir` under `--cache-max-size`, least recently used out first.
 
 pub mod cache_budget;
 pub mod follow;
 pub mod reload;
+pub mod watch;

@@ -5,7 +5,7 @@
 //! only if every route loaded publishes the new table. Any failure leaves
 //! the serving table untouched and is recorded for logs, metrics and
 //! `/handlers`. Reloads run one at a time, triggered by the file watcher
-//! (debounced), SIGHUP or `POST /reload`.
+//! (debounced, [`crate::control::watch`]), SIGHUP or `POST /reload`.
 //!
 //! The watcher watches directories, not files: editors and `cp` write in
 //! place, tools rename over files, and Kubernetes re-points a `..data`
@@ -35,7 +35,7 @@
 
 use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
-use crate::config::limits::{CpuShare, Limits, MemoryBudget, RequestLimits};
+use crate::config::limits::{CpuShare, Limits, RequestLimits};
 use crate::config::manifest::{Manifest, RouteSpec};
 use crate::config::router::Router;
 use crate::control::cache_budget::{CacheBudget, Served};
@@ -51,15 +51,13 @@ use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::component::{self, LoadedComponent, WasmFile};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
-use crate::wasm::sandbox::Grants;
+use crate::wasm::sandbox::{Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::time::SystemTime;
 use wasmtime_wasi_http::handler::ProxyPre;
 
 /// One version of a route's handler: its component, and for an `oci://`
@@ -70,10 +68,6 @@ type Version = (Arc<LoadedComponent>, Option<Digest>);
 /// version from a file.
 type RoutePulls = (Option<Result<Pulled>>, Option<Result<Pulled>>);
 
-/// Quiet time after the last file event before a reload starts.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
-/// A reload starts at the latest this long after the first event of a burst.
-pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// `oci://` pulls one reload runs at once (a route's and its canary's
 /// count as two); the others wait for a slot.
 pub const MAX_CONCURRENT_PULLS: usize = 8;
@@ -150,11 +144,36 @@ fn snapshot(manifest: &Path) -> PathBuf {
     home.join(version).join(name)
 }
 
+/// What a successful reload did to the serving table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new table is serving.
+    Published,
+    /// Nothing changed: the serving table stays, its generation too.
+    Unchanged,
+}
+
+impl Outcome {
+    /// The one spelling: the `outcome` label of `wasmlet_reloads_total`
+    /// and the `outcome` of `POST /reload`'s JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Published => "published",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// The outcome of a successful reload.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
-    /// `published` or `unchanged`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub generation: u64,
     pub routes: usize,
     /// Components compiled (or loaded from the cache) by this reload.
@@ -263,8 +282,8 @@ impl Reloader {
         let result = match self.try_reload(deadline).await {
             Ok(report) => {
                 self.registry.record_success();
-                self.metrics.reload(report.outcome);
-                if report.outcome == "published" {
+                self.metrics.reload(report.outcome.as_str());
+                if report.outcome == Outcome::Published {
                     tracing::info!(
                         trigger,
                         generation = report.generation,
@@ -397,7 +416,7 @@ impl Reloader {
         if unchanged {
             let generation = generation - 1;
             return Ok(ReloadReport {
-                outcome: "unchanged",
+                outcome: Outcome::Unchanged,
                 generation,
                 routes: handlers.len(),
                 compiled,
@@ -409,7 +428,7 @@ impl Reloader {
         self.update_info_metric(&router);
         self.registry.publish(RoutingTable { generation, router });
         Ok(ReloadReport {
-            outcome: "published",
+            outcome: Outcome::Published,
             generation,
             routes,
             compiled,
@@ -898,87 +917,6 @@ impl Reloader {
                 .context("blocking load task failed")
         } else {
             Ok(work())
-        }
-    }
-}
-
-/// The file watcher, started before the first load so that no change
-/// made after that load began is missed; [`FileWatcher::drive`] then has
-/// the reloader act on what it sees.
-pub struct FileWatcher {
-    watcher: RecommendedWatcher,
-    watched: HashSet<PathBuf>,
-    events: UnboundedReceiver<()>,
-}
-
-impl FileWatcher {
-    /// Watches the source's directories (the manifest's and every
-    /// component's it names).
-    pub fn start(source: &Source) -> Result<FileWatcher> {
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
-                {
-                    let _ = tx.send(());
-                }
-            })
-            .context("failed to start the file watcher")?;
-        let mut watched = HashSet::new();
-        watch_new_dirs(&mut watcher, &mut watched, source.watch_dirs());
-        Ok(FileWatcher {
-            watcher,
-            watched,
-            events,
-        })
-    }
-
-    /// Reloads after each settled burst of changes (and once right away
-    /// if something changed since [`FileWatcher::start`]), until the
-    /// returned handle is dropped.
-    pub fn drive(self, reloader: Arc<Reloader>) -> WatchHandle {
-        let FileWatcher {
-            mut watcher,
-            mut watched,
-            events: mut rx,
-        } = self;
-        let task = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let burst_started = tokio::time::Instant::now();
-                loop {
-                    let quiet = tokio::time::sleep(DEBOUNCE);
-                    let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
-                    tokio::select! {
-                        more = rx.recv() => if more.is_none() { return },
-                        _ = quiet => break,
-                        _ = cap => break,
-                    }
-                }
-                let _ = reloader.reload("watch").await;
-                watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
-            }
-        });
-        WatchHandle { _task: task }
-    }
-}
-
-/// Keeps the file watcher alive; dropping it stops watching.
-pub struct WatchHandle {
-    _task: tokio::task::JoinHandle<()>,
-}
-
-fn watch_new_dirs(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, dirs: Vec<PathBuf>) {
-    for dir in dirs {
-        if watched.contains(&dir) {
-            continue;
-        }
-        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                tracing::debug!(dir = %dir.display(), "watching");
-                watched.insert(dir);
-            }
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
         }
     }
 }

@@ -18,9 +18,9 @@
 //! Bearer TOKEN` (401 otherwise, before anything is done); GETs need none,
 //! so probes and scrapers go on as they were.
 
-use crate::app::App;
 use crate::config::cli::NetLimits;
 use crate::http::connection::{Connections, Policy};
+use crate::http::state::App;
 use crate::routing::canary::ActionError;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;

@@ -4,7 +4,9 @@
 //! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
+//! - [`state`]: the state both ports read ([`state::App`]) and request ids.
 
 pub mod admin;
 pub mod connection;
 pub mod server;
+pub mod state;

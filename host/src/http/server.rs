@@ -7,10 +7,10 @@
 //! requests in flight get up to the drain timeout, and whatever still runs
 //! after it is dropped with the workers (interrupting its guest).
 
-use crate::app::App;
 use crate::config::cli::NetLimits;
 use crate::config::router;
 use crate::http::connection::{Connections, Policy};
+use crate::http::state::{App, REQUEST_ID};
 use crate::observe::metrics::NO_ROUTE;
 use crate::routing::canary::{self, Client, Outcome, VERSION_HEADER};
 use crate::run::p2::{self, Ending, InFlight, ResponseBody};
@@ -22,14 +22,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-/// Longest `x-request-id` taken from a client.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-pub const REQUEST_ID: &str = "x-request-id";
 
 /// Serves `listener` on `workers` until `shutdown` resolves, then drains
 /// and stops the workers.
@@ -238,64 +232,4 @@ async fn handle(
             None => body,
         }
     }))
-}
-
-/// Request ids: the client's `x-request-id` when it is sane, otherwise a
-/// new one unique to this process (a random prefix and a counter).
-pub struct RequestIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        RequestIds::new()
-    }
-}
-
-impl RequestIds {
-    pub fn new() -> RequestIds {
-        use std::hash::{BuildHasher, Hasher};
-        // RandomState is seeded from the OS: a cheap random prefix.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        RequestIds {
-            prefix: format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    pub fn take_or_make<B>(&self, request: &Request<B>) -> Arc<str> {
-        if let Some(id) = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            && !id.is_empty()
-            && id.len() <= MAX_REQUEST_ID_LEN
-            && id.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Arc::from(id);
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{}-{n:08x}", self.prefix))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_taken_when_sane_and_made_otherwise() {
-        let ids = RequestIds::new();
-        let with = |v: &str| Request::builder().header(REQUEST_ID, v).body(()).unwrap();
-        assert_eq!(&*ids.take_or_make(&with("abc-123")), "abc-123");
-        let made = ids.take_or_make(&with("has space"));
-        assert_ne!(&*made, "has space");
-        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
-        assert_ne!(*ids.take_or_make(&with(&long)), *long);
-        let a = ids.take_or_make(&Request::new(()));
-        let b = ids.take_or_make(&Request::new(()));
-        assert_ne!(a, b);
-    }
 }

@@ -8,7 +8,7 @@
 //! drops and waits instead. A flood of guest output can lose only guest
 //! output, never the host's record of what happened.
 
-use crate::config::cli::LogFormat;
+use clap::ValueEnum;
 use std::io::IsTerminal;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -17,6 +17,13 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 /// The tracing target of guest stdout/stderr lines.
 pub const GUEST_TARGET: &str = "guest";
 
+/// How log lines are written (--log-format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Host log lines buffered for the writer thread; past it a request waits
 /// for room rather than losing its line. The buffer is allocated up front
 /// (about 32 bytes a line), so tracing-appender's default of 128,000 lines
@@ -24,7 +31,7 @@ pub const GUEST_TARGET: &str = "guest";
 const BUFFERED_LINES: usize = 16 * 1024;
 /// Guest output lines buffered for their writer thread; past it guest
 /// lines are dropped. Each request may log at most
-/// [`crate::wasm::sandbox::GUEST_OUTPUT_LINES`].
+/// `wasm::sandbox::GUEST_OUTPUT_LINES`.
 const BUFFERED_GUEST_LINES: usize = 8 * 1024;
 
 /// Flushes the last lines when dropped; keep it alive until exit.

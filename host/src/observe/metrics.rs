@@ -3,10 +3,7 @@
 //! Per-route series are resolved once when a route is loaded
 //! ([`RouteMetrics`]), so recording a request is a few atomic adds.
 
-use crate::config::limits::MemoryBudget;
 use crate::observe::cgroup::MemoryCgroup;
-use crate::run::reuse::InstanceMetrics;
-use crate::wasm::outbound::DeniedLabels;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -102,6 +99,15 @@ pub struct CacheLabel {
     pub cache: String,
 }
 
+/// The labels of `wasmlet_outbound_denied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub route: String,
+    /// `host`: no rule matches the name; `address`: the name matched, but
+    /// the address it resolves to is reachable only by a rule naming it.
+    pub reason: String,
+}
+
 /// The kinds of handler fault, as metric label values.
 pub const FAULT_KINDS: [&str; 6] = [
     "trap",
@@ -166,6 +172,32 @@ fn request_duration_histogram() -> Histogram {
 fn compile_duration_histogram() -> Histogram {
     // 1 ms .. ~8 s
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+/// One route's series about its instances.
+#[derive(Clone)]
+pub struct InstanceMetrics {
+    /// Instances created (one per request without reuse).
+    pub created: Counter,
+    /// Requests each instance served, observed when it is dropped.
+    pub requests: Histogram,
+    /// Instances waiting for their next request now.
+    pub idle: Gauge,
+}
+
+impl Default for InstanceMetrics {
+    fn default() -> Self {
+        InstanceMetrics {
+            created: Counter::default(),
+            requests: requests_per_instance_histogram(),
+            idle: Gauge::default(),
+        }
+    }
+}
+
+/// Buckets for requests per instance: 1, 2, 4, ... 65,536.
+pub fn requests_per_instance_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 17))
 }
 
 impl Default for Metrics {
@@ -335,7 +367,7 @@ impl Metrics {
             instances_created.clone(),
         );
         let instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(crate::run::reuse::requests_per_instance_histogram);
+            Family::new_with_constructor(requests_per_instance_histogram);
         host.register(
             "instance_requests",
             "Requests each instance served, observed when it is dropped, by route",
@@ -376,16 +408,17 @@ impl Metrics {
     }
 
     /// Adds the guest memory budget's use and size (--max-total-memory).
-    pub fn register_memory_budget(&mut self, budget: &MemoryBudget) {
+    /// `used` is the budget's own count (`MemoryBudget::used_gauge`).
+    pub fn register_memory_budget(&mut self, used: Gauge<u64, AtomicU64>, limit_bytes: u64) {
         let host = self.registry.sub_registry_with_prefix("wasmlet");
         host.register_with_unit(
             "guest_memory",
             "Linear memory all running instances hold, against --max-total-memory",
             Unit::Bytes,
-            budget.used_gauge(),
+            used,
         );
         let limit = Gauge::<u64, AtomicU64>::default();
-        limit.set(budget.limit());
+        limit.set(limit_bytes);
         host.register_with_unit(
             "guest_memory_limit",
             "The budget for the linear memory of all running instances (--max-total-memory)",
@@ -483,7 +516,7 @@ impl Metrics {
             .clone()
     }
 
-    /// A route's series about its instances (see [`crate::run::reuse`]).
+    /// A route's series about its instances (see `run::reuse`).
     pub fn instances(&self, route: &str) -> InstanceMetrics {
         let label = RouteLabel {
             route: route.to_string(),

@@ -29,11 +29,12 @@
 //! went away before the body's end. [`ResponseBody::on_done`] tells which
 //! ([`Ending`]); a canary does not count these against the version.
 
-use crate::config::limits::{CpuShare, HEAVY_AFTER, MemoryBudget};
+use crate::config::limits::{CpuShare, HEAVY_AFTER};
 use crate::observe::metrics::RouteMetrics;
 use crate::routing::registry::Handler;
 use crate::run::reuse::Warm;
 use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
+use crate::wasm::sandbox::MemoryBudget;
 use crate::wasm::sandbox::{self, MemoryLimit};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};

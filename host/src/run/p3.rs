@@ -30,11 +30,13 @@
 //!   request and the instance running it stay on one thread, as the 0.2
 //!   path does (see [`crate::run::workers`]); the counts apply per instance.
 
-use crate::config::limits::{CpuShare, CpuTurn, MemoryBudget, RequestLimits};
+use crate::config::limits::{CpuShare, CpuTurn, RequestLimits};
+use crate::observe::metrics::InstanceMetrics;
 use crate::observe::metrics::RouteMetrics;
 use crate::run::p2::{self, Fault, Flags, InFlight, ResponseBody, host_response};
-use crate::run::reuse::{IdleSlots, InstanceMetrics};
+use crate::run::reuse::IdleSlots;
 use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
+use crate::wasm::sandbox::MemoryBudget;
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
 use http::{Request, Response, StatusCode};
 use prometheus_client::metrics::gauge::Gauge;

@@ -19,12 +19,11 @@
 //! [`MAX_IDLE_INSTANCES`] of them over all routes, and the engine's pool
 //! has room for that many beyond --max-in-flight.
 
-use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::config::limits::RequestLimits;
+use crate::observe::metrics::InstanceMetrics;
 use crate::wasm::engine::MAX_IDLE_INSTANCES;
 use crate::wasm::sandbox::HostState;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use crate::wasm::sandbox::MemoryBudget;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
@@ -137,34 +136,6 @@ impl IdleSlots {
             let _ = asked.changed().await;
         }
     }
-}
-
-/// One route's series about its instances.
-#[derive(Clone)]
-pub struct InstanceMetrics {
-    /// Instances created (one per request without reuse).
-    pub created: Counter,
-    /// Requests each instance served, observed when it is dropped.
-    pub requests: Histogram,
-    /// Instances waiting for their next request now.
-    pub idle: Gauge,
-}
-
-impl Default for InstanceMetrics {
-    fn default() -> Self {
-        InstanceMetrics {
-            created: Counter::default(),
-            requests: requests_per_instance_histogram(),
-            idle: Gauge::default(),
-        }
-    }
-}
-
-/// Buckets for requests per instance: 1, 2, 4, ... 65,536.
-pub fn requests_per_instance_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        1.0, 2.0, 17,
-    ))
 }
 
 /// An instance with its store, taken out of the pool or just made.

@@ -7,11 +7,11 @@
 //! the reason in one line.
 
 use crate::base::digest::Digest;
-use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::config::limits::RequestLimits;
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::wasm::footprint::{self, Footprint};
-use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
+use crate::wasm::sandbox::{self, Grants, HostState, MemoryBudget, MemoryLimit};
 use crate::wasm::world::{self, HttpWorld};
 use anyhow::{Context, Result, bail};
 use std::io::Read;

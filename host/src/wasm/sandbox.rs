@@ -14,13 +14,12 @@
 //! memories together plus what it makes the host hold for it (header maps
 //! and other resources), all of it charged to the host's memory budget.
 
-use crate::config::limits::{MemoryBudget, RequestLimits};
+use crate::config::limits::RequestLimits;
 use crate::wasm::outbound::{OutboundGrant, OutboundPolicy};
-use bytes::Bytes;
-use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
@@ -539,11 +538,91 @@ impl Drop for LineWriter {
     }
 }
 
-/// A response body with no data, for guest-less answers.
-pub fn empty_body() -> wasmtime_wasi_http::p2::body::HyperOutgoingBody {
-    http_body_util::Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Drops idle instances when the budget runs short; true if it dropped one
+/// (so a charge may fit now), false when none is left to drop at once.
+type Evict = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// The linear memory all running instances hold together, against
+/// --max-total-memory. A store's limiter charges what its memories take
+/// (their initial size included) and gives it all back when the store is
+/// dropped, which is when the pool resets the memory. Instances kept idle
+/// for reuse are charged too, so a charge that does not fit first has them
+/// dropped ([`MemoryBudget::evict_with`]), oldest first, before it is
+/// refused.
+#[derive(Clone)]
+pub struct MemoryBudget {
+    limit: u64,
+    /// Bytes charged now; the same atomic is the metrics' gauge.
+    used: Gauge<u64, AtomicU64>,
+    evict: Arc<OnceLock<Evict>>,
+}
+
+impl std::fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBudget")
+            .field("limit", &self.limit)
+            .field("used", &self.used.get())
+            .finish()
+    }
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> MemoryBudget {
+        MemoryBudget {
+            limit,
+            used: Gauge::default(),
+            evict: Arc::default(),
+        }
+    }
+
+    /// Sets what drops idle instances when a charge does not fit (once;
+    /// later calls are ignored).
+    pub fn evict_with(&self, evict: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.evict.set(Box::new(evict));
+    }
+
+    /// Takes `bytes` from the budget, dropping idle instances if that
+    /// makes room; takes nothing and returns false if it still would pass
+    /// the limit.
+    pub fn try_charge(&self, bytes: u64) -> bool {
+        loop {
+            if self.charge(bytes) {
+                return true;
+            }
+            match self.evict.get() {
+                Some(evict) if evict() => {}
+                _ => return false,
+            }
+        }
+    }
+
+    fn charge(&self, bytes: u64) -> bool {
+        self.used
+            .inner()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> u64 {
+        self.used.get()
+    }
+
+    /// Gives back what [`MemoryBudget::try_charge`] took.
+    pub fn release(&self, bytes: u64) {
+        self.used.inner().fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The bytes charged now, as a gauge that follows every charge.
+    pub fn used_gauge(&self) -> Gauge<u64, AtomicU64> {
+        self.used.clone()
+    }
 }
 
 #[cfg(test)]
@@ -584,6 +663,47 @@ mod tests {
         assert!(limiter.memory_growing(0, 50, None).unwrap());
         assert!(limiter.hold_host(20).is_err(), "over the budget");
         assert_eq!(limiter.exceeded, Some(MemoryLimit::Host));
+    }
+
+    #[test]
+    fn the_memory_budget_never_passes_its_limit() {
+        let budget = MemoryBudget::new(100);
+        assert!(budget.try_charge(60));
+        assert!(!budget.try_charge(41), "61 + 41 would pass 100");
+        assert!(budget.try_charge(40), "a refused charge takes nothing");
+        assert!(!budget.try_charge(1));
+        assert_eq!(
+            budget.used_gauge().get(),
+            100,
+            "the gauge is the budget's count"
+        );
+        budget.release(60);
+        assert_eq!(budget.used_gauge().get(), 40);
+        assert!(budget.try_charge(60));
+        assert!(!budget.try_charge(u64::MAX), "no overflow past the limit");
+    }
+
+    #[test]
+    fn a_charge_that_does_not_fit_drops_idle_instances_first() {
+        let budget = MemoryBudget::new(100);
+        assert!(budget.try_charge(90), "held by idle instances, say 3 x 30");
+        let idle = Arc::new(AtomicU64::new(3));
+        let (held, by) = (idle.clone(), budget.clone());
+        budget.evict_with(move || {
+            let left = held.load(Ordering::Relaxed);
+            if left == 0 {
+                return false;
+            }
+            held.store(left - 1, Ordering::Relaxed);
+            by.release(30);
+            true
+        });
+        assert!(budget.try_charge(50), "two of them dropped to make room");
+        assert_eq!(idle.load(Ordering::Relaxed), 1, "no more than needed");
+        assert_eq!(budget.used(), 80);
+        assert!(!budget.try_charge(60), "none left to drop: refused");
+        assert_eq!(idle.load(Ordering::Relaxed), 0);
+        assert_eq!(budget.used(), 50, "the refused charge took nothing");
     }
 
     #[test]

@@ -4,10 +4,10 @@
 use crate::common::*;
 use sha2::Digest;
 use std::sync::Arc;
-use wasmlet::app::App;
 use wasmlet::config::cli::LoadLimits;
 use wasmlet::config::limits::Limits;
 use wasmlet::control::reload::Source;
+use wasmlet::http::state::App;
 use wasmlet::wasm::cache::{CacheOutcome, CompileCache};
 use wasmlet::wasm::engine::Wasmtime;
 
