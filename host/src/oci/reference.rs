@@ -53,10 +53,10 @@ impl OciRef {
         if reference.registry() != registry {
             bail!("`{text}`: `{registry}` is not a registry host name (add a domain or a port)");
         }
-        if let Some(digest) = reference.digest() {
-            if Digest::parse(digest).is_err() {
-                bail!("`{text}`: the digest must be sha256: and 64 hex digits");
-            }
+        if let Some(digest) = reference.digest()
+            && Digest::parse(digest).is_err()
+        {
+            bail!("`{text}`: the digest must be sha256: and 64 hex digits");
         }
         Ok(OciRef {
             text: text.to_string(),
