@@ -5,13 +5,14 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::config::cli::{CacheArgs, LoadLimits, ServeArgs};
-use crate::config::limits::{Admission, CpuShare, Limits, MemoryBudget};
+use crate::config::limits::{Limits, MemoryBudget};
 use crate::control::cache_budget::CacheBudget;
 use crate::control::reload::{FileWatcher, Reloader, ReloaderParts, Source};
 use crate::http::server::RequestIds;
 use crate::http::{admin, server};
 use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::routing::registry::Registry;
+use crate::run::admission::{Admission, CpuShare};
 use crate::run::workers::Workers;
 use crate::shutdown;
 use crate::wasm::cache::CompileCache;

@@ -20,7 +20,8 @@
 
 use crate::config::router::Router;
 use crate::observe::metrics::{CANARY, Metrics, STABLE};
-use crate::routing::registry::{Handler, RoutingTable};
+use crate::routing::handler::{Handler, Runner, rfc3339};
+use crate::routing::registry::{Route, RoutingTable};
 use anyhow::{Result, bail};
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderName};
@@ -265,12 +266,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// The client of a request with `headers` from `peer` on `handler`'s
-    /// route (no keys on a route without a canary).
-    pub fn of(handler: &Handler, headers: &HeaderMap, peer: Option<IpAddr>) -> Client {
-        let Some(canary) = &handler.canary else {
-            return Client::default();
-        };
+    /// The client of a request with `headers` from `peer` on `canary`'s
+    /// route.
+    pub fn of(canary: &Canary, headers: &HeaderMap, peer: Option<IpAddr>) -> Client {
         let sticky = canary.spec.sticky.as_ref().and_then(|s| s.value(headers));
         Client {
             keys: [
@@ -584,7 +582,7 @@ impl Canary {
             effective_weight: self.weight(),
             state: self.state.phase(),
             reason: reason.as_ref().map(|(r, _)| r.clone()),
-            since: reason.map(|(_, at)| crate::routing::registry::rfc3339(at)),
+            since: reason.map(|(_, at)| rfc3339(at)),
             sticky: self.spec.sticky.as_ref().map(|s| s.to_string()),
             version_header: self.spec.version_header,
             window,
@@ -621,24 +619,19 @@ pub struct WindowDoc {
     pub canary: Counts,
 }
 
-/// The version of `handler`'s route that serves a request with `headers`:
-/// the handler to run and, on a route with a canary, which one it is.
-pub fn choose<'a>(
-    handler: &'a Arc<Handler>,
-    headers: &HeaderMap,
-) -> (&'a Arc<Handler>, Option<Version>) {
-    let Some(canary) = &handler.canary else {
-        return (handler, None);
-    };
-    let weight = canary.weight();
-    let roll = match canary.spec.sticky.as_ref().and_then(|s| s.value(headers)) {
-        Some(value) => percentile(value),
-        None => random_percentile(),
-    };
-    if roll < weight {
-        (&canary.handler, Some(Version::Canary))
-    } else {
-        (handler, Some(Version::Stable))
+impl Canary {
+    /// The version that serves a request with `headers`: by its sticky
+    /// value when it has one, else at random, in the weight in force.
+    pub fn choose(&self, headers: &HeaderMap) -> Version {
+        let roll = match self.spec.sticky.as_ref().and_then(|s| s.value(headers)) {
+            Some(value) => percentile(value),
+            None => random_percentile(),
+        };
+        if roll < self.weight() {
+            Version::Canary
+        } else {
+            Version::Stable
+        }
     }
 }
 
@@ -692,7 +685,11 @@ pub fn promote(table: &RoutingTable, route: &str) -> Result<RoutingTable, Action
         format!("promoted by POST /routes{route}/promote"),
     );
     let generation = table.generation + 1;
-    let promoted = Arc::new(promoted_handler(stable, canary, generation));
+    let promoted = Arc::new(Route {
+        stable: Arc::new(promoted_handler(&stable.stable, canary, generation)),
+        canary: None,
+        promoted: Some(canary.state.clone()),
+    });
     tracing::info!(route, digest = %canary.state.digest, generation, "canary promoted to stable");
     let router = Router::new(table.router.iter().map(|(pattern, h)| {
         let h = if Arc::ptr_eq(h, stable) {
@@ -706,45 +703,44 @@ pub fn promote(table: &RoutingTable, route: &str) -> Result<RoutingTable, Action
     Ok(RoutingTable { generation, router })
 }
 
-/// `stable`'s route served by its canary's component, with no canary;
-/// the promotion is remembered so that reloads keep it.
-pub fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> Handler {
-    Handler {
-        spec: stable.spec.clone(),
-        label: stable.label.clone(),
-        component: canary.handler.component.clone(),
-        resolved: canary.handler.resolved.clone(),
-        // Instances kept for reuse are the canary's component's: they go on.
-        instances: canary.handler.instances.clone(),
-        p3: canary.handler.p3.clone(),
-        limits: stable.limits,
-        grants: stable.grants.clone(),
-        metrics: stable.metrics.clone(),
+/// `stable`'s route served by its canary's version: the canary's
+/// component and runner, with the route's series.
+fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> Handler {
+    let runner = match &canary.handler.runner {
+        // Instances kept for reuse are the canary's component's: they go
+        // on, their faults now counted as the stable version's.
+        Runner::P2(route) => Runner::P2(Arc::new(route.counting_on(stable.metrics.clone()))),
+        Runner::P3(route) => Runner::P3(route.clone()),
+    };
+    Handler::new(
+        stable.spec.clone(),
+        stable.label.clone(),
+        stable.limits,
+        stable.metrics.clone(),
+        (
+            canary.handler.component.clone(),
+            canary.handler.resolved.clone(),
+        ),
+        runner,
         generation,
-        loaded_at: SystemTime::now(),
-        canary: None,
-        promoted: Some(canary.state.clone()),
-    }
+    )
 }
 
-fn find<'a>(table: &'a RoutingTable, route: &str) -> Result<&'a Arc<Handler>, ActionError> {
+fn find<'a>(table: &'a RoutingTable, route: &str) -> Result<&'a Arc<Route>, ActionError> {
     table
         .router
         .iter()
-        .find(|(_, h)| &*h.label == route)
-        .map(|(_, h)| h)
+        .find(|(_, r)| &*r.stable.label == route)
+        .map(|(_, r)| r)
         .ok_or_else(|| ActionError::NoRoute(route.into()))
 }
 
 fn canary_of<'a>(table: &'a RoutingTable, route: &str) -> Result<&'a Canary, ActionError> {
-    let handler = find(table, route)?;
-    handler
-        .canary
-        .as_ref()
-        .ok_or_else(|| match handler.promoted {
-            Some(_) => ActionError::Finished(route.into(), "promoted"),
-            None => ActionError::NoCanary(route.into()),
-        })
+    let found = find(table, route)?;
+    found.canary.as_ref().ok_or_else(|| match found.promoted {
+        Some(_) => ActionError::Finished(route.into(), "promoted"),
+        None => ActionError::NoCanary(route.into()),
+    })
 }
 
 fn phase_name(phase: Phase) -> &'static str {
