@@ -25,10 +25,10 @@
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
+use crate::config::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use crate::config::limits::{self, RouteLimits};
 use crate::config::router::{Pattern, Router};
 use crate::oci::OciRef;
-use crate::routing::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use crate::wasm::outbound::OutboundRule;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;

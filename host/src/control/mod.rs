@@ -2,9 +2,11 @@
 //! routing table, watching files, following tags, keeping the cache in budget.
 //!
 //! - [`reload`]: building a new table from disk, watching files, debouncing.
+//! - [`actions`]: the admin's edits of a canary: abort, promote.
 //! - [`follow`]: `follow = "30s"`, re-resolving a tag on a timer.
 //! - [`cache_budget`]: keeping `--cache-dir` under `--cache-max-size`, least recently used out first.
 
+pub mod actions;
 pub mod cache_budget;
 pub mod follow;
 pub mod reload;

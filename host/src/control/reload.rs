@@ -37,12 +37,13 @@ use crate::config::cli::LoadLimits;
 use crate::config::limits::{Limits, MemoryBudget, RequestLimits};
 use crate::config::manifest::{Manifest, RouteSpec};
 use crate::config::router::Router;
+use crate::control::actions::{self, ActionError};
 use crate::control::cache_budget::{CacheBudget, Served};
 use crate::observe::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::{PullSettings, Trust};
 use crate::oci::{OciRef, Pulled, Puller};
-use crate::routing::canary::{self, ActionError, Canary, CanaryState, Phase};
+use crate::routing::canary::{Canary, CanaryState, Phase};
 use crate::routing::handler::{Handler, Runner};
 use crate::routing::registry::{Registry, Route, RouteError, RoutingTable};
 use crate::run::admission::CpuShare;
@@ -496,7 +497,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
-        let promoted = canary::promote(&table, route)?;
+        let promoted = actions::promote(&table, route)?;
         self.update_info_metric(&promoted.router);
         self.registry.publish(promoted);
         Ok(())
@@ -511,7 +512,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
-        canary::abort(&table, route)
+        actions::abort(&table, route)
     }
 
     /// The published table an action on `route` works on.

@@ -20,8 +20,8 @@
 
 use crate::app::App;
 use crate::config::cli::NetLimits;
+use crate::control::actions::ActionError;
 use crate::http::connection::{Connections, Policy};
-use crate::routing::canary::ActionError;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
