@@ -35,11 +35,13 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 /// One route version's 0.2 handler: what each of its requests runs with.
 pub struct P2Route {
     pub pre: ProxyPre<HostState>,
-    pub grants: Grants,
-    pub limits: RequestLimits,
     /// Instances kept for reuse (none unless the route opts in).
     pub instances: Arc<Instances>,
+    /// Where its faults are logged and counted.
     pub reporter: Reporter,
+    /// What each request's store is made with.
+    pub grants: Grants,
+    pub limits: RequestLimits,
 }
 
 impl P2Route {
@@ -48,13 +50,13 @@ impl P2Route {
     pub fn counting_on(&self, metrics: RouteMetrics) -> P2Route {
         P2Route {
             pre: self.pre.clone(),
-            grants: self.grants.clone(),
-            limits: self.limits,
             instances: self.instances.clone(),
             reporter: Reporter {
                 metrics,
                 ..self.reporter.clone()
             },
+            grants: self.grants.clone(),
+            limits: self.limits,
         }
     }
 }
