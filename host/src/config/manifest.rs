@@ -25,11 +25,11 @@
 //!
 //! Unknown keys are errors, and every error names the file and the line.
 
+use crate::config::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use crate::config::limits::{self, RouteLimits};
 use crate::config::outbound::OutboundRule;
 use crate::config::router::{Pattern, Router};
 use crate::oci::OciRef;
-use crate::routing::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -51,7 +51,7 @@ pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
                     continue;
                 };
                 // The route as it serves now, if it still follows this reference.
-                let serving = table.router.iter().map(|(_, h)| h).find(|h| {
+                let serving = table.router.iter().map(|(_, r)| &r.stable).find(|h| {
                     *h.label == *label && h.spec.oci.as_ref() == Some(&reference)
                 });
                 let Some(handler) = serving else {
@@ -72,7 +72,7 @@ pub async fn run(reloader: Arc<Reloader>, registry: Arc<Registry>) {
             continue;
         };
         let now = Instant::now();
-        for (_, handler) in table.router.iter() {
+        for handler in table.router.iter().map(|(_, r)| &r.stable) {
             let (Some(every), Some(reference)) = (handler.spec.follow, &handler.spec.oci) else {
                 continue;
             };

@@ -35,17 +35,22 @@
 
 use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
-use crate::config::limits::{CpuShare, Limits, RequestLimits};
+use crate::config::limits::{Limits, RequestLimits};
 use crate::config::manifest::{Manifest, RouteSpec};
 use crate::config::router::Router;
+use crate::control::actions::{self, ActionError};
 use crate::control::cache_budget::{CacheBudget, Served};
 use crate::observe::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::{PullSettings, Trust};
 use crate::oci::{OciRef, Pulled, Puller};
-use crate::routing::canary::{self, ActionError, Canary, CanaryState, Phase};
-use crate::routing::registry::{Handler, Registry, RouteError, RoutingTable};
-use crate::run::p3::{P3Parts, P3Route, Reporter};
+use crate::routing::canary::{Canary, CanaryState, Phase};
+use crate::routing::handler::{Handler, Runner};
+use crate::routing::registry::{Registry, Route, RouteError, RoutingTable};
+use crate::run::admission::CpuShare;
+use crate::run::fault::Reporter;
+use crate::run::p2::P2Route;
+use crate::run::p3::{P3Parts, P3Route};
 use crate::run::reuse::{IdleSlots, Instances};
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::component::{self, LoadedComponent, WasmFile};
@@ -57,12 +62,11 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 use wasmtime_wasi_http::handler::ProxyPre;
 
-/// One version of a route's handler: its component, and for an `oci://`
+/// One version of a route as loaded: its component, and for an `oci://`
 /// reference the manifest digest it resolved to.
-type Version = (Arc<LoadedComponent>, Option<Digest>);
+type LoadedVersion = (Arc<LoadedComponent>, Option<Digest>);
 
 /// What a route's stable version and its canary pulled: `None` for a
 /// version from a file.
@@ -332,8 +336,9 @@ impl Reloader {
         let known: HashMap<Digest, &Arc<LoadedComponent>> = current
             .iter()
             .flat_map(|t| t.router.iter())
-            .flat_map(|(_, h)| {
-                std::iter::once(&h.component).chain(h.canary.as_ref().map(|c| &c.handler.component))
+            .flat_map(|(_, r)| {
+                std::iter::once(&r.stable.component)
+                    .chain(r.canary.as_ref().map(|c| &c.handler.component))
             })
             .map(|c| (c.digest, c))
             .collect();
@@ -389,7 +394,7 @@ impl Reloader {
     /// abort) and publishes it, under the short `publishing` lock.
     fn publish(
         &self,
-        loaded: Vec<(RouteSpec, Version, Option<Version>)>,
+        loaded: Vec<(RouteSpec, LoadedVersion, Option<LoadedVersion>)>,
         compiled: usize,
     ) -> Result<ReloadReport, String> {
         let _publishing = self
@@ -398,32 +403,37 @@ impl Reloader {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.registry.table();
         let generation = current.as_ref().map_or(1, |t| t.generation + 1);
-        let handlers: Vec<Arc<Handler>> = loaded
+        let routes: Vec<Arc<Route>> = loaded
             .into_iter()
             .map(|(spec, component, canary)| {
                 let previous = current.as_ref().and_then(|t| {
                     t.router
                         .iter()
                         .find(|(p, _)| *p == spec.pattern)
-                        .map(|(_, h)| h.clone())
+                        .map(|(_, r)| r.clone())
                 });
-                self.handler(spec, component, canary, previous, generation)
+                self.route(spec, component, canary, previous, generation)
             })
             .collect();
         let unchanged = current.as_ref().is_some_and(|t| {
-            t.router.len() == handlers.len() && handlers.iter().all(|h| h.generation < generation)
+            t.router.len() == routes.len()
+                && routes.iter().all(|r| r.stable.generation < generation)
         });
         if unchanged {
             let generation = generation - 1;
             return Ok(ReloadReport {
                 outcome: Outcome::Unchanged,
                 generation,
-                routes: handlers.len(),
+                routes: routes.len(),
                 compiled,
             });
         }
 
-        let router = Router::new(handlers.into_iter().map(|h| (h.spec.pattern.clone(), h)))?;
+        let router = Router::new(
+            routes
+                .into_iter()
+                .map(|r| (r.stable.spec.pattern.clone(), r)),
+        )?;
         let routes = router.len();
         self.update_info_metric(&router);
         self.registry.publish(RoutingTable { generation, router });
@@ -481,7 +491,7 @@ impl Reloader {
         spec: &RouteSpec,
         (pulled, canary_pulled): RoutePulls,
         known: &HashMap<Digest, &Arc<LoadedComponent>>,
-    ) -> Result<(Version, Option<Version>, usize)> {
+    ) -> Result<(LoadedVersion, Option<LoadedVersion>, usize)> {
         let (stable, fresh, resolved) = self.load_route(spec, pulled, known).await?;
         let Some(canary_spec) = Self::canary_spec(spec) else {
             return Ok(((stable, resolved), None, usize::from(fresh)));
@@ -506,7 +516,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
-        let promoted = canary::promote(&table, route)?;
+        let promoted = actions::promote(&table, route)?;
         self.update_info_metric(&promoted.router);
         self.registry.publish(promoted);
         Ok(())
@@ -521,7 +531,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = self.table_for(route)?;
-        canary::abort(&table, route)
+        actions::abort(&table, route)
     }
 
     /// The published table an action on `route` works on.
@@ -639,7 +649,9 @@ impl Reloader {
         table
             .router
             .iter()
-            .flat_map(|(_, h)| std::iter::once(&**h).chain(h.canary.iter().map(|c| &*c.handler)))
+            .flat_map(|(_, r)| {
+                std::iter::once(&*r.stable).chain(r.canary.iter().map(|c| &*c.handler))
+            })
             .map(|h| (h.component.digest, h.resolved))
             .collect()
     }
@@ -691,7 +703,8 @@ impl Reloader {
     /// version now serving, if it serves from that same reference.
     fn serving_digest(&self, spec: &RouteSpec, reference: &OciRef) -> Option<Digest> {
         let table = self.registry.table()?;
-        let (_, handler) = table.router.iter().find(|(p, _)| *p == spec.pattern)?;
+        let (_, route) = table.router.iter().find(|(p, _)| *p == spec.pattern)?;
+        let handler = &route.stable;
         let serving = handler.spec.oci.as_ref()?;
         if serving.to_string() != reference.to_string() {
             return None;
@@ -770,18 +783,18 @@ impl Reloader {
         }
     }
 
-    /// A handler for `spec`; keeps the previous one's identity (generation,
+    /// The route of `spec`; keeps the previous one's identity (generation,
     /// load time) when nothing about the route changed. What was decided
     /// about a canary (rollback, abort, promotion) carries over while its
     /// digest stays.
-    fn handler(
+    fn route(
         &self,
         spec: RouteSpec,
-        stable: Version,
-        canary: Option<Version>,
-        previous: Option<Arc<Handler>>,
+        stable: LoadedVersion,
+        canary: Option<LoadedVersion>,
+        previous: Option<Arc<Route>>,
         generation: u64,
-    ) -> Arc<Handler> {
+    ) -> Arc<Route> {
         let state = canary.as_ref().map(|(canary, _)| {
             previous
                 .as_ref()
@@ -802,8 +815,8 @@ impl Reloader {
             (_, canary) => (stable, canary),
         };
         if let Some(previous) = previous
-            && previous.spec == spec
-            && Arc::ptr_eq(&previous.component, &component)
+            && previous.stable.spec == spec
+            && Arc::ptr_eq(&previous.stable.component, &component)
             && match (&previous.canary, &canary) {
                 (Some(before), Some(now)) => {
                     Arc::ptr_eq(&before.handler.component, &now.0)
@@ -813,72 +826,79 @@ impl Reloader {
                 _ => false,
             }
             && previous.promoted.is_some() == promoted.is_some()
-            && previous.resolved == resolved
+            && previous.stable.resolved == resolved
         {
             return previous;
         }
         let label: Arc<str> = Arc::from(spec.pattern.to_string());
         let limits = RequestLimits::resolve(&self.limits, &spec.limits);
         let grants = self.grants(&spec, label.clone());
-        let version = |(component, resolved): Version, name: &str| {
+        let version = |(component, resolved): LoadedVersion, name: &str| {
             let metrics = self.metrics.route(&label, name);
+            let reporter = Reporter {
+                label: label.clone(),
+                digest: component.digest,
+                metrics: metrics.clone(),
+            };
             let instances = self.metrics.instances(&label);
-            let p3 = match &component.pre {
-                ProxyPre::P3(pre) => Some(Arc::new(P3Route::new(P3Parts {
+            // Only the runner the component's wasi:http version needs.
+            let runner = match &component.pre {
+                ProxyPre::P2(pre) => Runner::P2(Arc::new(P2Route {
+                    pre: pre.clone(),
+                    grants: grants.clone(),
+                    limits,
+                    instances: Arc::new(Instances::new(
+                        &limits,
+                        self.idle_slots.clone(),
+                        instances,
+                    )),
+                    reporter,
+                })),
+                ProxyPre::P3(pre) => Runner::P3(Arc::new(P3Route::new(P3Parts {
                     pre: pre.clone(),
                     grants: grants.clone(),
                     limits,
                     budget: self.memory_budget.clone(),
                     ticker: self.ticker.clone(),
-                    reporter: Arc::new(Reporter {
-                        label: label.clone(),
-                        digest: component.digest.hex().to_string(),
-                        metrics: metrics.clone(),
-                    }),
-                    instances: instances.clone(),
+                    reporter: Arc::new(reporter),
+                    instances,
                     idle_slots: self.idle_slots.clone(),
                     cpu_share: self.cpu_share.clone(),
                     workers: self.limits.worker_count(),
                 }))),
-                ProxyPre::P2(_) => None,
             };
-            Handler {
-                instances: Arc::new(Instances::new(&limits, self.idle_slots.clone(), instances)),
-                p3,
-                spec: spec.clone(),
-                label: label.clone(),
-                component,
+            Arc::new(Handler::new(
+                spec.clone(),
+                label.clone(),
                 limits,
-                grants: grants.clone(),
                 metrics,
+                (component, resolved),
+                runner,
                 generation,
-                resolved,
-                loaded_at: SystemTime::now(),
-                canary: None,
-                promoted: None,
-            }
+            ))
         };
         let canary = match (canary, spec.canary.clone(), state) {
             (Some(canary), Some(canary_spec), Some(state)) => Some(Canary::new(
-                Arc::new(version(canary, CANARY)),
+                version(canary, CANARY),
                 canary_spec,
                 state,
                 &self.metrics,
             )),
             _ => None,
         };
-        Arc::new(Handler {
+        Arc::new(Route {
+            stable: version((component, resolved), STABLE),
             canary,
             promoted,
-            ..version((component, resolved), STABLE)
         })
     }
 
-    fn update_info_metric(&self, router: &Router<Arc<Handler>>) {
+    fn update_info_metric(&self, router: &Router<Arc<Route>>) {
         self.metrics.handler_info.clear();
-        for (_, h) in router.iter() {
+        for (_, r) in router.iter() {
+            let h = &r.stable;
             let versions = std::iter::once((STABLE, &h.spec.component, &**h)).chain(
-                h.canary
+                r.canary
                     .iter()
                     .map(|c| (CANARY, &c.spec.component, &*c.handler)),
             );

@@ -19,9 +19,9 @@
 //! so probes and scrapers go on as they were.
 
 use crate::config::cli::NetLimits;
+use crate::control::actions::ActionError;
 use crate::http::connection::{Connections, Policy};
 use crate::http::state::App;
-use crate::routing::canary::ActionError;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};

@@ -12,8 +12,9 @@ use crate::config::router;
 use crate::http::connection::{Connections, Policy};
 use crate::http::state::{App, REQUEST_ID};
 use crate::observe::metrics::NO_ROUTE;
-use crate::routing::canary::{self, Client, Outcome, VERSION_HEADER};
-use crate::run::p2::{self, Ending, InFlight, ResponseBody};
+use crate::routing::canary::{Client, Outcome, VERSION_HEADER};
+use crate::run::admission::InFlight;
+use crate::run::body::{self, Ending, ResponseBody};
 use crate::run::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -125,8 +126,8 @@ async fn handle(
     // On a route with a canary, the version that serves this request.
     let (serving, version, client) = match &handler {
         Some(route) => {
-            let (serving, version) = canary::choose(route, request.headers());
-            let client = Client::of(route, request.headers(), peer);
+            let (serving, version) = route.choose(request.headers());
+            let client = route.client(request.headers(), peer);
             (Some(serving), version, client)
         }
         None => (None, None, Client::default()),
@@ -138,27 +139,28 @@ async fn handle(
     let mut response = match (&checked, &handler) {
         (Err(e), _) => {
             app.metrics.reject("bad_path");
-            p2::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+            body::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
-        (Ok(()), None) => p2::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
+        (Ok(()), None) => body::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
         (Ok(()), Some(handler)) => match app.admission.admit().await {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
                 invoked = true;
-                p2::invoke(
-                    serving.unwrap_or(handler).clone(),
-                    request,
-                    request_id.clone(),
-                    slot,
-                    &app.cpu_share,
-                    app.memory_budget.as_ref(),
-                    min_body_rate,
-                )
-                .await
+                serving
+                    .unwrap_or(&handler.stable)
+                    .invoke(
+                        request,
+                        request_id.clone(),
+                        slot,
+                        &app.cpu_share,
+                        app.memory_budget.as_ref(),
+                        min_body_rate,
+                    )
+                    .await
             }
             None => {
                 app.metrics.reject("overloaded");
-                p2::host_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later\n")
+                body::host_response(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later\n")
             }
         },
     };
@@ -216,7 +218,7 @@ async fn handle(
     tracing::info!(
         method = %method,
         path = %path,
-        route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.label),
+        route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.stable.label),
         status,
         duration_ms = elapsed.as_secs_f64() * 1e3,
         digest = %serving.map_or("", |h| h.component.digest.hex()),

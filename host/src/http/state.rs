@@ -6,11 +6,12 @@
 //! take an [`App`] built here.
 
 use crate::config::cli::{CacheArgs, LoadLimits};
-use crate::config::limits::{Admission, CpuShare, Limits};
+use crate::config::limits::Limits;
 use crate::control::cache_budget::CacheBudget;
 use crate::control::reload::{Reloader, ReloaderParts, Source};
 use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::routing::registry::Registry;
+use crate::run::admission::{Admission, CpuShare};
 use crate::wasm::cache::CompileCache;
 use crate::wasm::compiler::Compiler;
 use crate::wasm::engine::{EpochTicker, TickerHandle, Wasmtime};

@@ -1,44 +1,26 @@
 //! The published routing table and the per-route load status.
 //!
 //! A request loads the current table once and clones the `Arc` of its
-//! handler; a swap stores a new table and never mutates one a request
+//! route; a swap stores a new table and never mutates one a request
 //! holds, so requests in flight finish on the version they started with.
 
 use crate::base::digest::Digest;
-use crate::config::limits::RequestLimits;
-use crate::config::manifest::RouteSpec;
 use crate::config::router::Router;
-use crate::observe::metrics::RouteMetrics;
-use crate::routing::canary::{Canary, CanaryDoc, CanaryState};
-use crate::run::p3::P3Route;
-use crate::run::reuse::Instances;
-use crate::wasm::component::LoadedComponent;
-use crate::wasm::sandbox::Grants;
+use crate::routing::canary::{Canary, CanaryDoc, CanaryState, Client, Version};
+use crate::routing::handler::{Handler, rfc3339};
 use arc_swap::ArcSwapOption;
+use http::HeaderMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-/// One route, ready to serve.
-pub struct Handler {
-    pub spec: RouteSpec,
-    /// The route's pattern as text, for logs and metric labels.
-    pub label: Arc<str>,
-    pub component: Arc<LoadedComponent>,
-    pub limits: RequestLimits,
-    pub grants: Grants,
-    pub metrics: RouteMetrics,
-    /// Instances kept for reuse (none unless the route opts in).
-    pub instances: Arc<Instances>,
-    /// The instances of a wasi:http 0.3 handler (see [`crate::run::p3`]).
-    pub p3: Option<Arc<P3Route>>,
-    /// The table generation in which this route got its current component.
-    pub generation: u64,
-    /// For an `oci://` component: the manifest digest it resolved to.
-    pub resolved: Option<Digest>,
-    pub loaded_at: SystemTime,
+/// One route of the table: its stable version, and the canary that takes
+/// a share of its requests. The route owns its canary; the canary runs its
+/// own [`Handler`], and neither handler knows of the other.
+pub struct Route {
+    pub stable: Arc<Handler>,
     /// A second version taking a share of the route's requests.
     pub canary: Option<Canary>,
     /// The canary this route's component was promoted from, kept so that
@@ -46,10 +28,33 @@ pub struct Handler {
     pub promoted: Option<Arc<CanaryState>>,
 }
 
+impl Route {
+    /// The version that serves a request with `headers`: the handler to
+    /// run and, on a route with a canary, which one it is.
+    pub fn choose(&self, headers: &HeaderMap) -> (&Arc<Handler>, Option<Version>) {
+        match &self.canary {
+            None => (&self.stable, None),
+            Some(canary) => match canary.choose(headers) {
+                Version::Canary => (&canary.handler, Some(Version::Canary)),
+                Version::Stable => (&self.stable, Some(Version::Stable)),
+            },
+        }
+    }
+
+    /// The client of a request with `headers` from `peer`, as the canary's
+    /// share cap counts it (no keys on a route without a canary).
+    pub fn client(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Client {
+        match &self.canary {
+            Some(canary) => Client::of(canary, headers, peer),
+            None => Client::default(),
+        }
+    }
+}
+
 /// An immutable set of routes; replaced whole on every swap.
 pub struct RoutingTable {
     pub generation: u64,
-    pub router: Router<Arc<Handler>>,
+    pub router: Router<Arc<Route>>,
 }
 
 /// A route whose latest load failed (the previous version, if any, serves).
@@ -83,8 +88,8 @@ impl Registry {
         self.table.load_full()
     }
 
-    /// The handler for `path` in the current table.
-    pub fn route(&self, path: &str) -> Option<Arc<Handler>> {
+    /// The route for `path` in the current table.
+    pub fn route(&self, path: &str) -> Option<Arc<Route>> {
         self.table.load().as_ref()?.router.find(path).cloned()
     }
 
@@ -116,7 +121,8 @@ impl Registry {
         let status = self.status.lock().unwrap();
         let mut routes: Vec<HandlerDoc> = Vec::new();
         if let Some(table) = &table {
-            for (_, handler) in table.router.iter() {
+            for (_, route) in table.router.iter() {
+                let handler = &route.stable;
                 let error = status.route_errors.get(&*handler.label);
                 routes.push(HandlerDoc {
                     route: handler.label.to_string(),
@@ -126,8 +132,8 @@ impl Registry {
                     generation: Some(handler.generation),
                     loaded_at: Some(rfc3339(handler.loaded_at)),
                     last_error: error.map(|e| e.error.clone()),
-                    canary: handler.canary.as_ref().map(Canary::describe),
-                    promoted_from_canary: handler.promoted.is_some(),
+                    canary: route.canary.as_ref().map(Canary::describe),
+                    promoted_from_canary: route.promoted.is_some(),
                 });
             }
         }
@@ -181,9 +187,4 @@ pub struct HandlerDoc {
     pub canary: Option<CanaryDoc>,
     /// Whether `component` is a canary promoted by `POST /routes/{route}/promote`.
     pub promoted_from_canary: bool,
-}
-
-/// `2026-11-25T21:32:49.123Z`
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
 }

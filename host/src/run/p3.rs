@@ -24,21 +24,22 @@
 //!   `handle` returned): the instance keeps the last finished request's
 //!   slot of --max-in-flight until that work ends ([`Lingering`]), so it
 //!   counts as a request in flight, as a 0.2 guest still running does;
-//! - a guest that has run [`crate::config::limits::HEAVY_AFTER`] without its
+//! - a guest that has run [`crate::run::admission::HEAVY_AFTER`] without its
 //!   instance going idle runs only with a [`CpuShare`] slot, as 0.2 ones do;
 //! - each request worker thread has its own driver and instances, so a
 //!   request and the instance running it stay on one thread, as the 0.2
 //!   path does (see [`crate::run::workers`]); the counts apply per instance.
 
-use crate::config::limits::{CpuShare, CpuTurn, RequestLimits};
+use crate::config::limits::RequestLimits;
 use crate::observe::metrics::InstanceMetrics;
-use crate::observe::metrics::RouteMetrics;
-use crate::run::p2::{self, Fault, Flags, InFlight, ResponseBody, host_response};
+use crate::run::admission::{CpuShare, CpuTurn, InFlight};
+use crate::run::body::{Flags, ResponseBody};
+use crate::run::fault::{self, Fault, Reporter};
 use crate::run::reuse::IdleSlots;
 use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::wasm::sandbox::MemoryBudget;
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::pin::Pin;
@@ -101,20 +102,6 @@ pub struct P3Parts {
     pub workers: usize,
 }
 
-/// Where a route version's faults are logged and counted.
-#[derive(Clone)]
-pub struct Reporter {
-    pub label: Arc<str>,
-    pub digest: String,
-    pub metrics: RouteMetrics,
-}
-
-impl Reporter {
-    fn report(&self, request_id: &str, fault: &Fault) {
-        p2::report(&self.label, &self.digest, &self.metrics, request_id, fault);
-    }
-}
-
 impl P3Route {
     pub fn new(parts: P3Parts) -> P3Route {
         let (closed, closed_rx) = watch::channel(false);
@@ -140,15 +127,14 @@ impl P3Route {
     }
 
     /// Runs one request on an instance of this route version. `flags` are
-    /// the request body's (see [`p2::invoke`]); `in_flight` is held
-    /// until the response body is done.
+    /// the request's (see [`crate::run::body`]); `in_flight` is held until
+    /// the response body is done.
     pub async fn invoke(
         &self,
         request: Request<WasiBody>,
         request_id: Arc<str>,
         flags: Arc<Flags>,
         in_flight: InFlight,
-        refusal: impl Fn(&Flags) -> Option<Response<ResponseBody>>,
     ) -> Response<ResponseBody> {
         let reporter = &self.state.parts.reporter;
         let limits = self.state.parts.limits;
@@ -169,7 +155,7 @@ impl P3Route {
         };
         let fault = match self.shard().handle(task.clone(), request).await {
             Ok(response) => {
-                return match refusal(&flags) {
+                return match flags.refusal() {
                     None => response
                         .map(|body| ResponseBody::from_guest(body, flags).holding(Box::new(slot))),
                     Some(refused) => refused,
@@ -178,17 +164,13 @@ impl P3Route {
             Err(error) => match self.fault_of(&error, cause_rx).await {
                 Ok(fault) => fault,
                 Err(code) => {
-                    tracing::warn!(route = %reporter.label, digest = %reporter.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
-                    return refusal(&flags).unwrap_or_else(|| {
-                        host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
-                    });
+                    reporter.error_code(&request_id, &code);
+                    return flags.refusal().unwrap_or_else(fault::handler_error);
                 }
             },
         };
         task.fail(fault.clone());
-        refusal(&flags).unwrap_or_else(|| {
-            host_response(fault.status(), &format!("{}\n", p2::fault_text(&fault)))
-        })
+        fault::answer(&flags, &fault)
     }
 
     /// What went wrong, from the driver's error: a fault, or the error
@@ -295,7 +277,7 @@ impl P3Request {
     /// Records that the request failed: its response body, if one is
     /// streaming, is cut, and the fault is logged and counted once.
     fn fail(&self, fault: Fault) {
-        self.flags.fault(&fault);
+        self.flags.fault(fault == Fault::Timeout);
         if !self.reported.swap(true, Ordering::AcqRel) {
             self.reporter.report(&self.request_id, &fault);
         }
