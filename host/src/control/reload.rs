@@ -150,25 +150,25 @@ fn snapshot(manifest: &Path) -> PathBuf {
 
 /// What a successful reload did to the serving table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     /// A new table is serving.
     Published,
     /// Nothing changed: the serving table stays, its generation too.
     Unchanged,
 }
 
-impl Outcome {
+impl ReloadOutcome {
     /// The one spelling: the `outcome` label of `wasmlet_reloads_total`
     /// and the `outcome` of `POST /reload`'s JSON.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Published => "published",
-            Outcome::Unchanged => "unchanged",
+            ReloadOutcome::Published => "published",
+            ReloadOutcome::Unchanged => "unchanged",
         }
     }
 }
 
-impl Serialize for Outcome {
+impl Serialize for ReloadOutcome {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
     }
@@ -177,7 +177,7 @@ impl Serialize for Outcome {
 /// The outcome of a successful reload.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
-    pub outcome: Outcome,
+    pub outcome: ReloadOutcome,
     pub generation: u64,
     pub routes: usize,
     /// Components compiled (or loaded from the cache) by this reload.
@@ -287,7 +287,7 @@ impl Reloader {
             Ok(report) => {
                 self.registry.record_success();
                 self.metrics.reload(report.outcome.as_str());
-                if report.outcome == Outcome::Published {
+                if report.outcome == ReloadOutcome::Published {
                     tracing::info!(
                         trigger,
                         generation = report.generation,
@@ -422,7 +422,7 @@ impl Reloader {
         if unchanged {
             let generation = generation - 1;
             return Ok(ReloadReport {
-                outcome: Outcome::Unchanged,
+                outcome: ReloadOutcome::Unchanged,
                 generation,
                 routes: routes.len(),
                 compiled,
@@ -438,7 +438,7 @@ impl Reloader {
         self.update_info_metric(&router);
         self.registry.publish(RoutingTable { generation, router });
         Ok(ReloadReport {
-            outcome: Outcome::Published,
+            outcome: ReloadOutcome::Published,
             generation,
             routes,
             compiled,
