@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: links in the docs, formatting, lints, unit and black-box tests (with
-# parity against `wasmtime serve`), Kubernetes manifests, and the container
-# tests (Docker image, 3 replicas behind a virtual IP).
+# The whole test suite: links in the docs, the layering of host/src, formatting,
+# lints, unit and black-box tests (with parity against `wasmtime serve`),
+# Kubernetes manifests, and the container tests (Docker image, 3 replicas
+# behind a virtual IP).
 #
 #   scripts/test.sh          everything (what CI runs)
 #   scripts/test.sh --fast   skip the Kubernetes and container tests
@@ -15,6 +16,10 @@ scripts/setup-tools.sh
 
 echo "== links and anchors in the docs"
 scripts/check-links.py
+
+echo "== layers: no import cycle, no import running up (ARCHITECTURE.md)"
+scripts/check-layers.py --self-test
+scripts/check-layers.py
 
 echo "== format and lints"
 cargo fmt --all -- --check

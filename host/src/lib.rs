@@ -19,7 +19,7 @@
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
 //! - [`observe`]: metrics, logs, cgroup memory.
 //! - [`base`]: the leaf: shared types (`Digest`, cache entry names).
-//! - [`shutdown`]: SIGTERM/SIGINT handling and the draining flag.
+//! - [`shutdown`]: waiting for SIGTERM or SIGINT, which start the drain.
 
 pub mod app;
 pub mod base;

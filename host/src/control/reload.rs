@@ -804,8 +804,8 @@ impl Reloader {
                         .map(|c| c.state.clone())
                         .or(p.promoted.clone())
                 })
-                .filter(|state| state.digest == canary.digest.hex())
-                .unwrap_or_else(|| Arc::new(CanaryState::new(canary.digest.hex())))
+                .filter(|state| state.digest == canary.digest)
+                .unwrap_or_else(|| Arc::new(CanaryState::new(canary.digest)))
         });
         let promoted = state
             .clone()

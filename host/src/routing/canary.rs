@@ -267,7 +267,7 @@ impl std::fmt::Display for Phase {
 /// table to table while the digest stays.
 #[derive(Debug)]
 pub struct CanaryState {
-    pub digest: String,
+    pub digest: Digest,
     phase: AtomicU8,
     /// Why it left `Active`, and when.
     reason: Mutex<Option<(String, SystemTime)>>,
@@ -275,9 +275,9 @@ pub struct CanaryState {
 }
 
 impl CanaryState {
-    pub fn new(digest: &str) -> CanaryState {
+    pub fn new(digest: Digest) -> CanaryState {
         CanaryState {
-            digest: digest.to_string(),
+            digest,
             phase: AtomicU8::new(Phase::Active as u8),
             reason: Mutex::new(None),
             window: Mutex::new(None),
@@ -408,7 +408,7 @@ impl Canary {
             self.rollbacks.inc();
             tracing::warn!(
                 route = %self.handler.label,
-                canary_digest = %self.state.digest,
+                canary_digest = %self.state.digest.hex(),
                 reason = %reason,
                 "canary rolled back: its weight is now 0"
             );
