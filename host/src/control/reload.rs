@@ -12,8 +12,8 @@
 //! symlink in a ConfigMap volume. A file that changes while it is read is
 //! refused, and the debounce waits for writes to settle. In a ConfigMap
 //! volume the `..data` link is resolved once per reload and the manifest
-//! and its components are read through that one folder ([`crate::control::source`]), so a swap in
-//! mid-read cannot mix two versions.
+//! and its components are read through that one folder, so a swap in
+//! mid-read cannot mix two versions ([`crate::control::source`]).
 //!
 //! Load-time work is bounded: a component file by --max-component-size, and
 //! a reload's compile by --compile-timeout. A compile past it is abandoned
