@@ -5,7 +5,7 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::config::cli::ServeArgs;
-use crate::control::reload::Source;
+use crate::control::source::Source;
 use crate::control::watch::FileWatcher;
 use crate::http::state::App;
 use crate::http::{admin, server};

@@ -76,10 +76,7 @@ fn promoted_handler(stable: &Handler, canary: &Canary, generation: u64) -> Handl
         stable.label.clone(),
         stable.limits,
         stable.metrics.clone(),
-        (
-            canary.handler.component.clone(),
-            canary.handler.resolved,
-        ),
+        (canary.handler.component.clone(), canary.handler.resolved),
         runner,
         generation,
     )

@@ -13,7 +13,7 @@
 //! refused, and the debounce waits for writes to settle. In a ConfigMap
 //! volume the `..data` link is resolved once per reload and the manifest
 //! and its components are read through that one folder, so a swap in
-//! mid-read cannot mix two versions.
+//! mid-read cannot mix two versions ([`crate::control::source`]).
 //!
 //! Load-time work is bounded: a component file by --max-component-size, and
 //! a reload's compile by --compile-timeout. A compile past it is abandoned
@@ -36,10 +36,11 @@
 use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
 use crate::config::limits::{Limits, RequestLimits};
-use crate::config::manifest::{Manifest, RouteSpec};
+use crate::config::manifest::RouteSpec;
 use crate::config::router::Router;
 use crate::control::actions::{self, ActionError};
 use crate::control::cache_budget::{CacheBudget, Served};
+use crate::control::source::Source;
 use crate::observe::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::{PullSettings, Trust};
@@ -60,7 +61,7 @@ use crate::wasm::sandbox::{Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi_http::handler::ProxyPre;
 
@@ -75,78 +76,6 @@ type RoutePulls = (Option<Result<Pulled>>, Option<Result<Pulled>>);
 /// `oci://` pulls one reload runs at once (a route's and its canary's
 /// count as two); the others wait for a slot.
 pub const MAX_CONCURRENT_PULLS: usize = 8;
-
-/// What the host serves: a manifest, or one component on every path.
-#[derive(Debug, Clone)]
-pub enum Source {
-    Manifest(PathBuf),
-    Component(PathBuf),
-}
-
-impl Source {
-    fn manifest(&self) -> Result<Manifest> {
-        match self {
-            Source::Manifest(path) => Manifest::load(&snapshot(path)),
-            Source::Component(path) => Ok(Manifest::single(path.clone())),
-        }
-    }
-
-    /// The directory holding the manifest (or the single component).
-    fn home(&self) -> PathBuf {
-        let file = match self {
-            Source::Manifest(p) | Source::Component(p) => p,
-        };
-        match file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    }
-
-    /// Directories to watch: the manifest's and every component's
-    /// (canaries included).
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.home()];
-        if let Ok(manifest) = self.manifest() {
-            let components = manifest.routes.into_iter().flat_map(|route| {
-                let canary = route
-                    .canary
-                    .filter(|c| c.oci.is_none())
-                    .map(|c| c.component);
-                let stable = route.oci.is_none().then_some(route.component);
-                stable.into_iter().chain(canary)
-            });
-            for component in components {
-                if let Some(dir) = component.parent() {
-                    let dir = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir
-                    };
-                    dirs.push(dir.to_path_buf());
-                }
-            }
-        }
-        dirs.sort();
-        dirs.dedup();
-        dirs
-    }
-}
-
-/// The manifest's path inside one version of a Kubernetes ConfigMap
-/// volume: when its folder has a `..data` link (kubelet's AtomicWriter
-/// re-points it at a new timestamped folder on each update), the link is
-/// resolved once and the manifest, and so every component named relative
-/// to it, is read from that folder. Otherwise `manifest` itself.
-fn snapshot(manifest: &Path) -> PathBuf {
-    let home = manifest.parent().unwrap_or(Path::new("."));
-    let (Ok(version), Some(name)) = (
-        std::fs::read_link(home.join("..data")),
-        manifest.file_name(),
-    ) else {
-        return manifest.to_path_buf();
-    };
-    home.join(version).join(name)
-}
 
 /// What a successful reload did to the serving table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -938,43 +867,5 @@ impl Reloader {
         } else {
             Ok(work())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// kubelet's AtomicWriter: a new folder, `..data` re-pointed at it.
-    fn publish(root: &Path, name: &str, component: &[u8]) {
-        let data = root.join(name);
-        std::fs::create_dir(&data).unwrap();
-        std::fs::write(
-            data.join("wasmlet.toml"),
-            "[[route]]\npath = \"/...\"\ncomponent = \"handler.wasm\"\n",
-        )
-        .unwrap();
-        std::fs::write(data.join("handler.wasm"), component).unwrap();
-        std::os::unix::fs::symlink(name, root.join("..data_tmp")).unwrap();
-        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-    }
-
-    #[test]
-    fn a_configmap_swap_after_the_manifest_is_read_does_not_mix_versions() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        publish(root, "..2026_12_03_00_00_00.1", b"one");
-        for name in ["wasmlet.toml", "handler.wasm"] {
-            std::os::unix::fs::symlink(format!("..data/{name}"), root.join(name)).unwrap();
-        }
-        let source = Source::Manifest(root.join("wasmlet.toml"));
-        let manifest = source.manifest().unwrap();
-        // The swap lands between reading the manifest and its components.
-        publish(root, "..2026_12_03_00_00_00.2", b"two");
-        let component = std::fs::read(&manifest.routes[0].component).unwrap();
-        assert_eq!(
-            component, b"one",
-            "a component of the manifest's own version"
-        );
     }
 }

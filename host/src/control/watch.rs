@@ -6,7 +6,8 @@
 //! a ConfigMap volume. The watcher drives a [`Reloader`]; the reloader
 //! knows nothing of it.
 
-use crate::control::reload::{Reloader, Source};
+use crate::control::reload::Reloader;
+use crate::control::source::Source;
 use anyhow::{Context, Result};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashSet;

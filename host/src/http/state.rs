@@ -8,7 +8,8 @@
 use crate::config::cli::{CacheArgs, LoadLimits};
 use crate::config::limits::Limits;
 use crate::control::cache_budget::CacheBudget;
-use crate::control::reload::{Reloader, ReloaderParts, Source};
+use crate::control::reload::{Reloader, ReloaderParts};
+use crate::control::source::Source;
 use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
 use crate::routing::registry::Registry;
 use crate::run::admission::{Admission, CpuShare};

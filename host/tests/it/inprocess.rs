@@ -6,7 +6,7 @@ use sha2::Digest;
 use std::sync::Arc;
 use wasmlet::config::cli::LoadLimits;
 use wasmlet::config::limits::Limits;
-use wasmlet::control::reload::Source;
+use wasmlet::control::source::Source;
 use wasmlet::http::state::App;
 use wasmlet::wasm::cache::{CacheOutcome, CompileCache};
 use wasmlet::wasm::engine::Wasmtime;
