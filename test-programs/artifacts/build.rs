@@ -18,7 +18,7 @@ use std::process::{Command, exit};
 const TARGET: &str = "wasm32-wasip2";
 
 /// The packages built; every one of their cdylibs and bins is a component.
-const PACKAGES: &[&str] = &["test-programs", "hello"];
+const PACKAGES: &[&str] = &["test-programs", "hello", "hello-counter"];
 
 /// Inherited variables that break or distort a nested build.
 const SCRUBBED_ENV: &[&str] = &[
@@ -61,6 +61,8 @@ fn main() {
         "../Cargo.toml",
         "../../guest/src",
         "../../guest/Cargo.toml",
+        "../../guest/counter/src",
+        "../../guest/counter/Cargo.toml",
         "../../wit",
         "../../Cargo.lock",
     ] {
@@ -81,7 +83,7 @@ fn main() {
     let release = target_dir.join(TARGET).join("release");
     let mut components: Vec<(String, PathBuf)> = bin_names(&manifest_dir.join("../src/bin"))
         .into_iter()
-        .chain(["hello".to_owned()])
+        .chain(["hello".to_owned(), "hello_counter".to_owned()])
         .map(|name| {
             let path = release.join(format!("{name}.wasm"));
             (name, path)
