@@ -1,7 +1,8 @@
 //! Builds the wasm fixtures with a nested `cargo build` and writes
 //! `$OUT_DIR/components.rs`, one path constant per component (see `src/lib.rs`).
-//! The Python and JavaScript hellos are built by their own scripts
-//! (`guest/python/build.sh`, `guest/javascript/build.sh`), which install
+//! The Python and JavaScript hellos and visit counters are built by their own
+//! scripts (`guest/python/build.sh`, `guest/javascript/build.sh`,
+//! `guest/counter/{python,javascript}/build.sh`), which install
 //! their pinned toolchains and cache what they build outside `target/`.
 //!
 //! The nested build gets its own target directory under `OUT_DIR`: sharing the
@@ -48,6 +49,16 @@ const SCRIPTED: &[(&str, &str, &str)] = &[
         "hello_javascript",
         "guest/javascript/build.sh",
         "../../guest/javascript",
+    ),
+    (
+        "hello_counter_python",
+        "guest/counter/python/build.sh",
+        "../../guest/counter/python",
+    ),
+    (
+        "hello_counter_javascript",
+        "guest/counter/javascript/build.sh",
+        "../../guest/counter/javascript",
     ),
 ];
 
