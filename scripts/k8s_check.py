@@ -26,6 +26,12 @@ agree with each other and with the image:
   - the admin POSTs need a token (WASMLET_ADMIN_TOKEN_FILE) read from a mounted Secret that is
     not optional;
   - every component the handler ConfigMap's wasmlet.toml names (a canary's included) is in it;
+  - with a `type = "redis"` key-value store in wasmlet.toml (k8s/redis/): its URL names a Service
+    and port that render here; the Redis Deployment's image is pinned (exact version or digest),
+    runs non-root on a read-only root filesystem with requests and limits, and gets its
+    `--requirepass` from a Secret (never a literal); wasmlet's `password = { file }` is a key of
+    the same Secret, mounted and not optional; a NetworkPolicy admits only wasmlet's pods to Redis,
+    on its port, and wasmlet's egress policy allows exactly that;
   - with a HorizontalPodAutoscaler (k8s/autoscaling/): autoscaling/v2 on this Deployment,
     minReplicas 3 and the Deployment without `replicas` (or `kubectl apply` would reset it), a CPU
     utilization target under 100% of a CPU request that is set, a PDB that still allows a drain at
@@ -306,6 +312,8 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     check_network_policy(r, docs, labels, ports, http, probe_ports[0] if probe_ports else None)
     check_egress_policy(r, docs, labels)
     check_admin_token(r, c, env, mounts, volumes)
+    if cms:
+        check_redis(r, docs, cms[0].get("data", {}).get("wasmlet.toml", ""), labels, mounts, volumes)
     if hpas:
         pdb_min = pdbs[0]["spec"].get("minAvailable") if pdbs else None
         check_hpa(r, hpas, c, floor, pdb_min)
@@ -324,6 +332,98 @@ def manifest_components(text: str) -> list[str] | None:
         if isinstance(route.get("canary"), dict):
             named.append(route["canary"].get("component"))
     return [n for n in named if isinstance(n, str)]
+
+
+def redis_stores(text: str) -> dict[str, dict]:
+    """The `type = "redis"` key-value stores a wasmlet.toml declares, by name."""
+    try:
+        stores = tomllib.loads(text).get("key_value_store", {})
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {n: s for n, s in stores.items() if isinstance(s, dict) and s.get("type") == "redis"}
+
+
+def check_redis(r: Report, docs: list[dict], toml: str, labels: dict, mounts: dict, volumes: dict) -> None:
+    """A Redis store in the manifest: its Service, Deployment, Secret and NetworkPolicies agree."""
+    stores = redis_stores(toml)
+    if not stores:
+        return
+    for name, store in stores.items():
+        m = re.fullmatch(r"rediss?://(?:[^@/]*@)?([a-z0-9.-]+):(\d+)(?:/\d+)?", store.get("url", ""))
+        host, port = (m.group(1).split(".")[0], int(m.group(2))) if m else (None, None)
+        svcs = find(docs, "Service", host) if host else []
+        svc_ports = [p for s in svcs for p in s["spec"].get("ports", []) if p.get("port") == port]
+        r.check("redis-service", len(svcs) == 1 and len(svc_ports) == 1,
+                f"store {name}: url {store.get('url')!r} names Service {host} port {port} "
+                f"({len(svcs)} Service, {len(svc_ports)} port)")
+        if not svc_ports:
+            continue
+        pods = [d for d in find(docs, "Deployment")
+                if selects(svcs[0]["spec"].get("selector", {}), d["spec"]["template"]["metadata"].get("labels", {}))]
+        r.check("redis-deployment", len(pods) == 1, f"Service {host} selects {len(pods)} Deployment")
+        if len(pods) != 1:
+            continue
+        dep = pods[0]
+        pod = dep["spec"]["template"]["spec"]
+        redis_labels = dep["spec"]["template"]["metadata"].get("labels", {})
+        c = pod["containers"][0]
+        target = resolve_port(svc_ports[0].get("targetPort", port), c.get("ports", []))
+        r.check("redis-service", target is not None, f"Service {host} targetPort → containerPort "
+                f"{target['containerPort'] if target else None}")
+        image = c.get("image", "")
+        r.check("redis-image", bool(re.search(r"(@sha256:[0-9a-f]{64}|:\d+\.\d+\.\d+[^:/@]*)$", image)),
+                f"image {image} pinned to an exact version or digest")
+        psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+        merged = {**psc, **csc}
+        res = c.get("resources", {})
+        r.check("redis-security", merged.get("runAsNonRoot") is True and merged.get("runAsUser", 0) != 0
+                and csc.get("readOnlyRootFilesystem") is True and csc.get("allowPrivilegeEscalation") is False
+                and csc.get("capabilities", {}).get("drop") == ["ALL"]
+                and (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault"
+                and all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
+                f"Redis non-root ({merged.get('runAsUser')}), read-only root, no privileges, resources set")
+        # --requirepass $(VAR), VAR from a Secret key: the only place the password lives.
+        args = c.get("command", []) + c.get("args", [])
+        value = args[args.index("--requirepass") + 1] if "--requirepass" in args[:-1] else None
+        var = re.fullmatch(r"\$\((\w+)\)", value or "")
+        ref = next((e.get("valueFrom", {}).get("secretKeyRef") for e in c.get("env", [])
+                    if var and e["name"] == var.group(1)), None)
+        r.check("redis-password", bool(ref), f"Redis --requirepass {value!r} from Secret "
+                f"{(ref or {}).get('name')} key {(ref or {}).get('key')}")
+        # wasmlet reads the same key of the same Secret from a mounted file.
+        path = (store.get("password") or {}).get("file", "")
+        folder, _, file = path.rpartition("/")
+        mount = mounts.get(folder)
+        secret = (volumes.get(mount["name"], {}).get("secret") if mount else None) or {}
+        items = {i.get("path"): i.get("key") for i in secret.get("items", [])}
+        key = items.get(file, file if not items else None)
+        r.check("redis-password-file", bool(ref) and secret.get("secretName") == ref.get("name")
+                and key == ref.get("key") and not secret.get("optional", False),
+                f"password file {path!r} is key {key!r} of Secret {secret.get('secretName')} "
+                f"(Redis uses {(ref or {}).get('name')}/{(ref or {}).get('key')}), not optional")
+        # Ingress to Redis: only wasmlet's pods, only the Redis port.
+        policies = [p for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), redis_labels)
+                    and "Ingress" in p["spec"].get("policyTypes", [])]
+        loose = []
+        for p in policies:
+            for rule in p["spec"].get("ingress", []):
+                peers, ports = rule.get("from", []), rule.get("ports", [])
+                if not peers or any("ipBlock" in q or "namespaceSelector" in q
+                                    or not selects(q.get("podSelector", {}), labels) for q in peers):
+                    loose.append(f"from {peers or 'anywhere'}")
+                if not ports or any(resolve_port(q.get("port"), c.get("ports", [])) is not target for q in ports):
+                    loose.append(f"ports {ports or 'all'}")
+        r.check("redis-ingress", bool(policies) and not loose,
+                f"{len(policies)} NetworkPolicy admits only wasmlet's pods to Redis: {loose or 'ok'}")
+        # Egress from wasmlet: a rule to the Redis pods on the Redis port.
+        egress = [rule for p in find(docs, "NetworkPolicy") if selects(p["spec"].get("podSelector", {}), labels)
+                  and "Egress" in p["spec"].get("policyTypes", []) for rule in p["spec"].get("egress", [])]
+        to_redis = [rule for rule in egress
+                    if any(selects(q.get("podSelector", {}), redis_labels) and "namespaceSelector" not in q
+                           for q in rule.get("to", []))
+                    and any(q.get("port") in (target["containerPort"], target.get("name")) for q in rule.get("ports", []))]
+        r.check("redis-egress", bool(to_redis), f"wasmlet's egress allows the Redis pods on port "
+                f"{target['containerPort'] if target else None}: {len(to_redis)} rule")
 
 
 def check_hpa(r: Report, hpas: list[dict], c: dict, floor: int, pdb_min) -> None:
@@ -500,16 +600,17 @@ MUTATIONS = [
     ("admin listen port differs from containerPort", "listen-port",
      lambda d: [e.update(value="0.0.0.0:9091") for e in _ctr(d)["env"] if e["name"] == "WASMLET_ADMIN_LISTEN"]),
     ("handlers mounted with subPath", "handlers-mount",
-     lambda d: _ctr(d)["volumeMounts"][0].update(subPath="wasmlet.toml")),
+     lambda d: [m.update(subPath="wasmlet.toml") for m in _ctr(d)["volumeMounts"] if m["mountPath"] == HANDLERS_DIR]),
     ("ConfigMap name not rewritten to the generated one", "handlers-configmap",
-     lambda d: _dep(d)["spec"]["template"]["spec"]["volumes"][0]["configMap"].update(name="nope")),
+     lambda d: [v["configMap"].update(name="nope") for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if "configMap" in v]),
     ("writable root filesystem", "read-only-root",
      lambda d: _ctr(d)["securityContext"].update(readOnlyRootFilesystem=False)),
     ("runs as root", "non-root",
      lambda d: [x.update(runAsUser=0) for x in (_ctr(d)["securityContext"],
                                                  _dep(d)["spec"]["template"]["spec"]["securityContext"])]),
     ("handler ConfigMap without the component it names", "handlers-components",
-     lambda d: find(d, "ConfigMap")[0].get("binaryData", {}).pop("hello.wasm", None)),
+     lambda d: find(d, "ConfigMap")[0].pop("binaryData", None)),
     ("a handler from a registry by tag, not digest", "handlers-pinned",
      lambda d: find(d, "ConfigMap")[0]["data"].update(
          {"wasmlet.toml": '[[route]]\npath = "/..."\ncomponent = "oci://r.example/h:latest"\n'})),
@@ -601,6 +702,50 @@ HPA_MUTATIONS = [
      lambda d: find(d, "PodDisruptionBudget")[0]["spec"].update(minAvailable=3)),
 ]
 
+def _redis(docs):
+    return find(docs, "Deployment", "hello-world-redis")[0]["spec"]["template"]["spec"]
+
+
+def _redis_policy(docs):
+    return find(docs, "NetworkPolicy", "hello-world-redis")[0]["spec"]
+
+
+# Applied only to manifests with a Redis Deployment (k8s/redis/).
+REDIS_MUTATIONS = [
+    ("Redis image by a floating tag", "redis-image",
+     lambda d: _redis(d)["containers"][0].update(image="redis:7-alpine")),
+    ("Redis image :latest", "redis-image", lambda d: _redis(d)["containers"][0].update(image="redis")),
+    ("Redis as root", "redis-security",
+     lambda d: [x.update(runAsUser=0) for x in (_redis(d)["securityContext"], _redis(d)["containers"][0]["securityContext"])]),
+    ("Redis with a writable root filesystem", "redis-security",
+     lambda d: _redis(d)["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False)),
+    ("Redis password as a literal", "redis-password",
+     lambda d: _redis(d)["containers"][0].update(args=["redis-server", "--requirepass", "hunter2"])),
+    ("wasmlet's password file from another Secret", "redis-password-file",
+     lambda d: [v["secret"].update(secretName="other") for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if v.get("secret", {}).get("secretName") == "hello-world-redis"]),
+    ("wasmlet's password Secret optional", "redis-password-file",
+     lambda d: [v["secret"].update(optional=True) for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if v.get("secret", {}).get("secretName") == "hello-world-redis"]),
+    ("Redis open to every pod", "redis-ingress",
+     lambda d: _redis_policy(d)["ingress"][0]["from"][0].update(podSelector={})),
+    ("Redis open to everyone", "redis-ingress", lambda d: _redis_policy(d)["ingress"][0].pop("from")),
+    ("Redis open on every port", "redis-ingress", lambda d: _redis_policy(d)["ingress"][0].pop("ports")),
+    ("no Redis ingress policy", "redis-ingress",
+     lambda d: d.remove(find(d, "NetworkPolicy", "hello-world-redis")[0])),
+    ("wasmlet may not reach Redis", "redis-egress",
+     lambda d: find(d, "NetworkPolicy", EGRESS_POLICY)[0]["spec"].update(
+         egress=[e for e in _egress(d) if not any("app" in q.get("podSelector", {}).get("matchLabels", {})
+                                                  for q in e.get("to", []))])),
+    ("store URL names no Service", "redis-service",
+     lambda d: _handlers_toml(d, _handlers_text(d).replace("hello-world-redis:6379", "redis:6379"))),
+]
+
+
+def _handlers_text(docs):
+    return next(d for d in docs if d["kind"] == "ConfigMap")["data"]["wasmlet.toml"]
+
+
 MANIFEST_MUTATIONS = [
     ("wasmlet.toml names a canary the ConfigMap lacks", "handlers-components",
      lambda d: _handlers_toml(d, '[[route]]\npath = "/..."\ncomponent = "hello.wasm"\n'
@@ -615,6 +760,8 @@ def self_test(docs: list[dict]) -> int:
         return 1
     bad = 0
     mutations = MUTATIONS + MANIFEST_MUTATIONS
+    if find(docs, "Deployment", "hello-world-redis"):
+        mutations = mutations + REDIS_MUTATIONS
     if find(docs, "HorizontalPodAutoscaler"):
         # Without `replicas` the base's replica mutation has nothing to change.
         mutations = [m for m in mutations if m[1] != "replicas"] + HPA_MUTATIONS

@@ -24,7 +24,7 @@ scripts/check-layers.py
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -p wasmlet -p test-programs-artifacts -- -D warnings
-cargo clippy --locked -p hello -p test-programs --target wasm32-wasip2 -- -D warnings
+cargo clippy --locked -p hello -p hello-counter -p test-programs --target wasm32-wasip2 -- -D warnings
 
 echo "== unit and black-box tests"
 cargo test --release --locked -p wasmlet -p test-programs-artifacts

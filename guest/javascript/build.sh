@@ -44,7 +44,9 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/wit" "$work/wit"
-sed -i "s/@0\.2\.[0-9]*/@$WASI_VERSION/g; s/version = 0\.2\.1[1-9]/version = $WASI_VERSION/g" \
+# Only wasi 0.2.1x versions: wit/ also holds wasi:keyvalue@0.2.0-draft and
+# wasi:config@0.2.0-rc.1 (in deps/ folders), which must stay as they are.
+sed -i "s/@0\.2\.1[0-9]\b/@$WASI_VERSION/g; s/version = 0\.2\.1[1-9]/version = $WASI_VERSION/g" \
   "$work"/wit/*.wit "$work"/wit/deps/*.wit
 
 echo "build: componentize-js $COMPONENTIZE_JS_VERSION: $here/app.js -> $out" >&2

@@ -1,7 +1,8 @@
 //! Builds the wasm fixtures with a nested `cargo build` and writes
 //! `$OUT_DIR/components.rs`, one path constant per component (see `src/lib.rs`).
-//! The Python and JavaScript hellos are built by their own scripts
-//! (`guest/python/build.sh`, `guest/javascript/build.sh`), which install
+//! The Python and JavaScript hellos and visit counters are built by their own
+//! scripts (`guest/python/build.sh`, `guest/javascript/build.sh`,
+//! `guest/counter/{python,javascript}/build.sh`), which install
 //! their pinned toolchains and cache what they build outside `target/`.
 //!
 //! The nested build gets its own target directory under `OUT_DIR`: sharing the
@@ -18,7 +19,7 @@ use std::process::{Command, exit};
 const TARGET: &str = "wasm32-wasip2";
 
 /// The packages built; every one of their cdylibs and bins is a component.
-const PACKAGES: &[&str] = &["test-programs", "hello"];
+const PACKAGES: &[&str] = &["test-programs", "hello", "hello-counter"];
 
 /// Inherited variables that break or distort a nested build.
 const SCRUBBED_ENV: &[&str] = &[
@@ -49,6 +50,16 @@ const SCRIPTED: &[(&str, &str, &str)] = &[
         "guest/javascript/build.sh",
         "../../guest/javascript",
     ),
+    (
+        "hello_counter_python",
+        "guest/counter/python/build.sh",
+        "../../guest/counter/python",
+    ),
+    (
+        "hello_counter_javascript",
+        "guest/counter/javascript/build.sh",
+        "../../guest/counter/javascript",
+    ),
 ];
 
 /// What a component starts with: the wasm magic, then version 0x0d, layer 1.
@@ -61,6 +72,8 @@ fn main() {
         "../Cargo.toml",
         "../../guest/src",
         "../../guest/Cargo.toml",
+        "../../guest/counter/src",
+        "../../guest/counter/Cargo.toml",
         "../../wit",
         "../../Cargo.lock",
     ] {
@@ -81,7 +94,7 @@ fn main() {
     let release = target_dir.join(TARGET).join("release");
     let mut components: Vec<(String, PathBuf)> = bin_names(&manifest_dir.join("../src/bin"))
         .into_iter()
-        .chain(["hello".to_owned()])
+        .chain(["hello".to_owned(), "hello_counter".to_owned()])
         .map(|name| {
             let path = release.join(format!("{name}.wasm"));
             (name, path)

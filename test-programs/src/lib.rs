@@ -6,11 +6,13 @@
 //! A fixture implements [`Guest`] and calls `test_programs::export!` on it,
 //! with `fn main() {}` beside it (a bin needs one; the host never calls it).
 //!
-//! This library holds what they share: the bindings for `wasmlet:handler`
-//! (the same world as `guest/`) and helpers for requests and responses.
+//! This library holds what they share: the bindings for
+//! `wasmlet:handler/fixtures` (the `handler` world of `guest/`, plus
+//! `wasi:keyvalue` and `wasi:config` for the fixtures that use them; see
+//! `wit/world.wit`) and helpers for requests and responses.
 
 wit_bindgen::generate!({
-    world: "wasmlet:handler/handler",
+    world: "wasmlet:handler/fixtures",
     path: "../wit",
     generate_all,
     pub_export_macro: true,
