@@ -22,7 +22,7 @@ import tempfile
 
 # Top first. Files at the root of src/ (app.rs, main.rs, lib.rs, shutdown.rs)
 # are the top layer, "app": they wire the layers together.
-LAYERS = ["app", "http", "control", "routing", "run", "wasm", "config", "oci", "observe", "base"]
+LAYERS = ["app", "http", "control", "routing", "run", "wasm", "kv", "config", "oci", "observe", "base"]
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 

@@ -15,6 +15,7 @@
 //! - [`routing`]: what a request reads: the published table, canary choice.
 //! - [`run`]: one request inside a guest: 0.2, 0.3, reuse, workers.
 //! - [`wasm`]: engine, components, compiling, cache, sandbox, outbound policy.
+//! - [`kv`]: key-value stores: the backends (memory, file, redis) and their limits.
 //! - [`config`]: what the operator writes: flags, manifest, limits, routes.
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
 //! - [`observe`]: metrics, logs, cgroup memory.
@@ -26,6 +27,7 @@ pub mod base;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod kv;
 pub mod observe;
 pub mod oci;
 pub mod routing;
