@@ -709,6 +709,7 @@ impl Reloader {
             route: label,
             env: spec.env.clone(),
             log_output: true,
+            keyvalue: None,
         }
     }
 

@@ -108,6 +108,25 @@ pub struct DeniedLabels {
     pub reason: String,
 }
 
+/// The labels of `wasmlet_kv_operations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvLabels {
+    pub route: String,
+    /// The store's name (`(not granted)` for an `open` refused).
+    pub store: String,
+    pub operation: String,
+    /// `ok`, `error`, `timeout`, `refused` (a limit) or `no_such_store`.
+    pub outcome: String,
+}
+
+/// The labels of `wasmlet_kv_operation_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvDurationLabels {
+    pub route: String,
+    pub store: String,
+    pub operation: String,
+}
+
 /// The kinds of handler fault, as metric label values.
 pub const FAULT_KINDS: [&str; 6] = [
     "trap",
@@ -149,6 +168,8 @@ pub struct Metrics {
     pub handler_info: Family<HandlerLabels, Gauge>,
     pub compile_seconds: Family<CacheLabel, Histogram, fn() -> Histogram>,
     pub outbound_denied: Family<DeniedLabels, Counter>,
+    pub kv_operations: Family<KvLabels, Counter>,
+    pub kv_durations: Family<KvDurationLabels, Histogram, fn() -> Histogram>,
     pub canary_requests: Family<VersionStatus, Counter>,
     pub canary_rollbacks: Family<RouteLabel, Counter>,
     pub canary_uncounted: Family<VersionReason, Counter>,
@@ -341,6 +362,20 @@ impl Metrics {
             "Outbound requests from guests refused, by route and reason (host: no rule matches; address: the name resolved to an address only a rule naming it may reach)",
             outbound_denied.clone(),
         );
+        let kv_operations = Family::<KvLabels, Counter>::default();
+        host.register(
+            "kv_operations",
+            "Key-value operations from guests, by route, store, operation and outcome (ok, error, timeout, refused: a limit, no_such_store: a store not granted)",
+            kv_operations.clone(),
+        );
+        let kv_durations: Family<KvDurationLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_duration_histogram);
+        host.register_with_unit(
+            "kv_operation_duration",
+            "Time a key-value store took for one operation, by route, store and operation",
+            Unit::Seconds,
+            kv_durations.clone(),
+        );
 
         let canary_requests = Family::<VersionStatus, Counter>::default();
         host.register(
@@ -402,6 +437,8 @@ impl Metrics {
             handler_info,
             compile_seconds,
             outbound_denied,
+            kv_operations,
+            kv_durations,
             resident_memory,
             open_fds,
         }

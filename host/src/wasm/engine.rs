@@ -17,6 +17,7 @@
 
 use crate::config::limits::Limits;
 use crate::wasm::footprint::Footprint;
+use crate::wasm::keyvalue;
 use crate::wasm::sandbox::HostState;
 use crate::wasm::world::HttpWorld;
 use anyhow::{Context, Result, bail};
@@ -347,6 +348,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    keyvalue::add_to_linker(&mut linker, HostState::kv)?;
     Ok(linker)
 }
 

@@ -9,6 +9,7 @@
 //! - [`heap`]: giving the heap's free pages back after a compile.
 //! - [`cache`]: the on-disk cache of compiled components.
 //! - [`sandbox`]: what a guest is granted and may hold: the one store factory, environment, stdio, memory.
+//! - [`keyvalue`]: wasi:keyvalue for guests, on the route's granted stores (`kv/`), with its limits.
 //! - [`outbound`]: `allowed_outbound_hosts`, checked against the resolved address.
 
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod component;
 pub mod engine;
 pub mod footprint;
 pub mod heap;
+pub mod keyvalue;
 pub mod outbound;
 pub mod sandbox;
 pub mod world;

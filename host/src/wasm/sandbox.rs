@@ -15,6 +15,7 @@
 //! and other resources), all of it charged to the host's memory budget.
 
 use crate::config::limits::RequestLimits;
+use crate::wasm::keyvalue::{KvGrant, KvState, KvView};
 use crate::wasm::outbound::{OutboundGrant, OutboundPolicy};
 use prometheus_client::metrics::gauge::Gauge;
 use std::pin::Pin;
@@ -59,6 +60,8 @@ pub struct HostState {
     pub table: ResourceTable,
     pub outbound: OutboundPolicy,
     pub limiter: MemoryLimiter,
+    /// The route's key-value stores, and this request's budget for them.
+    pub keyvalue: KvState,
     /// Where guest output goes, when the route logs it.
     log: Option<GuestLog>,
 }
@@ -67,8 +70,17 @@ impl HostState {
     /// Readies a reused instance's state for a new request: its output is
     /// logged under `request_id`, with a fresh output budget.
     pub fn renew_for_request(&mut self, request_id: Arc<str>) {
+        self.keyvalue.renew();
         if let Some(log) = &self.log {
             log.renew(request_id);
+        }
+    }
+
+    /// What wasi:keyvalue's bindings see of this store.
+    pub fn kv(&mut self) -> KvView<'_> {
+        KvView {
+            state: &mut self.keyvalue,
+            table: &mut self.table,
         }
     }
 
@@ -119,6 +131,7 @@ pub fn new_store(
             route: grants.route.clone(),
         },
         limiter: MemoryLimiter::new(limits.max_memory, budget),
+        keyvalue: KvState::new(grants.keyvalue.clone(), limits.timeout),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -210,6 +223,8 @@ pub struct Grants {
     pub outbound: OutboundGrant,
     /// Whether guest stdout/stderr are logged (otherwise discarded).
     pub log_output: bool,
+    /// The key-value stores the route may open (`key_value_stores`).
+    pub keyvalue: Option<Arc<KvGrant>>,
 }
 
 impl Grants {
@@ -221,6 +236,7 @@ impl Grants {
             env: Vec::new(),
             outbound: OutboundGrant::none(),
             log_output: false,
+            keyvalue: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod fake_registry;
 mod foundation;
 mod hostile;
 mod inprocess;
+mod keyvalue;
 mod limits;
 mod net;
 mod observability;
