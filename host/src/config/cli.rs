@@ -200,6 +200,13 @@ pub struct LoadLimits {
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+
+    /// Directory for the `file` key-value stores (`default` is one unless
+    /// the manifest declares it otherwise). Without it a route granted a
+    /// `file` store fails its load; routes that use no store are
+    /// unaffected.
+    #[arg(long, env = "WASMLET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for LoadLimits {
@@ -210,6 +217,7 @@ impl Default for LoadLimits {
             pull_timeout: Duration::from_secs(60),
             reload_timeout: Duration::from_secs(600),
             registry: RegistryArgs::default(),
+            data_dir: None,
         }
     }
 }

@@ -15,6 +15,9 @@
 //!                                 # `version_header = true` adds x-wasmlet-version
 //! sticky = "header:x-user"        # or "cookie:NAME"; needs a canary
 //! rollback = { max_error_rate = 0.05, min_requests = 200, window = "1m" }
+//! key_value_stores = ["default"]  # the stores it may open (see `keyvalue`)
+//! config = { greeting = "hi", api_key = { file = "/etc/secrets/api-key" } }
+//!                                 # wasi:config; or { env = "NAME" } (see `secret`)
 //!
 //! [[route]]
 //! path = "/api/..."
@@ -26,9 +29,11 @@
 //! Unknown keys are errors, and every error names the file and the line.
 
 use crate::config::canary::{CanaryFile, CanarySpec, RollbackFile, RollbackPolicy, Sticky};
+use crate::config::keyvalue::{self, DEFAULT_STORE, StoreFile, StoreSpec};
 use crate::config::limits::{self, RouteLimits};
 use crate::config::outbound::OutboundRule;
 use crate::config::router::{Pattern, Router};
+use crate::config::secret::{Secret, Source, SourceFile};
 use crate::oci::OciRef;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -42,6 +47,9 @@ use std::time::Duration;
 struct ManifestFile {
     #[serde(default)]
     route: Vec<toml::Spanned<RouteFile>>,
+    /// `[key_value_store.NAME]` tables
+    #[serde(default)]
+    key_value_store: BTreeMap<String, toml::Spanned<StoreFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +96,10 @@ struct RouteFile {
     rollback: Option<toml::Spanned<RollbackFile>>,
     /// `cosign_key = "cosign.pub"` (an `oci://` component only)
     cosign_key: Option<PathBuf>,
+    /// `key_value_stores = ["default"]`
+    key_value_stores: Option<toml::Spanned<Vec<String>>>,
+    /// `config = { k = "v", k2 = { file = "PATH" }, k3 = { env = "NAME" } }`
+    config: Option<BTreeMap<String, toml::Spanned<toml::Value>>>,
 }
 
 /// The shortest `follow` interval: one manifest HEAD per route per second.
@@ -112,6 +124,20 @@ pub struct RouteSpec {
     pub outbound: Vec<OutboundRule>,
     /// A second version taking a share of the requests.
     pub canary: Option<CanarySpec>,
+    /// The key-value stores this route may open (wasi:keyvalue), each
+    /// declared in the manifest or `default`; empty: none.
+    pub key_value_stores: Vec<String>,
+    /// wasi:config variables; `None`: wasi:config is not granted.
+    pub config: Option<Vec<ConfigVar>>,
+}
+
+/// One wasi:config variable of a route. Its value is a [`Secret`]: only
+/// the name and where it came from can be printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigVar {
+    pub name: String,
+    pub source: Source,
+    pub value: Secret,
 }
 
 impl RouteSpec {
@@ -127,6 +153,8 @@ impl RouteSpec {
             env: Vec::new(),
             outbound: Vec::new(),
             canary: None,
+            key_value_stores: Vec::new(),
+            config: None,
         }
     }
 }
@@ -135,6 +163,9 @@ impl RouteSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     pub routes: Vec<RouteSpec>,
+    /// Every declared store, and `default` (a `file` store unless
+    /// declared otherwise).
+    pub key_value_stores: BTreeMap<String, StoreSpec>,
 }
 
 impl Manifest {
@@ -160,27 +191,44 @@ impl Manifest {
         if file.route.is_empty() {
             bail!("no routes: add at least one [[route]] with `path` and `component`");
         }
+        let mut stores = BTreeMap::new();
+        for (name, spanned) in file.key_value_store {
+            let line = line_of(text, &spanned.span());
+            let spec = keyvalue::validate_store(&name, spanned.into_inner(), base)
+                .with_context(|| format!("line {line}: [key_value_store.{name}]"))?;
+            stores.insert(name, spec);
+        }
+        let stores = keyvalue::with_default(stores);
         let mut routes = Vec::with_capacity(file.route.len());
         for spanned in file.route {
             let line = line_of(text, &spanned.span());
             let route = spanned.into_inner();
-            let spec = validate_route(route, base, text)
+            let spec = validate_route(route, base, text, &stores)
                 .with_context(|| format!("route at line {line}"))?;
             routes.push(spec);
         }
         Router::new(routes.iter().map(|r| (r.pattern.clone(), ()))).map_err(anyhow::Error::msg)?;
-        Ok(Manifest { routes })
+        Ok(Manifest {
+            routes,
+            key_value_stores: stores,
+        })
     }
 
     /// The one-route manifest of `wasmlet serve COMPONENT.wasm`.
     pub fn single(component: PathBuf) -> Manifest {
         Manifest {
             routes: vec![RouteSpec::catch_all(component)],
+            key_value_stores: keyvalue::with_default(BTreeMap::new()),
         }
     }
 }
 
-fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec> {
+fn validate_route(
+    route: RouteFile,
+    base: &Path,
+    text: &str,
+    stores: &BTreeMap<String, StoreSpec>,
+) -> Result<RouteSpec> {
     let pattern = Pattern::parse(&route.path).map_err(anyhow::Error::msg)?;
     let (component, oci) = match route.component {
         Some(component) => component_ref(base, &component)?,
@@ -207,6 +255,11 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
         .collect::<Result<Vec<_>>>()
         .context("`allowed_outbound_hosts`")?;
     let canary = validate_canary(route.canary, route.sticky, route.rollback, base, text)?;
+    let key_value_stores = validate_stores(route.key_value_stores, stores, text)?;
+    let config = route
+        .config
+        .map(|config| validate_config(config, base, text))
+        .transpose()?;
     if let Some(every) = route.follow {
         match &oci {
             Some(r) if r.pinned().is_none() => {}
@@ -245,7 +298,73 @@ fn validate_route(route: RouteFile, base: &Path, text: &str) -> Result<RouteSpec
         env: route.env.into_iter().collect(),
         outbound,
         canary,
+        key_value_stores,
+        config,
     })
+}
+
+/// `key_value_stores`: each a declared store or `default`, once.
+fn validate_stores(
+    names: Option<toml::Spanned<Vec<String>>>,
+    stores: &BTreeMap<String, StoreSpec>,
+    text: &str,
+) -> Result<Vec<String>> {
+    let Some(names) = names else {
+        return Ok(Vec::new());
+    };
+    let line = line_of(text, &names.span());
+    let names = names.into_inner();
+    for (i, name) in names.iter().enumerate() {
+        if !stores.contains_key(name) {
+            keyvalue::check_name(name)
+                .with_context(|| format!("line {line}: `key_value_stores`"))?;
+            bail!(
+                "line {line}: `key_value_stores`: no store `{name}`: declare [key_value_store.{name}] or use \"{DEFAULT_STORE}\""
+            );
+        }
+        if names[..i].contains(name) {
+            bail!("line {line}: `key_value_stores`: `{name}` is named twice");
+        }
+    }
+    Ok(names)
+}
+
+/// `config`: each value a string, `{ file = "PATH" }` or `{ env = "NAME" }`,
+/// read now; errors name the line and the key, never a value.
+fn validate_config(
+    config: BTreeMap<String, toml::Spanned<toml::Value>>,
+    base: &Path,
+    text: &str,
+) -> Result<Vec<ConfigVar>> {
+    config
+        .into_iter()
+        .map(|(name, value)| {
+            let line = line_of(text, &value.span());
+            let at = || format!("line {line}: `config.{name}`");
+            if name.is_empty() {
+                bail!("line {line}: `config`: a key may not be empty");
+            }
+            let (source, value) = match value.into_inner() {
+                toml::Value::String(text) => (Source::Literal, Secret::new(text)),
+                toml::Value::Table(table) => toml::Value::Table(table)
+                    .try_into::<SourceFile>()
+                    .map_err(|_| {
+                        anyhow::anyhow!("must be {{ file = \"PATH\" }} or {{ env = \"NAME\" }}")
+                    })
+                    .and_then(|from| from.resolve(base))
+                    .with_context(at)?,
+                _ => bail!(
+                    "{}: must be a string, {{ file = \"PATH\" }} or {{ env = \"NAME\" }}",
+                    at()
+                ),
+            };
+            Ok(ConfigVar {
+                name,
+                source,
+                value,
+            })
+        })
+        .collect()
 }
 
 /// A route's (or a canary's) `component`: an `oci://` reference as
@@ -559,6 +678,131 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
             let e = error(&text);
             assert!(e.contains(want), "{text}\n=> {e}");
         }
+    }
+
+    #[test]
+    fn key_value_stores_and_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api-key"), "s3cr3t-api-key\n").unwrap();
+        let text = format!(
+            r#"
+[key_value_store.cache]
+type = "memory"
+data = {{ hello = "world" }}
+
+[[route]]
+path = "/"
+component = "a.wasm"
+key_value_stores = ["default", "cache"]
+config = {{ greeting = "hi", api_key = {{ file = "api-key" }}, home = {{ env = "PATH" }} }}
+
+[[route]]
+path = "/plain"
+component = "b.wasm"
+"#
+        );
+        let m = Manifest::parse(&text, dir.path()).unwrap();
+        assert_eq!(m.key_value_stores["default"], StoreSpec::File);
+        assert_eq!(m.key_value_stores["cache"].kind(), "memory");
+        let route = &m.routes[0];
+        assert_eq!(route.key_value_stores, ["default", "cache"]);
+        let config = route.config.as_ref().unwrap();
+        let get = |name: &str| config.iter().find(|v| v.name == name).unwrap();
+        assert_eq!(get("greeting").value.expose(), "hi");
+        assert_eq!(get("greeting").source, Source::Literal);
+        assert_eq!(get("api_key").value.expose(), "s3cr3t-api-key");
+        assert_eq!(
+            get("api_key").source,
+            Source::File(dir.path().join("api-key"))
+        );
+        assert_eq!(get("home").source, Source::Env("PATH".into()));
+        assert!(
+            !format!("{m:?}").contains("s3cr3t"),
+            "Debug prints a secret"
+        );
+        assert!(m.routes[1].key_value_stores.is_empty());
+        assert!(
+            m.routes[1].config.is_none(),
+            "wasi:config is not granted by default"
+        );
+        let m = parse(&format!("{CANARY_ROUTE}config = {{}}\n")).unwrap();
+        assert_eq!(m.routes[0].config, Some(Vec::new()));
+        let m = parse("[key_value_store.default]\ntype = \"memory\"\n[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.key_value_stores.len(), 1);
+        assert_eq!(m.key_value_stores["default"].kind(), "memory");
+    }
+
+    #[test]
+    fn bad_stores_and_config_name_their_line() {
+        for (text, want) in [
+            (
+                format!("{CANARY_ROUTE}key_value_stores = [\"cache\"]\n"),
+                "line 4: `key_value_stores`: no store `cache`: declare [key_value_store.cache]",
+            ),
+            (
+                format!("{CANARY_ROUTE}key_value_stores = [\"default\", \"default\"]\n"),
+                "line 4: `key_value_stores`: `default` is named twice",
+            ),
+            (
+                format!("{CANARY_ROUTE}key_value_stores = [\"\"]\n"),
+                "line 4: `key_value_stores`: a store name may not be empty",
+            ),
+            (
+                format!("{CANARY_ROUTE}key_value_stores = \"default\"\n"),
+                "line 4",
+            ),
+            (
+                format!("{CANARY_ROUTE}\n[key_value_store.x]\ntype = \"disk\"\n"),
+                "line 5: [key_value_store.x]: `type` must be",
+            ),
+            (
+                format!("[key_value_store.x]\ntype = \"file\"\nttl = 3\n{CANARY_ROUTE}"),
+                "unknown field `ttl`",
+            ),
+            (
+                format!("{CANARY_ROUTE}config = {{ n = 3 }}\n"),
+                "line 4: `config.n`: must be a string",
+            ),
+            (
+                format!("{CANARY_ROUTE}config = {{ k = {{ file = \"x\", env = \"Y\" }} }}\n"),
+                "line 4: `config.k`: must be { file",
+            ),
+            (
+                format!("{CANARY_ROUTE}config = {{ k = {{ path = \"x\" }} }}\n"),
+                "line 4: `config.k`: must be { file",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}\nconfig = {{ k = {{ file = \"/nonexistent/secret\" }} }}\n"
+                ),
+                "line 5: `config.k`: cannot read `/nonexistent/secret`",
+            ),
+            (
+                format!(
+                    "{CANARY_ROUTE}config = {{ k = {{ env = \"WASMLET_TEST_SURELY_UNSET_VAR\" }} }}\n"
+                ),
+                "line 4: `config.k`: environment variable `WASMLET_TEST_SURELY_UNSET_VAR` is not set",
+            ),
+        ] {
+            let e = error(&text);
+            assert!(e.contains(want), "{text}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_never_appears_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cr3t-pw").unwrap();
+        // A later error in the same route must not carry the value read.
+        let text = "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nconfig = { k = { file = \"pw\" } }\ntimeout = \"soon\"\n";
+        let e = format!("{:#}", Manifest::parse(text, dir.path()).unwrap_err());
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let text = "[key_value_store.r]\ntype = \"redis\"\nurl = \"redis://x\"\npassword = { file = \"pw\" }\n[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\nkey_value_stores = [\"r\", \"nope\"]\n";
+        let e = format!("{:#}", Manifest::parse(text, dir.path()).unwrap_err());
+        assert!(
+            e.contains("no store `nope`") && !e.contains("s3cr3t"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@
 
 use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
+use crate::config::keyvalue;
 use crate::config::limits::{Limits, RequestLimits};
 use crate::config::manifest::RouteSpec;
 use crate::config::router::Router;
@@ -284,8 +285,19 @@ impl Reloader {
         let mut loaded = Vec::with_capacity(manifest.routes.len());
         let mut errors = BTreeMap::new();
         let mut compiled = 0;
+        let stores = manifest.key_value_stores;
         for (spec, pulls) in manifest.routes.into_iter().zip(pulls) {
             let label = spec.pattern.to_string();
+            if let Some(error) = keyvalue::data_dir_missing(
+                &label,
+                &spec.key_value_stores,
+                &stores,
+                self.load_limits.data_dir.as_deref(),
+            ) {
+                let component = spec.component.clone();
+                errors.insert(label, RouteError { component, error });
+                continue;
+            }
             let load = tokio::time::timeout_at(deadline, self.load_versions(&spec, pulls, &known));
             match load
                 .await
