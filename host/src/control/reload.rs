@@ -35,13 +35,14 @@
 
 use crate::base::digest::Digest;
 use crate::config::cli::LoadLimits;
-use crate::config::keyvalue;
+use crate::config::keyvalue::{self, StoreSpec};
 use crate::config::limits::{Limits, RequestLimits};
 use crate::config::manifest::RouteSpec;
 use crate::config::router::Router;
 use crate::control::actions::{self, ActionError};
 use crate::control::cache_budget::{CacheBudget, Served};
 use crate::control::source::Source;
+use crate::kv::stores::Stores;
 use crate::observe::metrics::{CANARY, CacheLabel, HandlerLabels, Metrics, STABLE};
 use crate::oci::cosign::CosignKey;
 use crate::oci::pull::{PullSettings, Trust};
@@ -57,6 +58,7 @@ use crate::run::reuse::{IdleSlots, Instances};
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 use crate::wasm::component::{self, LoadedComponent, WasmFile};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
+use crate::wasm::keyvalue::KvGrant;
 use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
 use crate::wasm::sandbox::{Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
@@ -145,6 +147,8 @@ pub struct Reloader {
     budget: Option<Arc<CacheBudget>>,
     /// The host-wide allowance of instances kept idle for reuse.
     idle_slots: IdleSlots,
+    /// The key-value stores opened so far, kept across reloads.
+    kv_stores: Stores,
     /// Heavy guests' share of the workers, for 0.3 routes' instances.
     cpu_share: CpuShare,
 }
@@ -196,6 +200,7 @@ impl Reloader {
             pulls: tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS),
             compiling: Arc::new(tokio::sync::Semaphore::new(1)),
             idle_slots: IdleSlots::for_budget(parts.memory_budget.as_ref()),
+            kv_stores: Stores::default(),
             memory_budget: parts.memory_budget,
             cpu_share: parts.cpu_share,
         }
@@ -294,6 +299,11 @@ impl Reloader {
                 &stores,
                 self.load_limits.data_dir.as_deref(),
             ) {
+                let component = spec.component.clone();
+                errors.insert(label, RouteError { component, error });
+                continue;
+            }
+            if let Err(error) = self.open_stores(&label, &spec.key_value_stores, &stores) {
                 let component = spec.component.clone();
                 errors.insert(label, RouteError { component, error });
                 continue;
@@ -718,11 +728,49 @@ impl Reloader {
                 own: self.own_addresses.clone(),
                 denied: self.metrics.outbound_denied.clone(),
             },
-            route: label,
             env: spec.env.clone(),
             log_output: true,
-            keyvalue: None,
+            keyvalue: self.kv_grant(spec, &label),
+            route: label,
         }
+    }
+
+    /// Opens the stores `granted` to `route` (or finds them open).
+    fn open_stores(
+        &self,
+        route: &str,
+        granted: &[String],
+        stores: &BTreeMap<String, StoreSpec>,
+    ) -> Result<(), String> {
+        for name in granted {
+            let Some(spec) = stores.get(name) else {
+                return Err(format!(
+                    "route {route}: key-value store `{name}` is not declared"
+                ));
+            };
+            self.kv_stores
+                .open(name, spec, self.load_limits.data_dir.as_deref())
+                .map_err(|e| format!("route {route}: {e:#}"))?;
+        }
+        Ok(())
+    }
+
+    /// The stores `spec`'s guests may open; none without `key_value_stores`.
+    fn kv_grant(&self, spec: &RouteSpec, label: &Arc<str>) -> Option<Arc<KvGrant>> {
+        if spec.key_value_stores.is_empty() {
+            return None;
+        }
+        let stores = spec
+            .key_value_stores
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.kv_stores.get(name)?)))
+            .collect();
+        Some(Arc::new(KvGrant {
+            route: label.clone(),
+            stores,
+            operations: self.metrics.kv_operations.clone(),
+            durations: self.metrics.kv_durations.clone(),
+        }))
     }
 
     /// The route of `spec`; keeps the previous one's identity (generation,

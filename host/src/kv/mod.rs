@@ -14,10 +14,12 @@
 //! - [`memory`]: a map in the process, optionally preloaded.
 //! - [`file`]: redb, with group commit: one fsync for every write queued meanwhile.
 //! - [`redis`]: the `redis` crate's connection manager, created lazily.
+//! - [`stores`]: the manifest's stores, opened once and kept across reloads.
 
 pub mod file;
 pub mod memory;
 pub mod redis;
+pub mod stores;
 
 use futures_util::future::BoxFuture;
 
