@@ -62,20 +62,23 @@ async fn the_counter_counts_on_memory_and_routes_share_a_store() {
     let (_dir, config) = manifest(
         MEMORY_HELLO,
         &[
-            ("/a/...", wasm::HELLO_COUNTER, "[\"default\"]"),
-            ("/b/...", wasm::HELLO_COUNTER, "[\"default\"]"),
+            ("/", wasm::HELLO_COUNTER, "[\"default\"]"),
+            ("/count", wasm::HELLO_COUNTER, "[\"default\"]"),
+            ("/a/...", wasm::KV_PROBE, "[\"default\"]"),
+            ("/b/...", wasm::KV_PROBE, "[\"default\"]"),
         ],
     );
     let host = Wasmlet::serve(&["--config", &config]);
-    assert_eq!(get(host.public, "/a/").await.text(), "Hello World!");
+    assert_eq!(get(host.public, "/").await.text(), "Hello World!");
     assert_eq!(
-        counts(&host, "/a/count", 3).await,
+        counts(&host, "/count", 3).await,
         [seen(1), seen(2), seen(3)]
     );
-    assert_eq!(counts(&host, "/b/count", 2).await, [seen(4), seen(5)]);
+    assert_eq!(counts(&host, "/a/?op=incr", 2).await, ["1", "2"]);
+    assert_eq!(counts(&host, "/b/?op=incr", 2).await, ["3", "4"]);
     let ok = metric(
         &host,
-        "wasmlet_kv_operations_total{route=\"/a/...\",store=\"default\",operation=\"increment\",outcome=\"ok\"}",
+        "wasmlet_kv_operations_total{route=\"/count\",store=\"default\",operation=\"increment\",outcome=\"ok\"}",
     )
     .await;
     assert_eq!(ok, 3.0);
