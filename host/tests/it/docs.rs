@@ -309,7 +309,12 @@ async fn the_metrics_table_matches_a_live_metrics_endpoint() {
     let manifest = dir.path().join("wasmlet.toml");
     write(
         &manifest,
-        "[[route]]\npath = \"/...\"\ncomponent = \"hello.wasm\"\ncanary = { component = \"hello.wasm\", weight = 50 }\n",
+        format!(
+            "[key_value_store.default]\ntype = \"memory\"\n\n\
+             [[route]]\npath = \"/...\"\ncomponent = \"hello.wasm\"\ncanary = {{ component = \"hello.wasm\", weight = 50 }}\n\n\
+             [[route]]\npath = \"/count\"\ncomponent = \"{}\"\nkey_value_stores = [\"default\"]\n",
+            wasm::HELLO_COUNTER
+        ),
     );
     let host = Wasmlet::serve(&[
         "--config",
@@ -318,6 +323,8 @@ async fn the_metrics_table_matches_a_live_metrics_endpoint() {
         "64MiB",
     ]);
     assert_eq!(get(host.public, "/").await.status, 200);
+    // The key-value series exist once a guest used a store.
+    assert_eq!(get(host.public, "/count").await.status, 200);
     // A family without samples is left out of the exposition, and the
     // rejection counters get their first sample at the first rejection.
     assert_eq!(get(host.public, "/a/%2e%2e/b").await.status, 400);
