@@ -10,7 +10,7 @@
 //! write is answered once it is durable. Reads use redb's read transactions
 //! (no lock, no fsync) on tokio's blocking pool.
 
-use super::{Backend, KeyPage, KvError, KvFuture, incremented, page_of};
+use super::{Backend, Found, KeyPage, KvError, KvFuture, incremented, page_of};
 use crate::base::cache_dir;
 use anyhow::{Context, Result, bail};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -222,7 +222,7 @@ impl Backend for File {
         self.write(Write::Increment(key, delta))
     }
 
-    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Vec<Option<(String, Vec<u8>)>>> {
+    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Found> {
         self.read(move |table| {
             let mut found = Vec::with_capacity(keys.len());
             for key in keys {

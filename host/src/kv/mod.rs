@@ -59,6 +59,9 @@ impl std::fmt::Display for KvError {
 /// A backend's answer, later.
 pub type KvFuture<'a, T> = BoxFuture<'a, Result<T, KvError>>;
 
+/// What `get-many` answers: each key with its value, `None` when missing.
+pub type Found = Vec<Option<(String, Vec<u8>)>>;
+
 /// One page of `list-keys`: the keys and where the next page starts.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct KeyPage {
@@ -84,7 +87,7 @@ pub trait Backend: Send + Sync {
     fn increment(&self, key: String, delta: u64) -> KvFuture<'_, u64>;
 
     /// The values of `keys`, `None` for a missing one.
-    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Vec<Option<(String, Vec<u8>)>>> {
+    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Found> {
         Box::pin(async move {
             let mut found = Vec::with_capacity(keys.len());
             for key in keys {

@@ -5,7 +5,7 @@
 //! replicas. The password goes into the connection settings, never into a
 //! URL, a log line or an error.
 
-use super::{Backend, KeyPage, KvError, KvFuture, LIST_PAGE_KEYS};
+use super::{Backend, Found, KeyPage, KvError, KvFuture, LIST_PAGE_KEYS};
 use anyhow::{Context, Result};
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -139,7 +139,7 @@ impl Backend for Redis {
         })
     }
 
-    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Vec<Option<(String, Vec<u8>)>>> {
+    fn get_many(&self, keys: Vec<String>) -> KvFuture<'_, Found> {
         if keys.is_empty() {
             return Box::pin(async { Ok(Vec::new()) });
         }

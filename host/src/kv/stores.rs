@@ -12,10 +12,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// A store's spec and the backend opened for it.
+type Opened = (StoreSpec, Arc<dyn Backend>);
+
 /// Every store opened so far, by name, with the spec it was opened with.
 #[derive(Default)]
 pub struct Stores {
-    open: Mutex<HashMap<String, (StoreSpec, Arc<dyn Backend>)>>,
+    open: Mutex<HashMap<String, Opened>>,
 }
 
 impl Stores {
