@@ -309,3 +309,39 @@ async fn redis_down_at_start_then_up_recovers() {
     }
     assert!(!host.logs().join("\n").contains(REDIS_PASSWORD));
 }
+
+/// A Redis that stops answering (SIGSTOP): the guest gets the interface's
+/// error within the response timeout, never a hung request, and other
+/// requests keep being served; when it answers again, so does the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_hangs_gives_an_error_not_a_hung_request() {
+    let redis = RedisServer::start(free_port(), REDIS_PASSWORD);
+    let (_dir, config) = redis_manifest(redis.port);
+    let host = Wasmlet::serve_with_env(
+        &["--config", &config],
+        &[("KV_TEST_REDIS_PASSWORD", REDIS_PASSWORD)],
+    );
+    assert_eq!(counts(&host, "/count", 1).await, [seen(1)]);
+    let pid = redis.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let hung = get(host.public, "/count").await;
+    let took = started.elapsed();
+    assert_eq!(hung.status, 503, "{}", hung.text());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(get(host.public, "/").await.text(), "Hello World!");
+    signal("-CONT");
+    let started = std::time::Instant::now();
+    loop {
+        let reply = get(host.public, "/count").await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still {}", reply.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
