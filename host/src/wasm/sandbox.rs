@@ -549,7 +549,7 @@ impl GuestLog {
             target: crate::observe::logging::GUEST_TARGET,
             route = %self.route,
             request_id = %scope.request_id,
-            stream,
+            stream = %stream,
             "{}",
             line.trim_end_matches('\r')
         );
