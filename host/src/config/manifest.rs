@@ -684,24 +684,22 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
     fn key_value_stores_and_config() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("api-key"), "s3cr3t-api-key\n").unwrap();
-        let text = format!(
-            r#"
+        let text = r#"
 [key_value_store.cache]
 type = "memory"
-data = {{ hello = "world" }}
+data = { hello = "world" }
 
 [[route]]
 path = "/"
 component = "a.wasm"
 key_value_stores = ["default", "cache"]
-config = {{ greeting = "hi", api_key = {{ file = "api-key" }}, home = {{ env = "PATH" }} }}
+config = { greeting = "hi", api_key = { file = "api-key" }, home = { env = "PATH" } }
 
 [[route]]
 path = "/plain"
 component = "b.wasm"
-"#
-        );
-        let m = Manifest::parse(&text, dir.path()).unwrap();
+"#;
+        let m = Manifest::parse(text, dir.path()).unwrap();
         assert_eq!(m.key_value_stores["default"], StoreSpec::File);
         assert_eq!(m.key_value_stores["cache"].kind(), "memory");
         let route = &m.routes[0];

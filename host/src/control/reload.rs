@@ -60,7 +60,7 @@ use crate::wasm::component::{self, LoadedComponent, WasmFile};
 use crate::wasm::engine::{PerComponent, TickerHandle, Wasmtime};
 use crate::wasm::keyvalue::KvGrant;
 use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
-use crate::wasm::sandbox::{Grants, MemoryBudget};
+use crate::wasm::sandbox::{ConfigGrant, Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -523,7 +523,10 @@ impl Reloader {
             Some(pulled) => Some(self.check_pulled(spec, &mut file, pulled)?),
             None => None,
         };
+        let label: Arc<str> = Arc::from(spec.pattern.to_string());
+        let grants = self.grants(spec, label);
         if let Some(component) = known.get(&file.digest) {
+            grants.check_imports(component.import_names().iter().map(String::as_str))?;
             self.use_cache(file.digest, resolved, downloaded).await;
             return Ok(((*component).clone(), false, resolved));
         }
@@ -531,10 +534,10 @@ impl Reloader {
         let compiled = loaded.cache == CacheOutcome::Miss;
         self.use_cache(loaded.digest, resolved, downloaded || compiled)
             .await;
-        let label: Arc<str> = Arc::from(spec.pattern.to_string());
+        grants.check_imports(loaded.import_names().iter().map(String::as_str))?;
         component::trial_instantiate(
             &loaded,
-            &self.grants(spec, label),
+            &grants,
             &RequestLimits::resolve(&self.limits, &spec.limits),
             self.memory_budget.clone(),
             &self.ticker,
@@ -729,6 +732,14 @@ impl Reloader {
                 denied: self.metrics.outbound_denied.clone(),
             },
             env: spec.env.clone(),
+            config: spec.config.as_ref().map(|vars| {
+                ConfigGrant(Arc::new(
+                    vars.iter()
+                        .map(|v| (v.name.as_str(), v.value.expose()))
+                        .collect(),
+                ))
+            }),
+            key_value_stores: spec.key_value_stores.clone(),
             log_output: true,
             keyvalue: self.kv_grant(spec, &label),
             route: label,

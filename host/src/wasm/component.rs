@@ -63,6 +63,16 @@ impl LoadedComponent {
         self.instance_pre().engine()
     }
 
+    /// The names of the instances and functions the component imports.
+    pub fn import_names(&self) -> Vec<String> {
+        let component = self.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.engine())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     pub fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
         match &self.pre {
             ProxyPre::P2(pre) => pre.instance_pre(),

@@ -343,12 +343,16 @@ pub fn wasmtime_serve_flags(limits: &Limits) -> Vec<String> {
 }
 
 /// The linker 0.2 handlers are pre-instantiated with: WASI p2 (granting
-/// nothing unless a route says so) plus wasi:http.
+/// nothing unless a route says so) plus wasi:http and wasi:config (whose
+/// import a route must grant: [`crate::wasm::sandbox::Grants::check_imports`]).
 pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     keyvalue::add_to_linker(&mut linker, HostState::kv)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, |h: &mut HostState| {
+        wasmtime_wasi_config::WasiConfig::new(&h.config)
+    })?;
     Ok(linker)
 }
 

@@ -4,7 +4,8 @@
 //! A fresh [`HostState`] is the whole world one instance can see: no host
 //! environment variables, no files, no sockets. A route may grant
 //! environment variables (`env`) and outbound HTTP to listed hosts
-//! (`allowed_outbound_hosts`, see [`crate::wasm::outbound`]). The guest's stdout
+//! (`allowed_outbound_hosts`, see [`crate::wasm::outbound`]), and
+//! wasi:config variables (`config`). The guest's stdout
 //! and stderr go to the host log, tagged with the route and the request id,
 //! and bounded in bytes and lines.
 //!
@@ -27,6 +28,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
 use wasmtime_wasi_http::p2::types::{
     HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest,
@@ -62,8 +64,21 @@ pub struct HostState {
     pub limiter: MemoryLimiter,
     /// The route's key-value stores, and this request's budget for them.
     pub keyvalue: KvState,
+    /// The route's wasi:config variables (empty when not granted: then a
+    /// component importing wasi:config is refused at load).
+    pub config: Arc<WasiConfigVariables>,
     /// Where guest output goes, when the route logs it.
     log: Option<GuestLog>,
+}
+
+impl Drop for HostState {
+    /// The request's unfinished output lines are logged when its store
+    /// goes.
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            log.flush();
+        }
+    }
 }
 
 impl HostState {
@@ -132,6 +147,10 @@ pub fn new_store(
         },
         limiter: MemoryLimiter::new(limits.max_memory, budget),
         keyvalue: KvState::new(grants.keyvalue.clone(), limits.timeout),
+        config: grants
+            .config
+            .as_ref()
+            .map_or_else(Arc::default, |c| c.0.clone()),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -221,10 +240,65 @@ pub struct Grants {
     pub route: Arc<str>,
     pub env: Vec<(String, String)>,
     pub outbound: OutboundGrant,
+    /// wasi:config variables; `None`: wasi:config not granted.
+    pub config: Option<ConfigGrant>,
+    /// The key-value stores the route may open; empty: wasi:keyvalue not
+    /// granted.
+    pub key_value_stores: Vec<String>,
     /// Whether guest stdout/stderr are logged (otherwise discarded).
     pub log_output: bool,
-    /// The key-value stores the route may open (`key_value_stores`).
+    /// The opened backends of `key_value_stores`, and where their
+    /// operations are counted.
     pub keyvalue: Option<Arc<KvGrant>>,
+}
+
+/// A route's wasi:config variables, resolved at load. Its `Debug` prints
+/// no value (some come from secrets).
+#[derive(Clone)]
+pub struct ConfigGrant(pub Arc<WasiConfigVariables>);
+
+impl std::fmt::Debug for ConfigGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigGrant(..)")
+    }
+}
+
+/// Interfaces a route must grant before a component may import them:
+/// (import name prefix, the manifest key that grants it, an example).
+const GRANTED_IMPORTS: [(&str, &str, &str); 2] = [
+    ("wasi:config/", "config", "config = { NAME = \"VALUE\" }"),
+    (
+        "wasi:keyvalue/",
+        "key_value_stores",
+        "key_value_stores = [\"default\"]",
+    ),
+];
+
+impl Grants {
+    /// Refuses `imports` (a component's import names) that need a grant
+    /// this route does not give, in one line naming the route and the key
+    /// to add: the linker has wasi:config and wasi:keyvalue for every
+    /// route, so this check is what keeps them off by default.
+    pub fn check_imports<'a>(
+        &self,
+        imports: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<()> {
+        for name in imports {
+            for (prefix, key, example) in GRANTED_IMPORTS {
+                let granted = match key {
+                    "config" => self.config.is_some(),
+                    _ => !self.key_value_stores.is_empty(),
+                };
+                if name.starts_with(prefix) && !granted {
+                    anyhow::bail!(
+                        "route {}: the component imports {name}, which this route does not grant: add `{example}` to the route",
+                        self.route
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Grants {
@@ -235,6 +309,8 @@ impl Grants {
             route: Arc::from(route),
             env: Vec::new(),
             outbound: OutboundGrant::none(),
+            config: None,
+            key_value_stores: Vec::new(),
             log_output: false,
             keyvalue: None,
         }
@@ -377,10 +453,34 @@ impl Drop for MemoryLimiter {
 /// is looked up as it is written: a reused instance keeps the streams it
 /// opened (Rust's std holds on to stdout), so [`GuestLog::renew`] moves
 /// them to each new request.
+///
+/// The line being written is kept here, one per stream, not in each
+/// handle: a guest may write one line in pieces through a fresh
+/// `get-stderr()` handle each, and that is one line (as under `wasmtime
+/// serve`). A partial line is logged when the request ends
+/// ([`GuestLog::renew`], or the store's drop).
 #[derive(Clone)]
 struct GuestLog {
     route: Arc<str>,
     scope: Arc<Mutex<LogScope>>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// The unfinished line of each stream, at most [`GUEST_LINE_LIMIT`] bytes.
+#[derive(Default)]
+struct Pending {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Pending {
+    fn of(&mut self, stream: &str) -> &mut Vec<u8> {
+        if stream == "stdout" {
+            &mut self.stdout
+        } else {
+            &mut self.stderr
+        }
+    }
 }
 
 /// The request the output belongs to now, and what is left of its budget.
@@ -427,12 +527,75 @@ impl GuestLog {
         GuestLog {
             route,
             scope: Arc::new(Mutex::new(LogScope::new(request_id))),
+            pending: Arc::default(),
         }
     }
 
-    /// Moves the output to `request_id`, with a fresh budget.
+    /// Moves the output to `request_id`, with a fresh budget, after
+    /// logging what the last request left unfinished.
     fn renew(&self, request_id: Arc<str>) {
+        self.flush();
         *self.scope.lock().unwrap() = LogScope::new(request_id);
+    }
+
+    /// Logs each stream's unfinished line, if any.
+    fn flush(&self) {
+        let taken = {
+            let mut pending = self.pending.lock().unwrap();
+            [
+                ("stdout", std::mem::take(&mut pending.stdout)),
+                ("stderr", std::mem::take(&mut pending.stderr)),
+            ]
+        };
+        for (stream, line) in taken {
+            if !line.is_empty() {
+                self.emit(stream, &line);
+            }
+        }
+    }
+
+    /// Logs one line of `stream`, within the request's line budget.
+    fn emit(&self, stream: &str, line: &[u8]) {
+        let scope = self.scope();
+        if OutputBudget::take(&scope.budget.lines, 1) == 0 {
+            self.truncated(stream);
+            return;
+        }
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(
+            target: crate::observe::logging::GUEST_TARGET,
+            route = %self.route,
+            request_id = %scope.request_id,
+            stream = %stream,
+            "{}",
+            line.trim_end_matches('\r')
+        );
+    }
+
+    /// Adds what a guest wrote to `stream` (within the request's byte
+    /// budget) and logs each line it completes.
+    fn accept(&self, stream: &str, buf: &[u8]) {
+        let granted = OutputBudget::take(&self.scope().budget.bytes, buf.len());
+        let mut lines = Vec::new();
+        {
+            let mut all = self.pending.lock().unwrap();
+            let pending = all.of(stream);
+            pending.extend_from_slice(&buf[..granted]);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = pending.drain(..=end).collect();
+                line.pop();
+                lines.push(line);
+            }
+            if pending.len() >= GUEST_LINE_LIMIT {
+                lines.push(std::mem::take(pending));
+            }
+        }
+        for line in lines {
+            self.emit(stream, &line);
+        }
+        if granted < buf.len() {
+            self.truncated(stream);
+        }
     }
 
     fn scope(&self) -> LogScope {
@@ -479,60 +642,24 @@ impl StdoutStream for GuestStream {
         Box::new(LineWriter {
             log: self.log.clone(),
             name: self.name,
-            pending: Vec::new(),
         })
     }
 }
 
-/// Splits what the guest writes into lines and logs each one.
+/// One handle to a guest stream; the line it writes is the stream's,
+/// shared by all its handles ([`GuestLog`]).
 struct LineWriter {
     log: GuestLog,
     name: &'static str,
-    pending: Vec<u8>,
-}
-
-impl LineWriter {
-    fn emit(&self, line: &[u8]) {
-        let scope = self.log.scope();
-        if OutputBudget::take(&scope.budget.lines, 1) == 0 {
-            self.log.truncated(self.name);
-            return;
-        }
-        let line = String::from_utf8_lossy(line);
-        tracing::info!(
-            target: crate::observe::logging::GUEST_TARGET,
-            route = %self.log.route,
-            request_id = %scope.request_id,
-            stream = %self.name,
-            "{}",
-            line.trim_end_matches('\r')
-        );
-    }
-
-    fn accept(&mut self, buf: &[u8]) {
-        let granted = OutputBudget::take(&self.log.scope().budget.bytes, buf.len());
-        self.pending.extend_from_slice(&buf[..granted]);
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.emit(&line[..line.len() - 1]);
-        }
-        if self.pending.len() >= GUEST_LINE_LIMIT {
-            let line = std::mem::take(&mut self.pending);
-            self.emit(&line);
-        }
-        if granted < buf.len() {
-            self.log.truncated(self.name);
-        }
-    }
 }
 
 impl AsyncWrite for LineWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.accept(buf);
+        self.log.accept(self.name, buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -542,15 +669,6 @@ impl AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            let line = std::mem::take(&mut self.pending);
-            self.emit(&line);
-        }
     }
 }
 
@@ -643,6 +761,31 @@ impl MemoryBudget {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn config_and_keyvalue_imports_need_their_grant() {
+        let mut grants = super::Grants::none("/count");
+        let imports = [
+            "wasi:cli/environment@0.2.6",
+            "wasi:keyvalue/store@0.2.0-draft",
+        ];
+        let e = grants.check_imports(imports).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "route /count: the component imports wasi:keyvalue/store@0.2.0-draft, which this route does not grant: add `key_value_stores = [\"default\"]` to the route"
+        );
+        grants.key_value_stores = vec!["default".into()];
+        grants.check_imports(imports).unwrap();
+        let e = grants
+            .check_imports(["wasi:config/store@0.2.0-rc.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add `config = { NAME = \"VALUE\" }`"), "{e}");
+        grants.config = Some(super::ConfigGrant(Default::default()));
+        grants
+            .check_imports(["wasi:config/store@0.2.0-rc.1"])
+            .unwrap();
+    }
+
     use super::*;
 
     #[test]

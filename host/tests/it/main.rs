@@ -21,5 +21,6 @@ mod oci_e2e;
 mod p3;
 mod parity;
 mod reuse;
+mod state;
 mod swap;
 mod toolchains;
