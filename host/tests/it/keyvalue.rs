@@ -341,7 +341,11 @@ async fn a_redis_that_hangs_gives_an_error_not_a_hung_request() {
         if reply.status == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "still {}", reply.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {}",
+            reply.text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
