@@ -13,7 +13,7 @@
 use super::digest::{Digest, is_hex_digit};
 use anyhow::{Context, Result, bail};
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -42,6 +42,18 @@ pub fn compiled_temp(entry: &Path) -> Result<PathBuf> {
 /// A fresh temporary file in one of the store's folders: `.temp-RANDOM`.
 pub fn stored_temp(dir: &Path) -> Result<PathBuf> {
     Ok(dir.join(format!(".temp-{}", random_hex()?)))
+}
+
+/// Creates `path` for writing, exclusively (never an existing file, never
+/// through a symlink), readable by this user only: how every temporary file
+/// under --cache-dir is made, so nothing planted there is written through.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// `HEX-ENGINE.cwasm`, or `HEX-ENGINE.tmp-RANDOM` while it is written.

@@ -20,7 +20,6 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use futures_util::{Stream, StreamExt};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -196,12 +195,7 @@ const MAX_SIGNATURE_RECORD: u64 = 2 * super::cosign::MAX_PAYLOAD;
 /// not through a symlink, readable by this user only.
 fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     let temp = cache_dir::stored_temp(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp)
+    let file = cache_dir::create_private(&temp)
         .with_context(|| format!("cannot create `{}`", temp.display()))?;
     Ok((temp, file))
 }

@@ -22,7 +22,6 @@ use crate::wasm::engine;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -159,13 +158,7 @@ fn store_entry(component: &Component, entry: &Path) -> Result<()> {
     // entry. A fresh, unguessable name, created exclusively and not through
     // a symlink, so nothing planted in the directory is written through.
     let tmp = cache_dir::compiled_temp(entry)?;
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(&bytes));
+    let written = cache_dir::create_private(&tmp).and_then(|mut file| file.write_all(&bytes));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("failed to write `{}`", tmp.display()));
