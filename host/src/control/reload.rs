@@ -739,7 +739,6 @@ impl Reloader {
                         .collect(),
                 ))
             }),
-            key_value_stores: spec.key_value_stores.clone(),
             log_output: true,
             keyvalue: self.kv_grant(spec, &label),
             route: label,

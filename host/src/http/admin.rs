@@ -4,7 +4,8 @@
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 only when every route is loaded and the host is not draining.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /handlers`: JSON, per route: component, digest, generation, loaded_at, last_error.
+//! - `GET /handlers`: JSON, per route: component, digest, generation, loaded_at, last_error,
+//!   canary, the key-value stores and wasi:config names it grants (never values).
 //! - `POST /reload`: reloads from disk and answers with the outcome; needs
 //!   the header [`RELOAD_HEADER`], so a cross-site form or fetch cannot.
 //! - `POST /routes/{route}/promote`, `POST /routes/{route}/abort`: the

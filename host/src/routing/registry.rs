@@ -134,6 +134,12 @@ impl Registry {
                     last_error: error.map(|e| e.error.clone()),
                     canary: route.canary.as_ref().map(Canary::describe),
                     promoted_from_canary: route.promoted.is_some(),
+                    key_value_stores: handler.spec.key_value_stores.clone(),
+                    config: handler
+                        .spec
+                        .config
+                        .as_ref()
+                        .map(|vars| vars.iter().map(|v| v.name.clone()).collect()),
                 });
             }
         }
@@ -149,6 +155,8 @@ impl Registry {
                     last_error: Some(error.error.clone()),
                     canary: None,
                     promoted_from_canary: false,
+                    key_value_stores: Vec::new(),
+                    config: None,
                 });
             }
         }
@@ -187,4 +195,11 @@ pub struct HandlerDoc {
     pub canary: Option<CanaryDoc>,
     /// Whether `component` is a canary promoted by `POST /routes/{route}/promote`.
     pub promoted_from_canary: bool,
+    /// The key-value stores the route may open (`key_value_stores`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_value_stores: Vec<String>,
+    /// The names of the route's wasi:config variables, never their values
+    /// (some come from secrets); absent when wasi:config is not granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Vec<String>>,
 }

@@ -242,13 +242,10 @@ pub struct Grants {
     pub outbound: OutboundGrant,
     /// wasi:config variables; `None`: wasi:config not granted.
     pub config: Option<ConfigGrant>,
-    /// The key-value stores the route may open; empty: wasi:keyvalue not
-    /// granted.
-    pub key_value_stores: Vec<String>,
     /// Whether guest stdout/stderr are logged (otherwise discarded).
     pub log_output: bool,
-    /// The opened backends of `key_value_stores`, and where their
-    /// operations are counted.
+    /// The opened backends of the route's `key_value_stores`, and where
+    /// their operations are counted; `None`: wasi:keyvalue not granted.
     pub keyvalue: Option<Arc<KvGrant>>,
 }
 
@@ -287,7 +284,7 @@ impl Grants {
             for (prefix, key, example) in GRANTED_IMPORTS {
                 let granted = match key {
                     "config" => self.config.is_some(),
-                    _ => !self.key_value_stores.is_empty(),
+                    _ => self.keyvalue.is_some(),
                 };
                 if name.starts_with(prefix) && !granted {
                     anyhow::bail!(
@@ -310,7 +307,6 @@ impl Grants {
             env: Vec::new(),
             outbound: OutboundGrant::none(),
             config: None,
-            key_value_stores: Vec::new(),
             log_output: false,
             keyvalue: None,
         }
@@ -773,7 +769,15 @@ mod tests {
             e,
             "route /count: the component imports wasi:keyvalue/store@0.2.0-draft, which this route does not grant: add `key_value_stores = [\"default\"]` to the route"
         );
-        grants.key_value_stores = vec!["default".into()];
+        fn histogram() -> prometheus_client::metrics::histogram::Histogram {
+            prometheus_client::metrics::histogram::Histogram::new([1.0])
+        }
+        grants.keyvalue = Some(std::sync::Arc::new(crate::wasm::keyvalue::KvGrant {
+            route: "/count".into(),
+            stores: Default::default(),
+            operations: Default::default(),
+            durations: prometheus_client::metrics::family::Family::new_with_constructor(histogram),
+        }));
         grants.check_imports(imports).unwrap();
         let e = grants
             .check_imports(["wasi:config/store@0.2.0-rc.1"])

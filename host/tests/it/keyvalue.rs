@@ -69,6 +69,11 @@ async fn the_counter_counts_on_memory_and_routes_share_a_store() {
         ],
     );
     let host = Wasmlet::serve(&["--config", &config]);
+    let listed = handlers(&host).await;
+    for route in listed["routes"].as_array().unwrap() {
+        assert_eq!(route["key_value_stores"], serde_json::json!(["default"]));
+        assert!(route.get("config").is_none(), "{route}");
+    }
     assert_eq!(get(host.public, "/").await.text(), "Hello World!");
     assert_eq!(
         counts(&host, "/count", 3).await,
@@ -82,6 +87,57 @@ async fn the_counter_counts_on_memory_and_routes_share_a_store() {
     )
     .await;
     assert_eq!(ok, 3.0);
+}
+
+/// The visit counter in all three languages under wasmlet (`GET /` is still
+/// exactly the seed's answer), and the Rust one under `wasmtime serve
+/// -Skeyvalue`, which gives every request a fresh copy of its preloaded
+/// store: there it answers 42 every time, here 42, 43, 44.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_three_counters_count_and_the_rust_one_runs_under_wasmtime_serve() {
+    let reference = crate::parity::start_reference_with(
+        wasm::HELLO_COUNTER,
+        &["-Skeyvalue", "-Skeyvalue-in-memory-data=hits=41"],
+    );
+    let reference_hello = get(reference.addr, "/").await;
+    assert_eq!(
+        (reference_hello.status, reference_hello.text()),
+        (200, "Hello World!".to_string())
+    );
+    let mut reference_counts = Vec::new();
+    for _ in 0..2 {
+        reference_counts.push(get(reference.addr, "/count").await.text());
+    }
+    assert_eq!(reference_counts, [seen(42), seen(42)], "wasmtime serve");
+    for (language, component) in [
+        ("rust", wasm::HELLO_COUNTER),
+        ("python", wasm::HELLO_COUNTER_PYTHON),
+        ("javascript", wasm::HELLO_COUNTER_JAVASCRIPT),
+    ] {
+        let (_dir, config) = manifest(
+            "[key_value_store.default]\ntype = \"memory\"\ndata = { hits = \"41\" }\n",
+            &[("/...", component, "[\"default\"]")],
+        );
+        let cache = crate::toolchains::cache_dir(component);
+        let host = Wasmlet::serve(&["--config", &config, "--cache-dir", &cache]);
+        let hello = get(host.public, "/").await;
+        assert_eq!(
+            (hello.status, hello.text(), hello.header("content-type")),
+            (
+                200,
+                "Hello World!".to_string(),
+                reference_hello.header("content-type")
+            ),
+            "{language}: GET /"
+        );
+        assert_eq!(
+            counts(&host, "/count", 3).await,
+            [seen(42), seen(43), seen(44)],
+            "{language}"
+        );
+        let missing = get(host.public, "/nope").await;
+        assert_eq!(missing.status, 404, "{language}: GET /nope");
+    }
 }
 
 /// On the embedded file store the count survives a restart.

@@ -55,6 +55,10 @@ async fn a_config_secret_is_never_printed() {
         SECRET,
         "the guest gets it"
     );
+    // /handlers names the variable, never its value.
+    let listed = handlers(&host).await;
+    assert_eq!(listed["routes"][0]["config"], serde_json::json!(["hello"]));
+    assert!(listed["routes"][0].get("key_value_stores").is_none());
     // A broken reload of the same manifest: its error names the line.
     write(
         &dir.path().join("wasmlet.toml"),
