@@ -11,6 +11,8 @@
 # servers interleaved (a b c d a b c d ...), medians over the repeats.
 #
 #   bench/kv.sh                                     # about 4 minutes after the build
+#
+# bench/run.sh ends with it (BENCH_KV=0 there leaves it out).
 #   BENCH_DURATION=5 BENCH_REPEATS=3 bench/kv.sh
 #
 # Before the load, every server is asked GET /count twice: wasmlet must
@@ -244,6 +246,7 @@ for c in $CONNECTIONS; do
       f=$WORK/wrk/$key-c$c-r$r.txt
       wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency "${URL[$key]}" >"$f"
       alive "${SERVER[$key]}"
+      alive redis
       log "$c connections, repeat $r, $key: $(awk '/^Requests\/sec/ { print $2 }' "$f") req/s"
     done
   done
