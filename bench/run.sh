@@ -16,7 +16,9 @@
 # (guest/python, guest/javascript) against `wasmtime serve` on the same
 # components: requests/s at 16 and 64 connections, cold starts from an empty
 # and a warm cache, and memory (bench/toolchains.py; about 15 minutes more;
-# bench/results/toolchains.md).
+# bench/results/toolchains.md). Last, the key-value pair (bench/kv.sh: the
+# visit counter on wasmlet's stores against `wasmtime serve -Skeyvalue`;
+# about 4 minutes; bench/results/kv.md).
 #
 # Environment:
 #   BENCH_DURATION     seconds per measured wrk run            (default 10)
@@ -32,6 +34,8 @@
 #   BENCH_KEEP=1       keep the raw wrk output and logs (the path is printed)
 #   BENCH_TOOLCHAINS=0 skip the Python and JavaScript part
 #   BENCH_TOOLCHAINS_OUT  its report (default bench/results/toolchains.md)
+#   BENCH_KV=0         skip the key-value pair (bench/kv.sh; its own knobs apply,
+#                      its connection count is BENCH_KV_CONNECTIONS, default 64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -263,4 +267,10 @@ if [[ ${BENCH_TOOLCHAINS:-1} == 1 ]]; then
   BENCH_CONNECTIONS="16 64" python3 bench/toolchains.py --wasmlet "$WASMLET" --wasmtime "$WASMTIME" \
     --component python="$WORK/hello-python.wasm" --component javascript="$WORK/hello-javascript.wasm" \
     --out "${BENCH_TOOLCHAINS_OUT:-bench/results/toolchains.md}"
+fi
+
+# --- key-value stores ---------------------------------------------------------
+if [[ ${BENCH_KV:-1} == 1 ]]; then
+  log "the key-value pair: bench/kv.sh"
+  BENCH_CONNECTIONS=${BENCH_KV_CONNECTIONS:-64} bench/kv.sh
 fi
