@@ -66,6 +66,9 @@ impl Wasmlet {
                 }
             });
         }
+        // Only the readers hold a sender now: a host that exits before it
+        // listens ends the wait at once instead of after START_TIMEOUT.
+        drop(tx);
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
             Err(_) => {
