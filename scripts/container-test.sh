@@ -3,7 +3,9 @@
 #
 #   1. build the real Dockerfile (base images fabricated locally: scripts/docker-base-images.sh);
 #   2. one container, read-only root, non-root: `GET /` answers `Hello World!`, the admin port
-#      answers, logs are JSON, SIGTERM drains and exits 0;
+#      answers, logs are JSON, the visit counter (guest/counter/) on the embedded `file` store in
+#      the image's data dir (a VOLUME) keeps its count across `docker restart`, SIGTERM drains and
+#      exits 0;
 #   3. 3 replicas behind one virtual IP spread the way kube-proxy does it (iptables nat:
 #      `statistic --mode random` DNAT per endpoint, MASQUERADE for hairpin traffic):
 #      (a) every request through the VIP succeeds and every replica serves some;
@@ -17,14 +19,26 @@
 #          (Debian's docker-registry) on the test network's gateway, the image's own `wasmlet
 #          push`, replicas whose folder holds only wasmlet.toml with an oci:// digest and whose
 #          credentials are a mounted Docker config → editing the digest hot-swaps every replica,
-#          zero failures, no restart.
+#          zero failures, no restart;
+#      (f) one count shared in Redis, as k8s/redis/ deploys it: Debian's redis-server with a
+#          password on the gateway, 3 replicas running the visit counter with k8s/redis/wasmlet.toml
+#          (its URL changed) and the password as a mounted read-only file → 2,000 requests to
+#          /count through the VIP (250/s, 16 clients) while a replica is killed and replaced: the
+#          counter in Redis ends at 2,000 less the failed requests (counted; a request that failed
+#          after its INCRBY, its replica killed before the answer left, is reported as such), the
+#          N of the successful answers all distinct (no increment lost or doubled), the password
+#          in no log, /handlers or /metrics.
 #
-# Traffic goes only to the containers on the network this script creates. A trap removes every
-# container, network, route and iptables rule it created, and stops dockerd if it started it.
+# Traffic goes only to the containers on the network this script creates (and the registry and
+# Redis it starts on that network's gateway). A trap removes every container (with its anonymous
+# volumes), network, route and iptables rule it created, stops the registry and Redis, and stops
+# dockerd if it started it.
 # Prints PASS/FAIL per check and `container: N passed, M failed`; exits non-zero on failure.
 #
 # Environment: IMAGE (default wasmlet:test), V2_WASM (the handler swapped in; default
-# target/wasm32-wasip2/release/v2.wasm), SKIP_BUILD=1 (reuse IMAGE), BUILD_NETWORK (host).
+# target/wasm32-wasip2/release/v2.wasm), COUNTER_WASM (the visit counter; default
+# target/wasm32-wasip2/release/hello_counter.wasm, built when missing), SKIP_BUILD=1 (reuse
+# IMAGE), BUILD_NETWORK (host).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
