@@ -23,7 +23,7 @@
 #      (f) one count shared in Redis, as k8s/redis/ deploys it: Debian's redis-server with a
 #          password on the gateway, 3 replicas running the visit counter with k8s/redis/wasmlet.toml
 #          (its URL changed) and the password as a mounted read-only file → 2,000 requests to
-#          /count through the VIP (250/s, 16 clients) while a replica is killed and replaced: the
+#          /count through the VIP (250/s, 32 clients) while a replica is killed and replaced: the
 #          counter in Redis ends at 2,000 less the failed requests (counted; a request that failed
 #          after its INCRBY, its replica killed before the answer left, is reported as such), the
 #          N of the successful answers all distinct (no increment lost or doubled), the password
@@ -650,7 +650,7 @@ else
   for ip in "${ips[@]}"; do warm+="$(http_code "http://$ip:5000/count") "; done
   initial=$(rcli GET hits)
   "$python" scripts/vip_load.py run --url "http://$vip/count" --out "$work/f.csv" --requests 2000 \
-    --rate 250 --workers 16 &
+    --rate 250 --workers 32 &
   load_pid=$!
   for _ in $(seq 100); do # a quarter of the requests made: kill one replica
     (($(wc -l 2>/dev/null <"$work/f.csv" || echo 0) >= 500)) && break
@@ -676,7 +676,8 @@ else
     counted=1 || counted=0
   while read -r line; do info "vip (f): $line"; done <<<"$arithmetic"
   info "vip (f): requests started before the dead endpoint was removed: $(load_summary "$work/f.csv" --until "$t_removed" || true)"
-  info "vip (f): after: $(load_summary "$work/f.csv" --since "$t_removed" || true)"
+  info "vip (f): started after the removal: $(load_summary "$work/f.csv" --since "$t_removed" || true)"
+  info "vip (f): started after the replacement joined: $(load_summary "$work/f.csv" --since "$t_replaced" || true)"
   new_served=$(dnat_count "$new_ip")
   for c in c1 c3 c4; do
     leaked=$((leaked + $(docker logs "$name-$c" 2>&1 | grep -c -F "$redis_password" || true)))
