@@ -633,6 +633,7 @@ for _ in $(seq 100); do
   [[ $(rcli PING 2>/dev/null) == PONG ]] && break
   sleep 0.1
 done
+warm=skip
 sed "s|redis://hello-world-redis:6379/0|redis://$gateway:$redis_port/0|" k8s/redis/wasmlet.toml >"$work/redis.toml"
 if [[ $(rcli PING 2>/dev/null) != PONG ]] || ! grep -q "redis://$gateway:$redis_port/0" "$work/redis.toml" ||
   [[ ! -f $counter_wasm ]]; then
@@ -646,9 +647,15 @@ else
     docker rm -f -v "$old" >/dev/null 2>&1 || true
   done
   # Each replica once (its first operation connects to Redis), then the count the run starts from.
-  warm=""
+  warm=
   for ip in "${ips[@]}"; do warm+="$(http_code "http://$ip:5000/count") "; done
   initial=$(rcli GET hits)
+fi
+if [[ $warm == skip ]]; then
+  : # failed above
+elif [[ $warm != "200 200 200 " ]]; then
+  fail "vip (f): the replicas' first GET /count answered ${warm:-nothing }, not 200 200 200"
+else
   "$python" scripts/vip_load.py run --url "http://$vip/count" --out "$work/f.csv" --requests 2000 \
     --rate 250 --workers 32 &
   load_pid=$!
@@ -656,7 +663,7 @@ else
     (($(wc -l 2>/dev/null <"$work/f.csv" || echo 0) >= 500)) && break
     sleep 0.05
   done
-  docker kill "$name-c2" >/dev/null
+  docker kill "$name-c2" >/dev/null || true
   leaked=$(docker logs "$name-c2" 2>&1 | grep -c -F "$redis_password" || true)
   sleep 1 # readiness probe period: the endpoint is still listed
   set_endpoints "${ips[0]}" "${ips[2]}"
@@ -689,10 +696,10 @@ else
   unanswered=$(sed -n 's/.*increments with no answer = .* = \(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$arithmetic")
   note="exactly 2000 - $failed_n failed"
   ((${unanswered:-0} > 0)) && note="2000 - $failed_n failed + $unanswered failed request(s) whose increment was made before their replica died"
-  if ((counted && leaked == 0 && new_served > 0)) && [[ $warm == "200 200 200 " ]]; then
+  if ((counted && leaked == 0 && new_served > 0)); then
     pass "vip (f): 3 replicas on one Redis, 2,000 increments through the VIP while a replica was killed and replaced: counter +$((final - ${initial:-0})) = $note; every answered N distinct, none lost or doubled; the replacement served $new_served; password in no log, /handlers or /metrics; $((SECONDS - t_f))s"
   else
-    fail "vip (f): arithmetic ok: $counted; password seen: $leaked time(s); replacement served: $new_served; first answers: $warm"
+    fail "vip (f): arithmetic ok: $counted; password seen: $leaked time(s); replacement served: $new_served"
   fi
 fi
 
