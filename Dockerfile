@@ -68,12 +68,21 @@ RUN apt-get update \
 # compiles at every start. The host uses a folder of its own inside it (created private to its
 # user), because an emptyDir or a --tmpfs mount point is writable by others, and a cache others can
 # write to is disabled (its entries are native code the host runs).
-RUN mkdir -p /var/cache/wasmlet && chown 65532:65532 /var/cache/wasmlet
+#
+# The key-value data dir (the `file` stores, one redb file each): a volume, so that the count of a
+# handler on the embedded default store survives the container (`docker run` makes an anonymous
+# volume unless one is named with -v; Kubernetes mounts an emptyDir, k8s/base/deployment.yaml).
+# As with the cache, the host creates the data folder inside it itself, private to its user. State
+# that several replicas share belongs in Redis (`type = "redis"`, k8s/redis/).
+RUN mkdir -p /var/cache/wasmlet /var/lib/wasmlet \
+ && chown 65532:65532 /var/cache/wasmlet /var/lib/wasmlet
+VOLUME ["/var/lib/wasmlet"]
 WORKDIR /app
 ENV WASMLET_LISTEN=0.0.0.0:5000 \
     WASMLET_ADMIN_LISTEN=0.0.0.0:9090 \
     WASMLET_LOG_FORMAT=json \
-    WASMLET_CACHE_DIR=/var/cache/wasmlet/components
+    WASMLET_CACHE_DIR=/var/cache/wasmlet/components \
+    WASMLET_DATA_DIR=/var/lib/wasmlet/data
 # Numeric, so Kubernetes' runAsNonRoot can verify it (65532 is distroless' "nonroot").
 USER 65532:65532
 # 5000: the handlers (the seed's port). 9090: admin (/healthz, /readyz, /metrics, /handlers).

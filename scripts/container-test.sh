@@ -3,7 +3,9 @@
 #
 #   1. build the real Dockerfile (base images fabricated locally: scripts/docker-base-images.sh);
 #   2. one container, read-only root, non-root: `GET /` answers `Hello World!`, the admin port
-#      answers, logs are JSON, SIGTERM drains and exits 0;
+#      answers, logs are JSON, the visit counter (guest/counter/) on the embedded `file` store in
+#      the image's data dir (a VOLUME) keeps its count across `docker restart`, SIGTERM drains and
+#      exits 0;
 #   3. 3 replicas behind one virtual IP spread the way kube-proxy does it (iptables nat:
 #      `statistic --mode random` DNAT per endpoint, MASQUERADE for hairpin traffic):
 #      (a) every request through the VIP succeeds and every replica serves some;
@@ -17,14 +19,26 @@
 #          (Debian's docker-registry) on the test network's gateway, the image's own `wasmlet
 #          push`, replicas whose folder holds only wasmlet.toml with an oci:// digest and whose
 #          credentials are a mounted Docker config → editing the digest hot-swaps every replica,
-#          zero failures, no restart.
+#          zero failures, no restart;
+#      (f) one count shared in Redis, as k8s/redis/ deploys it: Debian's redis-server with a
+#          password on the gateway, 3 replicas running the visit counter with k8s/redis/wasmlet.toml
+#          (its URL changed) and the password as a mounted read-only file → 2,000 requests to
+#          /count through the VIP (250/s, 32 clients) while a replica is killed and replaced: the
+#          counter in Redis ends at 2,000 less the failed requests (counted; a request that failed
+#          after its INCRBY, its replica killed before the answer left, is reported as such), the
+#          N of the successful answers all distinct (no increment lost or doubled), the password
+#          in no log, /handlers or /metrics.
 #
-# Traffic goes only to the containers on the network this script creates. A trap removes every
-# container, network, route and iptables rule it created, and stops dockerd if it started it.
+# Traffic goes only to the containers on the network this script creates (and the registry and
+# Redis it starts on that network's gateway). A trap removes every container (with its anonymous
+# volumes), network, route and iptables rule it created, stops the registry and Redis, and stops
+# dockerd if it started it.
 # Prints PASS/FAIL per check and `container: N passed, M failed`; exits non-zero on failure.
 #
 # Environment: IMAGE (default wasmlet:test), V2_WASM (the handler swapped in; default
-# target/wasm32-wasip2/release/v2.wasm), SKIP_BUILD=1 (reuse IMAGE), BUILD_NETWORK (host).
+# target/wasm32-wasip2/release/v2.wasm), COUNTER_WASM (the visit counter; default
+# target/wasm32-wasip2/release/hello_counter.wasm, built when missing), SKIP_BUILD=1 (reuse
+# IMAGE), BUILD_NETWORK (host).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +56,7 @@ failed=0
 summary=()
 load_pid=
 registry_pid=
+redis_pid=
 replica_args=()             # more `docker run` arguments for run_replica
 
 pass() { echo "PASS $*"; passed=$((passed + 1)); summary+=("PASS $1"); }
@@ -54,10 +69,12 @@ cleanup() {
   set +e
   [[ -n $load_pid ]] && kill "$load_pid" 2>/dev/null && wait "$load_pid" 2>/dev/null
   [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   if docker info >/dev/null 2>&1; then
     local cs
     cs=$(docker ps -aq --filter "label=wasmlet-test=$id")
-    [[ -n $cs ]] && docker rm -f $cs >/dev/null
+    # -v: with the anonymous volumes of the image's VOLUME (the key-value data dir).
+    [[ -n $cs ]] && docker rm -f -v $cs >/dev/null
     docker network rm "$name" >/dev/null 2>&1
   fi
   if [[ -n ${vip:-} ]]; then
@@ -290,7 +307,7 @@ fi
 cid=$(docker create --label "wasmlet-test=$id" "$image")
 docker cp -q "$cid:/app/handlers/hello.wasm" "$work/hello.wasm" 2>/dev/null ||
   docker cp "$cid:/app/handlers/hello.wasm" "$work/hello.wasm"
-docker rm "$cid" >/dev/null
+docker rm -v "$cid" >/dev/null
 v2=${V2_WASM:-$root/target/wasm32-wasip2/release/v2.wasm}
 if [[ ! -f $v2 ]] && cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"name":"test-programs"'; then
   cargo build --quiet --release --locked -p test-programs --target wasm32-wasip2 || true
@@ -307,6 +324,13 @@ PY
   v2=$work/v2.wasm
   info "no v2 fixture (target/wasm32-wasip2/release/v2.wasm): swapping in a patched hello.wasm"
 fi
+
+# The visit counter (guest/counter/): the file-store check in 2 and (f).
+counter_wasm=${COUNTER_WASM:-$root/target/wasm32-wasip2/release/hello_counter.wasm}
+if [[ ! -f $counter_wasm ]]; then
+  cargo build --quiet --release --locked -p hello-counter --target wasm32-wasip2 || true
+fi
+[[ -f $counter_wasm ]] || info "no counter component ($counter_wasm): the key-value checks fail"
 
 docker network create --driver bridge --label "wasmlet-test=$id" \
   -o "com.docker.network.bridge.name=$bridge" "$name" >/dev/null
@@ -373,7 +397,30 @@ if wait_ready "$nocache" 30 && [[ $(curl -s -m 2 "http://$nocache:5000/") == "He
 else
   fail "single: without a writable cache folder:"$'\n'"$(docker logs "$name-nocache" 2>&1 | tail -n 5)"
 fi
-docker rm -f "$name-nocache" >/dev/null
+docker rm -f -v "$name-nocache" >/dev/null
+# The embedded `file` store in the image's data dir (WASMLET_DATA_DIR, inside the image's VOLUME):
+# the counter on the implicit `default` store keeps its count across a restart of the container
+# (same anonymous volume), and the host made the data folder private to itself.
+printf '[[route]]\npath = "/..."\ncomponent = "counter.wasm"\nkey_value_stores = ["default"]\n' \
+  >"$work/file-store.toml"
+publish_files "$work/kv" "$work/file-store.toml:wasmlet.toml" "$counter_wasm:counter.wasm"
+docker run -d --name "$name-kv" --label "wasmlet-test=$id" --network "$name" --read-only \
+  --tmpfs /var/cache/wasmlet:uid=65532,gid=65532,mode=0700 -v "$work/kv:/app/handlers:ro" "$image" >/dev/null
+kv=$(ip_of "$name-kv")
+counts=""
+if wait_ready "$kv" 30; then
+  counts+="$(curl -s -m 2 "http://$kv:5000/count") | $(curl -s -m 2 "http://$kv:5000/count") | "
+  docker restart -t 10 "$name-kv" >/dev/null
+  kv=$(ip_of "$name-kv")
+  wait_ready "$kv" 30 && counts+=$(curl -s -m 2 "http://$kv:5000/count")
+fi
+data_dir=$(docker exec "$name-kv" stat -c '%a %u' /var/lib/wasmlet/data 2>&1 || true)
+if [[ $counts == *" 1 times. | "*" 2 times. | "*" 3 times." && $data_dir == "700 65532" ]]; then
+  pass "single: the counter on the embedded file store keeps its count across docker restart: $counts; data dir /var/lib/wasmlet/data: mode $data_dir"
+else
+  fail "single: file store across a restart: '$counts'; data dir: $data_dir; logs:"$'\n'"$(docker logs "$name-kv" 2>&1 | tail -n 5)"
+fi
+docker rm -f -v "$name-kv" >/dev/null
 t0=$SECONDS
 docker stop -t 40 "$name-single" >/dev/null
 code=$(docker inspect -f '{{.State.ExitCode}}' "$name-single")
@@ -454,7 +501,7 @@ else
 fi
 info "vip (b): requests started before the removal (the dead endpoint still listed): $before"
 # The ReplicaSet's replacement pod: back to 3 endpoints once it is ready.
-docker rm -f "$name-r3" >/dev/null
+docker rm -f -v "$name-r3" >/dev/null
 publish "$work/r3" "$work/hello.wasm"
 ips[2]=$(run_replica "$name-r3" "$work/r3")
 wait_ready "${ips[2]}" 30 || fail "vip (b): replacement replica not ready"
@@ -467,7 +514,7 @@ probe_ip=$(run_replica "$name-probe" "$work/probe")
 if wait_ready "$probe_ip" 30; then
   body2=$(curl -s -m 2 "http://$probe_ip:5000/" || true)
 fi
-docker rm -f "$name-probe" >/dev/null
+docker rm -f -v "$name-probe" >/dev/null
 if [[ -z $body2 || $body2 == "Hello World!" ]]; then
   fail "vip (c): the new handler ($(basename "$v2")) answers '$body2' on its own"
 else
@@ -547,7 +594,7 @@ else
   publish_oci_v1() { publish_files "$work/o$1" "$work/oci-v1.toml:wasmlet.toml"; }
   start_replicas "vip (e)" o publish_oci_v1
   set_endpoints "${ips[@]}"
-  for i in 1 2 3; do docker rm -f "$name-n$i" >/dev/null; done
+  for i in 1 2 3; do docker rm -f -v "$name-n$i" >/dev/null; done
   publish_oci_v2() { publish_files "$work/o$1" "$work/oci-v2.toml:wasmlet.toml"; }
   swap_under_load "$work/e.csv" o publish_oci_v2
   leaked=$(docker logs "$name-o1" 2>&1 | grep -c 'e2e-pa55-never-shown' || true)
@@ -557,6 +604,102 @@ else
     pass "vip (e): from a registry with basic auth, one digest edited: every replica answers '$body2' ${swap_ms}ms after the first swap, no restart; during: $during"
   else
     fail "vip (e): still old: ${pending[*]:-none}; restarted: $restarted; secret in logs: $leaked; /handlers shows $d2: $resolved; during: $during"
+  fi
+fi
+
+# (f) one visit count shared by the replicas in Redis, deployed as k8s/redis/ does: Debian's
+# redis-server on the test network's gateway with a password, the replicas' `default` store
+# pointing at it (k8s/redis/wasmlet.toml with the URL changed), the password a file mounted
+# read-only as the Secret is (k8s/redis/password.yaml). 2,000 increments through the VIP while a
+# replica is killed and replaced: INCRBY is atomic across replicas, so the count must end at 2,000
+# less the requests that failed, each successful answer showing its own N.
+t_f=$SECONDS
+scripts/need-command.sh redis-server redis-server
+scripts/need-command.sh redis-cli redis-tools
+gateway=${gateway:-$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$name")}
+redis_port=$("$python" -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$gateway")
+redis_password=e2e-redis-$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
+mkdir -p "$work/redis" "$work/redis-secret"
+printf '%s' "$redis_password" >"$work/redis-secret/password"
+# The Secret's defaultMode 0440 with fsGroup 65532: the host's group may read it, nobody else.
+chown 0:65532 "$work/redis-secret/password"
+chmod 0440 "$work/redis-secret/password"
+chmod 0755 "$work/redis-secret"
+redis-server --bind "$gateway" --port "$redis_port" --requirepass "$redis_password" \
+  --save '' --appendonly no --dir "$work/redis" >"$work/redis.log" 2>&1 &
+redis_pid=$!
+rcli() { REDISCLI_AUTH=$redis_password redis-cli --no-auth-warning -h "$gateway" -p "$redis_port" "$@"; }
+for _ in $(seq 100); do
+  [[ $(rcli PING 2>/dev/null) == PONG ]] && break
+  sleep 0.1
+done
+warm=skip
+sed "s|redis://hello-world-redis:6379/0|redis://$gateway:$redis_port/0|" k8s/redis/wasmlet.toml >"$work/redis.toml"
+if [[ $(rcli PING 2>/dev/null) != PONG ]] || ! grep -q "redis://$gateway:$redis_port/0" "$work/redis.toml" ||
+  [[ ! -f $counter_wasm ]]; then
+  fail "vip (f): no Redis on $gateway:$redis_port, no URL to change in k8s/redis/wasmlet.toml, or no $counter_wasm:"$'\n'"$(tail -n 5 "$work/redis.log")"
+else
+  publish_counter() { publish_files "$work/c$1" "$work/redis.toml:wasmlet.toml" "$counter_wasm:counter.wasm"; }
+  replica_args=(-v "$work/redis-secret:/etc/wasmlet/redis:ro")
+  start_replicas "vip (f)" c publish_counter
+  set_endpoints "${ips[@]}"
+  for old in "$name"-o1 "$name"-o2 "$name"-o3 "$name"-n1 "$name"-n2 "$name"-n3; do
+    docker rm -f -v "$old" >/dev/null 2>&1 || true
+  done
+  # Each replica once (its first operation connects to Redis), then the count the run starts from.
+  warm=
+  for ip in "${ips[@]}"; do warm+="$(http_code "http://$ip:5000/count") "; done
+  initial=$(rcli GET hits)
+fi
+if [[ $warm == skip ]]; then
+  : # failed above
+elif [[ $warm != "200 200 200 " ]]; then
+  fail "vip (f): the replicas' first GET /count answered ${warm:-nothing }, not 200 200 200"
+else
+  "$python" scripts/vip_load.py run --url "http://$vip/count" --out "$work/f.csv" --requests 2000 \
+    --rate 250 --workers 32 &
+  load_pid=$!
+  for _ in $(seq 100); do # a quarter of the requests made: kill one replica
+    (($(wc -l 2>/dev/null <"$work/f.csv" || echo 0) >= 500)) && break
+    sleep 0.05
+  done
+  docker kill "$name-c2" >/dev/null || true
+  leaked=$(docker logs "$name-c2" 2>&1 | grep -c -F "$redis_password" || true)
+  sleep 1 # readiness probe period: the endpoint is still listed
+  set_endpoints "${ips[0]}" "${ips[2]}"
+  t_removed=$(now_ns)
+  forget_dead_endpoint "${ips[1]}"
+  docker rm -f -v "$name-c2" >/dev/null
+  publish_counter 4
+  new_ip=$(run_replica "$name-c4" "$work/c4")
+  wait_ready "$new_ip" 30 || fail "vip (f): replacement replica not ready"
+  ips=("${ips[0]}" "${ips[2]}" "$new_ip")
+  set_endpoints "${ips[@]}"
+  t_replaced=$(now_ns)
+  wait "$load_pid"
+  load_pid=
+  final=$(rcli GET hits)
+  arithmetic=$("$python" scripts/vip_load.py counter "$work/f.csv" --initial "${initial:-0}" --final "${final:-0}" 2>&1) &&
+    counted=1 || counted=0
+  while read -r line; do info "vip (f): $line"; done <<<"$arithmetic"
+  info "vip (f): requests started before the dead endpoint was removed: $(load_summary "$work/f.csv" --until "$t_removed" || true)"
+  info "vip (f): started after the removal: $(load_summary "$work/f.csv" --since "$t_removed" || true)"
+  info "vip (f): started after the replacement joined: $(load_summary "$work/f.csv" --since "$t_replaced" || true)"
+  new_served=$(dnat_count "$new_ip")
+  for c in c1 c3 c4; do
+    leaked=$((leaked + $(docker logs "$name-$c" 2>&1 | grep -c -F "$redis_password" || true)))
+  done
+  for p in handlers metrics; do
+    leaked=$((leaked + $(curl -s -m 2 "http://${ips[0]}:9090/$p" | grep -c -F "$redis_password" || true)))
+  done
+  failed_n=$(grep -o -m 1 ' failed=[0-9]*' <<<"$arithmetic" | cut -d= -f2)
+  unanswered=$(sed -n 's/.*increments with no answer = .* = \(-\{0,1\}[0-9]*\) .*/\1/p' <<<"$arithmetic")
+  note="exactly 2000 - $failed_n failed"
+  ((${unanswered:-0} > 0)) && note="2000 - $failed_n failed + $unanswered failed request(s) whose increment was made before their replica died"
+  if ((counted && leaked == 0 && new_served > 0)); then
+    pass "vip (f): 3 replicas on one Redis, 2,000 increments through the VIP while a replica was killed and replaced: counter +$((final - ${initial:-0})) = $note; every answered N distinct, none lost or doubled; the replacement served $new_served; password in no log, /handlers or /metrics; $((SECONDS - t_f))s"
+  else
+    fail "vip (f): arithmetic ok: $counted; password seen: $leaked time(s); replacement served: $new_served"
   fi
 fi
 

@@ -13,6 +13,9 @@ agree with each other and with the image:
     (WASMLET_DRAIN_TIMEOUT, default 25s);
   - the handler ConfigMap exists and is mounted as a whole folder (no subPath: those never see
     updates) over the image's handler folder; the cache folder is a writable emptyDir;
+  - the key-value data dir (WASMLET_DATA_DIR, in the Deployment or the Dockerfile) is a folder
+    inside a mounted emptyDir or PersistentVolumeClaim, not its mount point (which others may
+    write to, so the host would refuse it), since the root filesystem is read-only;
   - the handlers' memory budget (WASMLET_MAX_TOTAL_MEMORY) is set and under the memory limit;
   - the cache's cap (WASMLET_CACHE_MAX_SIZE, default 192MiB) is on, and under the cache emptyDir's
     sizeLimit by at least what one new handler writes before the host prunes;
@@ -275,6 +278,16 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     r.check("cache-cap", size_limit is not None and 0 < cap and cap + HANDLER_CACHE_BYTES <= size_limit,
             f"WASMLET_CACHE_MAX_SIZE {cap_text} leaves {HANDLER_CACHE_BYTES // 1_000_000} MB for one new handler"
             f" under the cache emptyDir's sizeLimit {size_limit_text}")
+
+    # The key-value data dir: a folder the host creates (private) inside a writable volume.
+    data_dir = env.get("WASMLET_DATA_DIR") or image_env.get("WASMLET_DATA_DIR")
+    if data_dir:
+        dm = next((m for path, m in mounts.items() if data_dir.startswith(path.rstrip("/") + "/")), None)
+        kind = volumes.get(dm["name"], {}) if dm else {}
+        r.check("data-volume",
+                dm is not None and not dm.get("readOnly") and ("emptyDir" in kind or "persistentVolumeClaim" in kind),
+                f"WASMLET_DATA_DIR {data_dir} is a folder inside a writable emptyDir or PersistentVolumeClaim"
+                f" ({dm['mountPath'] if dm else 'not mounted'})")
 
     # Security and resources.
     psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
@@ -624,8 +637,12 @@ MUTATIONS = [
     ("cache cap turned off", "cache-cap",
      lambda d: [e.update(value="0") for e in _ctr(d)["env"] if e["name"] == "WASMLET_CACHE_MAX_SIZE"]),
     ("cache emptyDir without a sizeLimit", "cache-cap",
-     lambda d: [v["emptyDir"].pop("sizeLimit") for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+     lambda d: [v["emptyDir"].pop("sizeLimit", None) for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
                 if "emptyDir" in v]),
+    ("key-value data dir not on a volume", "data-volume",
+     lambda d: _ctr(d).update(volumeMounts=[m for m in _ctr(d)["volumeMounts"] if m["mountPath"] != "/var/lib/wasmlet"])),
+    ("key-value data dir at the emptyDir's mount point", "data-volume",
+     lambda d: [e.update(value="/var/lib/wasmlet") for e in _ctr(d)["env"] if e["name"] == "WASMLET_DATA_DIR"]),
     ("rollout may drop a replica", "rollout",
      lambda d: _dep(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     ("PDB blocks every drain", "pdb-allows-drain",
