@@ -213,7 +213,7 @@ impl Reloader {
         let Ok(_running) = tokio::time::timeout_at(deadline, self.running.lock()).await else {
             let error = self.past_deadline("waiting for the reload before it");
             let message = format!("{error:#}");
-            tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+            self.log_failure(trigger, &message);
             self.registry.record_failure(message, BTreeMap::new());
             self.metrics.reload("error");
             return Err(error);
@@ -241,7 +241,7 @@ impl Reloader {
             }
             Err((error, route_errors)) => {
                 let message = format!("{error:#}");
-                tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+                self.log_failure(trigger, &message);
                 self.registry.record_failure(message, route_errors);
                 self.metrics.reload("error");
                 Err(error)
@@ -249,6 +249,18 @@ impl Reloader {
         };
         self.prune_cache().await;
         result
+    }
+
+    /// Logs a failed reload. Only once something serves does a failure
+    /// leave "the previous handlers" serving; before that (the start-up
+    /// load) the caller reports the error, as the one `error:` line the
+    /// process exits with.
+    fn log_failure(&self, trigger: &str, message: &str) {
+        if self.registry.is_loaded() {
+            tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+        } else {
+            tracing::debug!(trigger = %trigger, error = %message, "load failed; nothing is served yet");
+        }
     }
 
     /// The error of a reload that ran out of --reload-timeout while `doing`.
