@@ -166,3 +166,19 @@ fn manifest_naming_a_missing_component() {
     let e = serve_fails(&["--config", path_str(&manifest)]);
     assert!(e.contains("gone.wasm"), "{e}");
 }
+
+/// Issue 31, finding 2: a route given twice names both of its lines.
+#[test]
+fn duplicate_route_names_both_lines() {
+    let dir = tempdir();
+    let manifest = dir.path().join("dup.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/\"\ncomponent = \"b.wasm\"\n",
+    );
+    let e = serve_fails(&["--config", path_str(&manifest)]);
+    assert!(
+        e.contains("dup.toml") && e.contains("duplicate route `/`: at line 1 and at line 5"),
+        "{e}"
+    );
+}
