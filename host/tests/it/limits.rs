@@ -256,6 +256,48 @@ async fn request_bodies_over_the_limit_get_413() {
     );
 }
 
+/// Issue 31, finding 5: a handler that fails because the host refused its
+/// request body (a chunked body past --max-body-size) is not the handler's
+/// fault: no `handler fault` line, no `kind="trap"`, for a 0.2 and a 0.3
+/// handler alike; the refusal counts as what it is, a 413.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_is_not_counted_as_a_handler_fault() {
+    let (_dir, manifest) = routes(&[("/...", wasm::COUNT, ""), ("/echo", wasm::P3, "")]);
+    let host = Wasmlet::serve(&["--config", &manifest, "--max-body-size", "1KiB"]);
+    for path in ["/count", "/echo"] {
+        let chunked = http::Request::post(path)
+            .header("host", "x")
+            .body(streamed_body(64 << 10, 512))
+            .unwrap();
+        let r = send(host.public, chunked).await.unwrap();
+        assert_eq!(r.status, 413, "{path}: {}", r.text());
+    }
+    // The guests end after the 413 is sent: give them the time to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = get(host.admin, "/metrics").await.text();
+    for route in ["/...", "/echo"] {
+        for kind in ["trap", "no_response"] {
+            let series = format!(
+                "wasmlet_handler_faults_total{{route=\"{route}\",version=\"stable\",kind=\"{kind}\"}}"
+            );
+            assert_eq!(sample(&text, &series), 0.0, "{series}\n{text}");
+        }
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "wasmlet_requests_rejected_total{reason=\"body_too_large\"}"
+        ),
+        2.0
+    );
+    let faults: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("handler fault") || l.contains("ERROR"))
+        .collect();
+    assert!(faults.is_empty(), "{faults:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_get_431() {
     let host = Wasmlet::serve(&[wasm::HELLO, "--max-header-size", "16KiB"]);
