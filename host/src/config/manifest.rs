@@ -223,12 +223,36 @@ impl Manifest {
         })
     }
 
-    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`.
-    pub fn single(component: PathBuf) -> Manifest {
+    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`, granting
+    /// what its flags grant.
+    pub fn single(component: PathBuf, grants: &OneFileGrants) -> Manifest {
         Manifest {
-            routes: vec![RouteSpec::catch_all(component)],
+            routes: vec![RouteSpec {
+                env: grants.env.clone(),
+                outbound: grants.outbound.clone(),
+                ..RouteSpec::catch_all(component)
+            }],
             key_value_stores: keyvalue::with_default(BTreeMap::new()),
         }
+    }
+}
+
+/// What `wasmlet serve COMPONENT.wasm` grants its one route, from its
+/// flags: what a manifest's route says with `env` and
+/// `allowed_outbound_hosts`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OneFileGrants {
+    /// `--env NAME=VALUE`, in order (a later one of a name wins).
+    pub env: Vec<(String, String)>,
+    /// `--allowed-outbound-host URL`.
+    pub outbound: Vec<OutboundRule>,
+}
+
+impl OneFileGrants {
+    /// Nothing granted: what a route without `env` and
+    /// `allowed_outbound_hosts` gets.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.outbound.is_empty()
     }
 }
 
