@@ -611,7 +611,10 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
             "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n",
         );
         assert!(e.contains("duplicate route `/a`"), "{e}");
-        assert!(e.contains("line 1") && e.contains("line 4"), "both lines: {e}");
+        assert!(
+            e.contains("line 1") && e.contains("line 4"),
+            "both lines: {e}"
+        );
         // The same pattern spelt twice is the same route.
         let e = error(
             "[[route]]\npath = \"/a/...\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/b\"\ncomponent = \"b.wasm\"\n[[route]]\npath = \"/a/...\"\ncomponent = \"c.wasm\"\n",

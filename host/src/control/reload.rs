@@ -479,7 +479,11 @@ impl Reloader {
             .await
             .context("canary")?;
         compiled.extend(canary_fresh.then_some(canary.digest));
-        Ok(((stable, resolved), Some((canary, canary_resolved)), compiled))
+        Ok((
+            (stable, resolved),
+            Some((canary, canary_resolved)),
+            compiled,
+        ))
     }
 
     /// `POST /routes/{route}/promote`: publishes a table in which the
