@@ -4,10 +4,13 @@ use anyhow::Result;
 use clap::Parser;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use wasmlet::app;
 use wasmlet::config::cli::{CheckArgs, Cli, Command, LoadLimits, PushArgs};
 use wasmlet::config::limits::{RequestLimits, RouteLimits};
+use wasmlet::control::source::Source;
+use wasmlet::http::state::App;
 use wasmlet::observe::logging;
 use wasmlet::wasm::compiler::{self, Compiler};
 use wasmlet::wasm::component;
@@ -84,12 +87,72 @@ fn precompile() -> ExitCode {
 
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
-    let limits = args.limits;
+    match (&args.config, &args.component) {
+        (Some(config), _) => check_manifest(config, &args).await,
+        (None, Some(component)) => check_component(component, &args).await,
+        (None, None) => anyhow::bail!("give a COMPONENT.wasm or --config wasmlet.toml"),
+    }
+}
+
+/// `wasmlet check --config FILE`: loads the manifest as `serve` would at
+/// start-up (every route's component, pulled or found in --cache-dir for
+/// `oci://`, compiled and trial-instantiated; limits, canaries, key-value
+/// stores and config values), then prints one summary per route. Binds
+/// nothing.
+async fn check_manifest(config: &Path, args: &CheckArgs) -> Result<()> {
+    let (app, _ticker) = App::new(
+        Source::Manifest(config.to_path_buf()),
+        args.limits.clone(),
+        args.load.clone(),
+        &args.cache,
+        Wasmtime::new(&args.limits)?,
+        compiler_child(),
+        1,
+    );
+    let report = app.reloader.reload("check").await?;
+    let doc = app.registry.describe();
+    let mut out = String::new();
+    writeln!(
+        out,
+        "ok: `{}`: {} route{} this host can serve",
+        config.display(),
+        report.routes,
+        if report.routes == 1 { "" } else { "s" }
+    )?;
+    for route in &doc.routes {
+        let digest = route.digest.map(|d| d.to_string()).unwrap_or_default();
+        writeln!(out, "{}: {} ({digest})", route.route, route.component)?;
+        if let Some(resolved) = route.resolved_digest {
+            writeln!(out, "  resolved: {resolved}")?;
+        }
+        if let Some(canary) = &route.canary {
+            writeln!(
+                out,
+                "  canary: {} ({}), weight {}",
+                canary.component, canary.digest, canary.weight
+            )?;
+        }
+        if !route.key_value_stores.is_empty() {
+            writeln!(
+                out,
+                "  key_value_stores: {}",
+                route.key_value_stores.join(", ")
+            )?;
+        }
+        if let Some(names) = &route.config {
+            writeln!(out, "  config: {}", names.join(", "))?;
+        }
+    }
+    print_out(&out)
+}
+
+/// `wasmlet check COMPONENT.wasm`: the component alone, against the limits.
+async fn check_component(component: &Path, args: &CheckArgs) -> Result<()> {
+    let limits = args.limits.clone();
     let wasmtime = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&wasmtime);
     let cache = wasmlet::wasm::cache::CompileCache::disabled();
-    let file =
-        component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
+    let file = component::WasmFile::read(component, args.load.max_component_size)?;
     let per_component = PerComponent::for_limits(&limits);
     let loaded = component::compile(&wasmtime, &per_component, &cache, &file)?;
     component::trial_instantiate(
@@ -105,7 +168,7 @@ async fn check(args: CheckArgs) -> Result<()> {
     writeln!(
         out,
         "ok: `{}` is a wasi:http component this host can serve",
-        args.component.display()
+        component.display()
     )?;
     writeln!(out, "sha256: {}", loaded.digest.hex())?;
     writeln!(out, "size: {} bytes", loaded.size)?;
@@ -165,7 +228,11 @@ fn write_needs(out: &mut String, needs: &Footprint, limits: &PerComponent) -> st
         "  largest table: {} elements ({}, --max-table-elements)",
         needs.largest_table, limits.table_elements
     )?;
-    writeln!(out, "  initial memory: {}", human_bytes(needs.initial_memory))?;
+    writeln!(
+        out,
+        "  initial memory: {}",
+        human_bytes(needs.initial_memory)
+    )?;
     let max = needs.max_memory.map_or(
         "no maximum declared: up to --max-memory".to_string(),
         human_bytes,

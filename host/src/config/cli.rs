@@ -304,13 +304,27 @@ fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["component", "config"]))]
 pub struct CheckArgs {
     /// The component to validate.
-    pub component: PathBuf,
+    pub component: Option<PathBuf>,
+
+    /// A manifest to validate as `serve --config` loads it at start-up:
+    /// every route's component (`oci://` ones pulled into --cache-dir, or
+    /// found there), limits, canaries, key-value stores and config values.
+    /// Prints one summary per route; binds nothing.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// The limits to validate against, as `serve` takes them.
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub load: LoadLimits,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

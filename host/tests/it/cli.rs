@@ -72,7 +72,10 @@ fn one_file_grants_are_refused_with_a_manifest() {
     let manifest = dir.path().join("wasmlet.toml");
     write(
         &manifest,
-        format!("[[route]]\npath = \"/...\"\ncomponent = \"{}\"\n", wasm::ENV),
+        format!(
+            "[[route]]\npath = \"/...\"\ncomponent = \"{}\"\n",
+            wasm::ENV
+        ),
     );
     for flag in [
         ["--env", "GREETING=hi"],
@@ -81,7 +84,10 @@ fn one_file_grants_are_refused_with_a_manifest() {
         let (status, _, stderr) =
             serve_to_exit(&["--config", path_str(&manifest), flag[0], flag[1]], &[]);
         assert_eq!(status.code(), Some(1), "{stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(
             errors[0].contains("--env and --allowed-outbound-host")
@@ -90,7 +96,90 @@ fn one_file_grants_are_refused_with_a_manifest() {
         );
         assert!(!stderr.contains("listening"), "{stderr}");
     }
-    let (status, _, stderr) = serve_to_exit(&[wasm::ENV, "--allowed-outbound-host", "example.com"], &[]);
+    let (status, _, stderr) =
+        serve_to_exit(&[wasm::ENV, "--allowed-outbound-host", "example.com"], &[]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--allowed-outbound-host") && stderr.contains("scheme://host"), "{stderr}");
+    assert!(
+        stderr.contains("--allowed-outbound-host") && stderr.contains("scheme://host"),
+        "{stderr}"
+    );
+}
+
+/// Finding 3: `check --config` loads the whole manifest as `serve` would
+/// at start-up, prints one summary per route and exits 0, binding nothing.
+#[test]
+fn check_config_validates_a_whole_manifest_without_binding() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("v2.wasm"));
+    let manifest = dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/...\"\ncomponent = \"v1.wasm\"\n\
+         canary = { component = \"v2.wasm\", weight = 10 }\n\n\
+         [[route]]\npath = \"/env\"\ncomponent = \"v1.wasm\"\nenv = { A = \"1\" }\n\
+         config = { greeting = \"hi\" }\n",
+    );
+    let (status, stdout, stderr) = run(&["check", "--config", path_str(&manifest)]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(stdout.starts_with("ok: `"), "{stdout}");
+    assert!(stdout.contains("2 routes"), "{stdout}");
+    let v1 = crate::foundation::sha256_hex(&std::fs::read(wasm::V1).unwrap());
+    let v2 = crate::foundation::sha256_hex(&std::fs::read(wasm::V2).unwrap());
+    assert!(
+        stdout.contains(&format!("/...: {}", dir.path().join("v1.wasm").display()))
+            && stdout.contains(&format!("(sha256:{v1})")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("canary: "))
+            && stdout.contains(&format!("(sha256:{v2}), weight 10")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/env: ") && stdout.contains("  config: greeting"),
+        "{stdout}"
+    );
+}
+
+/// Finding 3: what would fail `serve`'s start-up fails `check --config`
+/// with the same one `error:` line and exit 1: a missing component, a
+/// route's limit over the host's, a `file` store without --data-dir.
+#[test]
+fn check_config_fails_as_serve_would() {
+    let dir = tempdir();
+    copy(wasm::HELLO, &dir.path().join("hello.wasm"));
+    for (toml, want) in [
+        (
+            "[[route]]\npath = \"/\"\ncomponent = \"gone.wasm\"\n",
+            "gone.wasm",
+        ),
+        (
+            "[[route]]\npath = \"/\"\ncomponent = \"hello.wasm\"\nmax_memory = \"1GiB\"\n",
+            "exceeds the host's --max-memory",
+        ),
+        (
+            "[[route]]\npath = \"/\"\ncomponent = \"hello.wasm\"\nkey_value_stores = [\"default\"]\n",
+            "--data-dir",
+        ),
+        (
+            "[[route]]\npath = \"/\"\ncomponent = \"hello.wasm\"\n[[route]]\npath = \"/\"\ncomponent = \"hello.wasm\"\n",
+            "duplicate route `/`: at line 1 and at line 4",
+        ),
+    ] {
+        let manifest = dir.path().join("wasmlet.toml");
+        write(&manifest, toml);
+        let (status, stdout, stderr) = run(&["check", "--config", path_str(&manifest)]);
+        assert_eq!(status.code(), Some(1), "{toml}\n{stdout}\n{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(want), "{want} not in {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    let (status, _, stderr) = run(&["check", "--config", "x.toml", wasm::HELLO]);
+    assert_eq!(status.code(), Some(2), "one or the other: {stderr}");
 }
