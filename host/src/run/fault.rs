@@ -119,7 +119,7 @@ impl Reporter {
                 route = %self.label,
                 digest = %self.digest,
                 request_id = %request_id,
-                refused,
+                refused = %refused,
                 kind = %fault.kind(),
                 "handler ended after the host refused its request"
             );

@@ -133,8 +133,7 @@ fn check_config_validates_a_whole_manifest_without_binding() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("canary: "))
-            && stdout.contains(&format!("(sha256:{v2}), weight 10")),
+        stdout.contains("canary: ") && stdout.contains(&format!("(sha256:{v2}), weight 10")),
         "{stdout}"
     );
     assert!(

@@ -298,6 +298,34 @@ async fn a_refused_body_is_not_counted_as_a_handler_fault() {
     assert!(faults.is_empty(), "{faults:#?}");
 }
 
+/// Issue 31, finding 5: a client that goes away mid-body makes the 0.2
+/// handler reading it fail; that is the client's doing, logged as such,
+/// and no handler fault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_gone_mid_body_is_not_counted_as_a_handler_fault() {
+    let host = Wasmlet::serve(&[wasm::COUNT]);
+    let mut stream = tokio::net::TcpStream::connect(host.public).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunk = format!("400\r\n{}\r\n", "a".repeat(1024));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("handler ended after the host refused its request")
+        })
+        .unwrap_or_else(|| panic!("no refusal line:\n{}", host.logs().join("\n")));
+    assert!(line.contains("refused=client_gone"), "{line}");
+    let series = "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"trap\"}";
+    assert_eq!(metric(&host, series).await, 0.0);
+    assert!(
+        !host.logs().iter().any(|l| l.contains("handler fault")),
+        "{:#?}",
+        host.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_get_431() {
     let host = Wasmlet::serve(&[wasm::HELLO, "--max-header-size", "16KiB"]);
