@@ -5,6 +5,7 @@
 //! bound, so bad input exits non-zero without ever listening.
 
 use crate::config::cli::ServeArgs;
+use crate::config::manifest::OneFileGrants;
 use crate::control::source::Source;
 use crate::control::watch::FileWatcher;
 use crate::http::state::App;
@@ -35,9 +36,16 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         .as_deref()
         .map(admin::AdminToken::load)
         .transpose()?;
+    let grants = OneFileGrants {
+        env: args.grants.env.clone(),
+        outbound: args.grants.allowed_outbound_hosts.clone(),
+    };
     let source = match (&args.config, &args.component) {
+        (Some(_), _) if !grants.is_empty() => bail!(
+            "--env and --allowed-outbound-host grant the one component of `wasmlet serve COMPONENT.wasm`; with --config, grant them per route in the manifest (`env`, `allowed_outbound_hosts`)"
+        ),
         (Some(config), _) => Source::Manifest(config.clone()),
-        (None, Some(component)) => Source::Component(component.clone()),
+        (None, Some(component)) => Source::Component(component.clone(), grants),
         (None, None) => bail!("give a COMPONENT.wasm or --config wasmlet.toml"),
     };
     // The watcher starts before the first load, so that a change made

@@ -2,10 +2,15 @@
 
 use anyhow::Result;
 use clap::Parser;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use wasmlet::app;
 use wasmlet::config::cli::{CheckArgs, Cli, Command, LoadLimits, PushArgs};
 use wasmlet::config::limits::{RequestLimits, RouteLimits};
+use wasmlet::control::source::Source;
+use wasmlet::http::state::App;
 use wasmlet::observe::logging;
 use wasmlet::wasm::compiler::{self, Compiler};
 use wasmlet::wasm::component;
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
     drop(guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read stdout wanted no more (`| head -1`): not an error.
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -80,12 +87,72 @@ fn precompile() -> ExitCode {
 
 /// `wasmlet check`: validate like a reload would, then describe.
 async fn check(args: CheckArgs) -> Result<()> {
-    let limits = args.limits;
+    match (&args.config, &args.component) {
+        (Some(config), _) => check_manifest(config, &args).await,
+        (None, Some(component)) => check_component(component, &args).await,
+        (None, None) => anyhow::bail!("give a COMPONENT.wasm or --config wasmlet.toml"),
+    }
+}
+
+/// `wasmlet check --config FILE`: loads the manifest as `serve` would at
+/// start-up (every route's component, pulled or found in --cache-dir for
+/// `oci://`, compiled and trial-instantiated; limits, canaries, key-value
+/// stores and config values), then prints one summary per route. Binds
+/// nothing.
+async fn check_manifest(config: &Path, args: &CheckArgs) -> Result<()> {
+    let (app, _ticker) = App::new(
+        Source::Manifest(config.to_path_buf()),
+        args.limits.clone(),
+        args.load.clone(),
+        &args.cache,
+        Wasmtime::new(&args.limits)?,
+        compiler_child(),
+        1,
+    );
+    let report = app.reloader.reload("check").await?;
+    let doc = app.registry.describe();
+    let mut out = String::new();
+    writeln!(
+        out,
+        "ok: `{}`: {} route{} this host can serve",
+        config.display(),
+        report.routes,
+        if report.routes == 1 { "" } else { "s" }
+    )?;
+    for route in &doc.routes {
+        let digest = route.digest.map(|d| d.to_string()).unwrap_or_default();
+        writeln!(out, "{}: {} ({digest})", route.route, route.component)?;
+        if let Some(resolved) = route.resolved_digest {
+            writeln!(out, "  resolved: {resolved}")?;
+        }
+        if let Some(canary) = &route.canary {
+            writeln!(
+                out,
+                "  canary: {} ({}), weight {}",
+                canary.component, canary.digest, canary.weight
+            )?;
+        }
+        if !route.key_value_stores.is_empty() {
+            writeln!(
+                out,
+                "  key_value_stores: {}",
+                route.key_value_stores.join(", ")
+            )?;
+        }
+        if let Some(names) = &route.config {
+            writeln!(out, "  config: {}", names.join(", "))?;
+        }
+    }
+    print_out(&out)
+}
+
+/// `wasmlet check COMPONENT.wasm`: the component alone, against the limits.
+async fn check_component(component: &Path, args: &CheckArgs) -> Result<()> {
+    let limits = args.limits.clone();
     let wasmtime = Wasmtime::new(&limits)?;
     let ticker = EpochTicker::start(&wasmtime);
     let cache = wasmlet::wasm::cache::CompileCache::disabled();
-    let file =
-        component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
+    let file = component::WasmFile::read(component, args.load.max_component_size)?;
     let per_component = PerComponent::for_limits(&limits);
     let loaded = component::compile(&wasmtime, &per_component, &cache, &file)?;
     component::trial_instantiate(
@@ -97,25 +164,27 @@ async fn check(args: CheckArgs) -> Result<()> {
     )
     .await?;
     let (imports, exports) = component::interface(loaded.engine(), &loaded);
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "ok: `{}` is a wasi:http component this host can serve",
-        args.component.display()
-    );
-    println!("sha256: {}", loaded.digest.hex());
-    println!("size: {} bytes", loaded.size);
+        component.display()
+    )?;
+    writeln!(out, "sha256: {}", loaded.digest.hex())?;
+    writeln!(out, "size: {} bytes", loaded.size)?;
     let export = loaded.world.export().unwrap_or_else(|| "?".into());
     let version = export.rsplit('@').next().unwrap_or("?");
-    println!("wasi:http: {version} (exports {export})");
-    print_needs(&loaded.footprint, &per_component);
-    println!("exports:");
+    writeln!(out, "wasi:http: {version} (exports {export})")?;
+    write_needs(&mut out, &loaded.footprint, &per_component)?;
+    writeln!(out, "exports:")?;
     for name in exports {
-        println!("  {name}");
+        writeln!(out, "  {name}")?;
     }
-    println!("imports:");
+    writeln!(out, "imports:")?;
     for name in imports {
-        println!("  {name}");
+        writeln!(out, "  {name}")?;
     }
-    Ok(())
+    print_out(&out)
 }
 
 /// `wasmlet push`: validate, push, print the digest.
@@ -133,33 +202,67 @@ async fn push(args: PushArgs) -> Result<()> {
         wasmlet::oci::auth::config_dir().as_deref(),
     )
     .await?;
-    println!("{digest}");
-    Ok(())
+    print_out(&format!("{digest}\n"))
 }
 
 /// What one instance needs from the host, beside the host's limits.
-fn print_needs(needs: &Footprint, limits: &PerComponent) {
-    println!("needs, per instance (limit):");
-    println!(
+fn write_needs(out: &mut String, needs: &Footprint, limits: &PerComponent) -> std::fmt::Result {
+    writeln!(out, "needs, per instance (limit):")?;
+    writeln!(
+        out,
         "  core instances: {} ({}, --max-core-instances-per-component)",
         needs.core_instances, limits.core_instances
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  memories: {} ({}, --max-memories-per-component)",
         needs.memories, limits.memories
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  tables: {} ({}, --max-tables-per-component)",
         needs.tables, limits.tables
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  largest table: {} elements ({}, --max-table-elements)",
         needs.largest_table, limits.table_elements
-    );
-    println!("  initial memory: {}", human_bytes(needs.initial_memory));
+    )?;
+    writeln!(
+        out,
+        "  initial memory: {}",
+        human_bytes(needs.initial_memory)
+    )?;
     let max = needs.max_memory.map_or(
         "no maximum declared: up to --max-memory".to_string(),
         human_bytes,
     );
-    println!("  maximum memory: {max}");
+    writeln!(out, "  maximum memory: {max}")
 }
+
+/// A subcommand's output, written to stdout at once. A closed stdout
+/// (`wasmlet check FILE | head -1`) is [`StdoutClosed`]: the reader wanted
+/// no more, so the command ends quietly.
+fn print_out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("failed to write to stdout")),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Stdout was closed before a command's output was written.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}

@@ -3,6 +3,7 @@
 //! container image and Kubernetes manifests can set it.
 
 use crate::config::limits::{Limits, parse_bytes};
+use crate::config::outbound::OutboundRule;
 use crate::observe::logging::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -57,6 +58,9 @@ pub struct ServeArgs {
     pub admin_listen: SocketAddr,
 
     #[command(flatten)]
+    pub grants: OneFileArgs,
+
+    #[command(flatten)]
     pub cache: CacheArgs,
 
     /// Do not watch the manifest and components for changes (reload only on
@@ -80,6 +84,44 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// What `wasmlet serve COMPONENT.wasm` grants its component, with
+/// `wasmtime serve`'s flag names; a manifest grants per route instead.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OneFileArgs {
+    /// An environment variable the component sees: `NAME=VALUE`, or `NAME`
+    /// for the value it has here. Repeatable. Only with COMPONENT.wasm
+    /// (a manifest's route says `env = { NAME = "VALUE" }`).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub env: Vec<(String, String)>,
+
+    /// A host the component may send requests to,
+    /// `scheme://host[:port]` (`*` wildcards as in a manifest's
+    /// `allowed_outbound_hosts`). Repeatable. Only with COMPONENT.wasm.
+    #[arg(long = "allowed-outbound-host", value_name = "URL", value_parser = parse_outbound_rule)]
+    pub allowed_outbound_hosts: Vec<OutboundRule>,
+}
+
+/// `--env NAME=VALUE`, or `NAME` for this process's value of it.
+fn parse_env_var(text: &str) -> Result<(String, String), String> {
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, value.to_string()),
+        None => (
+            text,
+            std::env::var(text)
+                .map_err(|_| format!("`{text}` is not set here (give `{text}=VALUE`)"))?,
+        ),
+    };
+    if name.is_empty() || name.contains('\0') || value.contains('\0') {
+        return Err(format!("`{text}`: expected NAME=VALUE"));
+    }
+    Ok((name.to_string(), value))
+}
+
+/// `--allowed-outbound-host`: a manifest's `allowed_outbound_hosts` entry.
+fn parse_outbound_rule(text: &str) -> Result<OutboundRule, String> {
+    OutboundRule::parse(text)
 }
 
 /// What a client connection may hold, and whom the admin port answers
@@ -262,13 +304,27 @@ fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["component", "config"]))]
 pub struct CheckArgs {
     /// The component to validate.
-    pub component: PathBuf,
+    pub component: Option<PathBuf>,
+
+    /// A manifest to validate as `serve --config` loads it at start-up:
+    /// every route's component (`oci://` ones pulled into --cache-dir, or
+    /// found there), limits, canaries, key-value stores and config values.
+    /// Prints one summary per route; binds nothing.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// The limits to validate against, as `serve` takes them.
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub load: LoadLimits,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -383,6 +439,45 @@ mod tests {
         assert_eq!(args.net.admin_token_file, Some(PathBuf::from("/run/token")));
         let zero = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", "--reload-timeout", "0s"]);
         assert!(zero.is_err());
+    }
+
+    #[test]
+    fn one_file_grants_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmlet",
+            "serve",
+            "x.wasm",
+            "--env",
+            "GREETING=hi=there",
+            "--env",
+            "EMPTY=",
+            "--allowed-outbound-host",
+            "http://127.0.0.1:8080",
+            "--allowed-outbound-host",
+            "https://*.example.com",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            args.grants.env,
+            [
+                ("GREETING".to_string(), "hi=there".to_string()),
+                ("EMPTY".to_string(), String::new())
+            ]
+        );
+        assert_eq!(args.grants.allowed_outbound_hosts.len(), 2);
+        for bad in [
+            ["--env", "=x"],
+            ["--env", "WASMLET_TEST_SURELY_UNSET_VAR"],
+            ["--allowed-outbound-host", "example.com"],
+            ["--allowed-outbound-host", "ftp://example.com"],
+        ] {
+            let parsed = Cli::try_parse_from(["wasmlet", "serve", "x.wasm", bad[0], bad[1]]);
+            let e = parsed.unwrap_err().to_string();
+            assert!(e.contains(bad[0]), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -199,13 +199,22 @@ impl Manifest {
             stores.insert(name, spec);
         }
         let stores = keyvalue::with_default(stores);
-        let mut routes = Vec::with_capacity(file.route.len());
+        let mut routes: Vec<RouteSpec> = Vec::with_capacity(file.route.len());
+        let mut lines = Vec::with_capacity(file.route.len());
         for spanned in file.route {
             let line = line_of(text, &spanned.span());
             let route = spanned.into_inner();
             let spec = validate_route(route, base, text, &stores)
                 .with_context(|| format!("route at line {line}"))?;
+            if let Some(first) = routes.iter().position(|r| r.pattern == spec.pattern) {
+                bail!(
+                    "duplicate route `{}`: at line {} and at line {line}",
+                    spec.pattern,
+                    lines[first]
+                );
+            }
             routes.push(spec);
+            lines.push(line);
         }
         Router::new(routes.iter().map(|r| (r.pattern.clone(), ()))).map_err(anyhow::Error::msg)?;
         Ok(Manifest {
@@ -214,12 +223,36 @@ impl Manifest {
         })
     }
 
-    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`.
-    pub fn single(component: PathBuf) -> Manifest {
+    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`, granting
+    /// what its flags grant.
+    pub fn single(component: PathBuf, grants: &OneFileGrants) -> Manifest {
         Manifest {
-            routes: vec![RouteSpec::catch_all(component)],
+            routes: vec![RouteSpec {
+                env: grants.env.clone(),
+                outbound: grants.outbound.clone(),
+                ..RouteSpec::catch_all(component)
+            }],
             key_value_stores: keyvalue::with_default(BTreeMap::new()),
         }
+    }
+}
+
+/// What `wasmlet serve COMPONENT.wasm` grants its one route, from its
+/// flags: what a manifest's route says with `env` and
+/// `allowed_outbound_hosts`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OneFileGrants {
+    /// `--env NAME=VALUE`, in order (a later one of a name wins).
+    pub env: Vec<(String, String)>,
+    /// `--allowed-outbound-host URL`.
+    pub outbound: Vec<OutboundRule>,
+}
+
+impl OneFileGrants {
+    /// Nothing granted: what a route without `env` and
+    /// `allowed_outbound_hosts` gets.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.outbound.is_empty()
     }
 }
 
@@ -578,6 +611,18 @@ allowed_outbound_hosts = ["http://127.0.0.1:8080"]
             "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n",
         );
         assert!(e.contains("duplicate route `/a`"), "{e}");
+        assert!(
+            e.contains("line 1") && e.contains("line 4"),
+            "both lines: {e}"
+        );
+        // The same pattern spelt twice is the same route.
+        let e = error(
+            "[[route]]\npath = \"/a/...\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/b\"\ncomponent = \"b.wasm\"\n[[route]]\npath = \"/a/...\"\ncomponent = \"c.wasm\"\n",
+        );
+        assert!(
+            e.contains("duplicate route `/a/...`: at line 1 and at line 8"),
+            "{e}"
+        );
     }
 
     const CANARY_ROUTE: &str = "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\n";

@@ -30,7 +30,7 @@ pub fn abort(table: &RoutingTable, route: &str) -> Result<(), ActionError> {
         let phase = canary.state.phase();
         return Err(ActionError::Finished(route.into(), phase));
     }
-    tracing::warn!(route, canary_digest = %canary.state.digest.hex(), "canary aborted: its weight is now 0");
+    tracing::warn!(route, canary_digest = %canary.state.digest, "canary aborted: its weight is now 0");
     Ok(())
 }
 
@@ -49,7 +49,7 @@ pub fn promote(table: &RoutingTable, route: &str) -> Result<RoutingTable, Action
         canary: None,
         promoted: Some(canary.state.clone()),
     });
-    tracing::info!(route, digest = %canary.state.digest.hex(), generation, "canary promoted to stable");
+    tracing::info!(route, digest = %canary.state.digest, generation, "canary promoted to stable");
     let router = Router::new(table.router.iter().map(|(pattern, h)| {
         let h = if Arc::ptr_eq(h, stable) {
             promoted.clone()

@@ -63,7 +63,7 @@ use crate::wasm::outbound::{OutboundGrant, OwnAddresses};
 use crate::wasm::sandbox::{ConfigGrant, Grants, MemoryBudget};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime_wasi_http::handler::ProxyPre;
@@ -112,7 +112,11 @@ pub struct ReloadReport {
     pub outcome: ReloadOutcome,
     pub generation: u64,
     pub routes: usize,
-    /// Components compiled (or loaded from the cache) by this reload.
+    /// Components this reload compiled (or loaded from the compile cache)
+    /// that the table serving after it uses: 0 when `unchanged`, so the
+    /// counts never contradict the outcome (a reload after a promotion
+    /// loads the manifest's old stable version again, only to leave it
+    /// out).
     pub compiled: usize,
 }
 
@@ -213,7 +217,7 @@ impl Reloader {
         let Ok(_running) = tokio::time::timeout_at(deadline, self.running.lock()).await else {
             let error = self.past_deadline("waiting for the reload before it");
             let message = format!("{error:#}");
-            tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+            self.log_failure(trigger, &message);
             self.registry.record_failure(message, BTreeMap::new());
             self.metrics.reload("error");
             return Err(error);
@@ -241,7 +245,7 @@ impl Reloader {
             }
             Err((error, route_errors)) => {
                 let message = format!("{error:#}");
-                tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+                self.log_failure(trigger, &message);
                 self.registry.record_failure(message, route_errors);
                 self.metrics.reload("error");
                 Err(error)
@@ -249,6 +253,18 @@ impl Reloader {
         };
         self.prune_cache().await;
         result
+    }
+
+    /// Logs a failed reload. Only once something serves does a failure
+    /// leave "the previous handlers" serving; before that (the start-up
+    /// load) the caller reports the error, as the one `error:` line the
+    /// process exits with.
+    fn log_failure(&self, trigger: &str, message: &str) {
+        if self.registry.is_loaded() {
+            tracing::error!(trigger = %trigger, error = %message, "reload failed; the previous handlers keep serving");
+        } else {
+            tracing::debug!(trigger = %trigger, error = %message, "load failed; nothing is served yet");
+        }
     }
 
     /// The error of a reload that ran out of --reload-timeout while `doing`.
@@ -289,7 +305,7 @@ impl Reloader {
         .await;
         let mut loaded = Vec::with_capacity(manifest.routes.len());
         let mut errors = BTreeMap::new();
-        let mut compiled = 0;
+        let mut compiled = HashSet::new();
         let stores = manifest.key_value_stores;
         for (spec, pulls) in manifest.routes.into_iter().zip(pulls) {
             let label = spec.pattern.to_string();
@@ -314,7 +330,7 @@ impl Reloader {
                 .unwrap_or_else(|_| Err(self.past_deadline("loading this route")))
             {
                 Ok((component, canary, fresh)) => {
-                    compiled += fresh;
+                    compiled.extend(fresh);
                     loaded.push((spec, component, canary));
                 }
                 Err(error) => {
@@ -346,7 +362,7 @@ impl Reloader {
     fn publish(
         &self,
         loaded: Vec<(RouteSpec, LoadedVersion, Option<LoadedVersion>)>,
-        compiled: usize,
+        fresh: HashSet<Digest>,
     ) -> Result<ReloadReport, String> {
         let _publishing = self
             .publishing
@@ -376,9 +392,18 @@ impl Reloader {
                 outcome: ReloadOutcome::Unchanged,
                 generation,
                 routes: routes.len(),
-                compiled,
+                compiled: 0,
             });
         }
+        let compiled = routes
+            .iter()
+            .flat_map(|r| {
+                std::iter::once(r.stable.component.digest)
+                    .chain(r.canary.iter().map(|c| c.handler.component.digest))
+            })
+            .filter(|digest| fresh.contains(digest))
+            .collect::<HashSet<_>>()
+            .len();
 
         let router = Router::new(
             routes
@@ -436,25 +461,28 @@ impl Reloader {
     }
 
     /// A route's component and its canary's, each loaded by [`Self::load_route`]
-    /// from what [`Self::pull_versions`] pulled. Returns how many were compiled.
+    /// from what [`Self::pull_versions`] pulled. Returns the digests of those
+    /// compiled (not already loaded).
     async fn load_versions(
         &self,
         spec: &RouteSpec,
         (pulled, canary_pulled): RoutePulls,
         known: &HashMap<Digest, &Arc<LoadedComponent>>,
-    ) -> Result<(LoadedVersion, Option<LoadedVersion>, usize)> {
+    ) -> Result<(LoadedVersion, Option<LoadedVersion>, Vec<Digest>)> {
         let (stable, fresh, resolved) = self.load_route(spec, pulled, known).await?;
+        let mut compiled: Vec<Digest> = fresh.then_some(stable.digest).into_iter().collect();
         let Some(canary_spec) = Self::canary_spec(spec) else {
-            return Ok(((stable, resolved), None, usize::from(fresh)));
+            return Ok(((stable, resolved), None, compiled));
         };
         let (canary, canary_fresh, canary_resolved) = self
             .load_route(&canary_spec, canary_pulled, known)
             .await
             .context("canary")?;
+        compiled.extend(canary_fresh.then_some(canary.digest));
         Ok((
             (stable, resolved),
             Some((canary, canary_resolved)),
-            usize::from(fresh) + usize::from(canary_fresh),
+            compiled,
         ))
     }
 
@@ -551,7 +579,7 @@ impl Reloader {
             .observe(loaded.compile_time.as_secs_f64());
         tracing::info!(
             component = %loaded.path.display(),
-            digest = %loaded.digest.hex(),
+            digest = %loaded.digest,
             size_bytes = loaded.size,
             compile_ms = loaded.compile_time.as_secs_f64() * 1e3,
             cache = %loaded.cache.as_str(),
@@ -645,8 +673,8 @@ impl Reloader {
         let pulled = puller.fetch(reference, trust.as_ref()).await?;
         tracing::info!(
             reference = %reference,
-            digest = %pulled.manifest_digest,
-            layer = %pulled.layer_digest,
+            resolved_digest = %pulled.manifest_digest,
+            digest = %pulled.layer_digest,
             from_cache = pulled.from_cache,
             "component resolved"
         );

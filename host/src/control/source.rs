@@ -6,7 +6,7 @@
 //! two versions; the file watcher watches the folders [`Source::watch_dirs`]
 //! names.
 
-use crate::config::manifest::Manifest;
+use crate::config::manifest::{Manifest, OneFileGrants};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum Source {
     Manifest(PathBuf),
-    Component(PathBuf),
+    /// `wasmlet serve COMPONENT.wasm`, with what its flags grant.
+    Component(PathBuf, OneFileGrants),
 }
 
 impl Source {
@@ -22,14 +23,14 @@ impl Source {
     pub fn manifest(&self) -> Result<Manifest> {
         match self {
             Source::Manifest(path) => Manifest::load(&snapshot(path)),
-            Source::Component(path) => Ok(Manifest::single(path.clone())),
+            Source::Component(path, grants) => Ok(Manifest::single(path.clone(), grants)),
         }
     }
 
     /// The directory holding the manifest (or the single component).
     fn home(&self) -> PathBuf {
         let file = match self {
-            Source::Manifest(p) | Source::Component(p) => p,
+            Source::Manifest(p) | Source::Component(p, _) => p,
         };
         match file.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

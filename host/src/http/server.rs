@@ -221,7 +221,7 @@ async fn handle(
         route = %handler.as_ref().map_or(NO_ROUTE, |h| &*h.stable.label),
         status,
         duration_ms = elapsed.as_secs_f64() * 1e3,
-        digest = %serving.map_or("", |h| h.component.digest.hex()),
+        digest = serving.map(|h| tracing::field::display(h.component.digest)),
         version = version.map_or("", |v| v.as_str()),
         request_id = %request_id,
         "request"

@@ -408,7 +408,7 @@ impl Canary {
             self.rollbacks.inc();
             tracing::warn!(
                 route = %self.handler.label,
-                canary_digest = %self.state.digest.hex(),
+                canary_digest = %self.state.digest,
                 reason = %reason,
                 "canary rolled back: its weight is now 0"
             );
@@ -417,9 +417,17 @@ impl Canary {
 
     pub fn describe(&self) -> CanaryDoc {
         let reason = self.state.reason();
-        let window = self.state.window.lock().unwrap().as_ref().map(|w| {
+        // Present from the start on a route with a rollback policy (zero
+        // counts before the first outcome), as docs/canary.md shows it.
+        let counted = self.state.window.lock().unwrap().as_ref().map(|w| {
             let [stable, canary] = w.totals(w.tick(Instant::now()));
             WindowDoc { stable, canary }
+        });
+        let window = self.spec.rollback.map(|_| {
+            counted.unwrap_or(WindowDoc {
+                stable: Counts::default(),
+                canary: Counts::default(),
+            })
         });
         CanaryDoc {
             component: self.spec.component.display().to_string(),

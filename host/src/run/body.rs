@@ -49,6 +49,9 @@ pub struct Flags {
     too_large: AtomicBool,
     /// The request body arrived slower than --min-body-rate.
     too_slow: AtomicBool,
+    /// The client went away (or broke the request body) before the
+    /// body's end.
+    client_gone: AtomicBool,
     /// The guest faulted; set before its store (and so the response body
     /// stream) is dropped, so a body that ends after it is cut, not finished.
     faulted: AtomicBool,
@@ -74,6 +77,7 @@ impl Flags {
             min_body_rate,
             too_large: AtomicBool::new(false),
             too_slow: AtomicBool::new(false),
+            client_gone: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
             stalled_by_client: AtomicBool::new(false),
             started: std::time::Instant::now(),
@@ -108,6 +112,22 @@ impl Flags {
         }
     }
 
+    /// Why the host refused the request, if it did: its body too large
+    /// (`body_too_large`), too slow (`body_too_slow`), or its client gone
+    /// before the body's end (`client_gone`). A guest's failure after
+    /// that is not its own.
+    pub fn refused(&self) -> Option<&'static str> {
+        if self.too_large.load(Ordering::Acquire) {
+            Some("body_too_large")
+        } else if self.too_slow.load(Ordering::Acquire) {
+            Some("body_too_slow")
+        } else if self.client_gone.load(Ordering::Acquire) {
+            Some("client_gone")
+        } else {
+            None
+        }
+    }
+
     /// Whether the response body must be cut rather than ended.
     pub fn cut(&self) -> bool {
         self.faulted.load(Ordering::Acquire)
@@ -133,11 +153,10 @@ impl Flags {
     }
 
     /// Whether the request ended badly through its client: a body refused
-    /// (too large, too slow), or a timeout while the host waited on it.
+    /// (too large, too slow) or broken off, or a timeout while the host
+    /// waited on it.
     pub fn client_caused(&self) -> bool {
-        self.stalled_by_client.load(Ordering::Acquire)
-            || self.too_large.load(Ordering::Acquire)
-            || self.too_slow.load(Ordering::Acquire)
+        self.stalled_by_client.load(Ordering::Acquire) || self.refused().is_some()
     }
 
     /// How long the host has been waiting on the client now (the longer
@@ -310,7 +329,10 @@ impl Body for GuardedBody {
         self.flags.upload_wait.store(0, Ordering::Release);
         let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => {
+                self.flags.client_gone.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err(e.into())));
+            }
             None => return Poll::Ready(None),
         };
         self.pace

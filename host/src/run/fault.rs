@@ -16,7 +16,8 @@
 //!
 //! Faults are logged once by a route version's [`Reporter`], naming the
 //! route, the component digest, the request id and the cause, and counted
-//! by kind. [`answer`] is the one mapping from a failed request to the
+//! by kind; not a fault that followed the host's own refusal of the
+//! request (413, 408, a client gone), which is the client's doing. [`answer`] is the one mapping from a failed request to the
 //! host's response: a refused request body wins over the fault it caused.
 
 use crate::base::digest::Digest;
@@ -106,11 +107,27 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Logs `fault` of request `request_id`, and counts it.
-    pub fn report(&self, request_id: &str, fault: &Fault) {
+    /// Logs `fault` of request `request_id`, and counts it, unless it
+    /// followed the host's own refusal of the request (`flags`): a body
+    /// past its limit (413) or too slow (408), or a client gone. A guest
+    /// reading such a body fails through no fault of its own, so that is
+    /// one info line naming the refusal, counted where refusals are
+    /// (`wasmlet_requests_rejected_total`), never as a handler fault.
+    pub fn report(&self, request_id: &str, fault: &Fault, flags: &Flags) {
+        if let Some(refused) = flags.refused() {
+            tracing::info!(
+                route = %self.label,
+                digest = %self.digest,
+                request_id = %request_id,
+                refused = %refused,
+                kind = %fault.kind(),
+                "handler ended after the host refused its request"
+            );
+            return;
+        }
         report(
             &self.label,
-            self.digest.hex(),
+            &self.digest.to_string(),
             &self.metrics,
             request_id,
             fault,
@@ -120,7 +137,7 @@ impl Reporter {
     /// Logs that the guest answered with an error code instead of a
     /// response; the host answers [`handler_error`].
     pub fn error_code(&self, request_id: &str, code: &impl std::fmt::Debug) {
-        tracing::warn!(route = %self.label, digest = %self.digest.hex(), request_id = %request_id, error_code = ?code, "handler answered with an error code");
+        tracing::warn!(route = %self.label, digest = %self.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
     }
 }
 

@@ -139,10 +139,13 @@ pub async fn run(
             None => response.map(|body| ResponseBody::from_guest(body, flags)),
             Some(refused) => refused,
         },
-        Ok(Err(code)) => {
+        // A guest reading a body the host refused answers an error code
+        // through no fault of its own: the client gets the refusal, as on
+        // the 0.3 path.
+        Ok(Err(code)) => flags.refusal().unwrap_or_else(|| {
             route.reporter.error_code(&request_id, &code);
             fault::handler_error()
-        }
+        }),
         // The guest ended (its store, and with it the sender, is gone)
         // without a response: its task says why.
         Err(_) => {
@@ -150,7 +153,7 @@ pub async fn run(
                 Ok(Err(fault)) => fault,
                 Ok(Ok(())) => {
                     let fault = Fault::NoResponse;
-                    route.reporter.report(&request_id, &fault);
+                    route.reporter.report(&request_id, &fault, &flags);
                     fault
                 }
                 Err(join) => Fault::Trap(format!("guest task failed: {join}")),
@@ -248,7 +251,7 @@ impl GuestRun {
             route.instances.retired(served);
         }
         flags.fault(fault == Fault::Timeout);
-        route.reporter.report(&request_id, &fault);
+        route.reporter.report(&request_id, &fault, &flags);
         Err(fault)
         // `store` drops here, closing the response body stream.
     }

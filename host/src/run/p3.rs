@@ -164,8 +164,10 @@ impl P3Route {
             Err(error) => match self.fault_of(&error, cause_rx).await {
                 Ok(fault) => fault,
                 Err(code) => {
-                    reporter.error_code(&request_id, &code);
-                    return flags.refusal().unwrap_or_else(fault::handler_error);
+                    return flags.refusal().unwrap_or_else(|| {
+                        reporter.error_code(&request_id, &code);
+                        fault::handler_error()
+                    });
                 }
             },
         };
@@ -279,7 +281,7 @@ impl P3Request {
     fn fail(&self, fault: Fault) {
         self.flags.fault(fault == Fault::Timeout);
         if !self.reported.swap(true, Ordering::AcqRel) {
-            self.reporter.report(&self.request_id, &fault);
+            self.reporter.report(&self.request_id, &fault, &self.flags);
         }
         self.cause
             .send_if_modified(|cause| cause.is_none().then(|| *cause = Some(fault)).is_some());

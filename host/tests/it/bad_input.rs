@@ -16,6 +16,12 @@ fn serve_fails(args: &[&str]) -> String {
         .filter(|l| l.starts_with("error: "))
         .collect();
     assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
+    // Issue 31, finding 1: at start-up nothing serves yet, so nothing
+    // "keeps serving"; the `error:` line is the only word of it.
+    assert!(
+        !stderr.contains("keep serving") && !stderr.contains("ERROR"),
+        "the error is said once, by the `error:` line: {stderr}"
+    );
     errors[0].to_string()
 }
 
@@ -120,6 +126,7 @@ fn port_already_in_use() {
         .expect(&stderr);
     assert!(e.contains(&addr) && e.contains("in use"), "{e}");
     assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(!stderr.contains("keep serving"), "{stderr}");
 }
 
 #[test]
@@ -158,4 +165,20 @@ fn manifest_naming_a_missing_component() {
     );
     let e = serve_fails(&["--config", path_str(&manifest)]);
     assert!(e.contains("gone.wasm"), "{e}");
+}
+
+/// Issue 31, finding 2: a route given twice names both of its lines.
+#[test]
+fn duplicate_route_names_both_lines() {
+    let dir = tempdir();
+    let manifest = dir.path().join("dup.toml");
+    write(
+        &manifest,
+        "[[route]]\npath = \"/\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/\"\ncomponent = \"b.wasm\"\n",
+    );
+    let e = serve_fails(&["--config", path_str(&manifest)]);
+    assert!(
+        e.contains("dup.toml") && e.contains("duplicate route `/`: at line 1 and at line 5"),
+        "{e}"
+    );
 }

@@ -1138,3 +1138,49 @@ fn a_bad_admin_token_file_fails_start_up_naming_it() {
         }
     }
 }
+
+/// Issue 31, finding 10: `/handlers`' canary `window` is there from the
+/// start (zero counts), digests are spelt `sha256:HEX` in the logs as in
+/// `/handlers`, and a reload after a promotion that changes nothing says
+/// so with counts that agree: it loads the manifest's old stable version
+/// again only to leave it out, so it compiled nothing that serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn shapes_hold_from_the_start_and_a_reload_after_a_promotion_agrees_with_itself() {
+    let dir = tempdir();
+    copy(wasm::V1, &dir.path().join("v1.wasm"));
+    copy(wasm::V2, &dir.path().join("canary.wasm"));
+    let host = serve(dir.path(), &rolled_back_at(100), &[]);
+    let doc = route_doc(&host, "/...").await;
+    assert_eq!(
+        doc["canary"]["window"],
+        serde_json::json!({
+            "stable": { "total": 0, "failed": 0 },
+            "canary": { "total": 0, "failed": 0 }
+        }),
+        "{doc:#}"
+    );
+    let (v1, v2) = (digest_of(wasm::V1), digest_of(wasm::V2));
+    let r = get(host.public, "/").await;
+    assert_eq!(r.status, 200);
+    let request = host
+        .wait_for_log(Duration::from_secs(5), |l| l.contains(" request "))
+        .unwrap();
+    let digest = field(&request, "digest");
+    assert!(digest == v1 || digest == v2, "{request}");
+    let loaded: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("component loaded"))
+        .map(|l| field(&l, "digest"))
+        .collect();
+    assert_eq!(loaded.len(), 2, "{:#?}", host.logs());
+    assert!(loaded.contains(&v1) && loaded.contains(&v2), "{loaded:?}");
+
+    assert_eq!(admin_post(&host, "/routes/.../promote").await.status, 200);
+    let r = reload(host.admin).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(report["outcome"], "unchanged", "{report}");
+    assert_eq!(report["compiled"], 0, "{report}");
+    assert_eq!(route_doc(&host, "/...").await["digest"], v2);
+}

@@ -14,7 +14,7 @@ use wasmlet::wasm::engine::Wasmtime;
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_503_until_the_first_load_completes() {
     let (app, _ticker) = App::new(
-        Source::Component(pathbuf(wasm::HELLO)),
+        Source::Component(pathbuf(wasm::HELLO), Default::default()),
         Limits::default(),
         LoadLimits::default(),
         &wasmlet::config::cli::CacheArgs::default(),

@@ -256,6 +256,76 @@ async fn request_bodies_over_the_limit_get_413() {
     );
 }
 
+/// Issue 31, finding 5: a handler that fails because the host refused its
+/// request body (a chunked body past --max-body-size) is not the handler's
+/// fault: no `handler fault` line, no `kind="trap"`, for a 0.2 and a 0.3
+/// handler alike; the refusal counts as what it is, a 413.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_is_not_counted_as_a_handler_fault() {
+    let (_dir, manifest) = routes(&[("/...", wasm::COUNT, ""), ("/echo", wasm::P3, "")]);
+    let host = Wasmlet::serve(&["--config", &manifest, "--max-body-size", "1KiB"]);
+    for path in ["/count", "/echo"] {
+        let chunked = http::Request::post(path)
+            .header("host", "x")
+            .body(streamed_body(64 << 10, 512))
+            .unwrap();
+        let r = send(host.public, chunked).await.unwrap();
+        assert_eq!(r.status, 413, "{path}: {}", r.text());
+    }
+    // The guests end after the 413 is sent: give them the time to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = get(host.admin, "/metrics").await.text();
+    for route in ["/...", "/echo"] {
+        for kind in ["trap", "no_response"] {
+            let series = format!(
+                "wasmlet_handler_faults_total{{route=\"{route}\",version=\"stable\",kind=\"{kind}\"}}"
+            );
+            assert_eq!(sample(&text, &series), 0.0, "{series}\n{text}");
+        }
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "wasmlet_requests_rejected_total{reason=\"body_too_large\"}"
+        ),
+        2.0
+    );
+    let faults: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("handler fault") || l.contains("ERROR"))
+        .collect();
+    assert!(faults.is_empty(), "{faults:#?}");
+}
+
+/// Issue 31, finding 5: a client that goes away mid-body makes the 0.2
+/// handler reading it fail; that is the client's doing, logged as such,
+/// and no handler fault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_gone_mid_body_is_not_counted_as_a_handler_fault() {
+    let host = Wasmlet::serve(&[wasm::COUNT]);
+    let mut stream = tokio::net::TcpStream::connect(host.public).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunk = format!("400\r\n{}\r\n", "a".repeat(1024));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(chunk.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("handler ended after the host refused its request")
+        })
+        .unwrap_or_else(|| panic!("no refusal line:\n{}", host.logs().join("\n")));
+    assert!(line.contains("refused=client_gone"), "{line}");
+    let series = "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"trap\"}";
+    assert_eq!(metric(&host, series).await, 0.0);
+    assert!(
+        !host.logs().iter().any(|l| l.contains("handler fault")),
+        "{:#?}",
+        host.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_get_431() {
     let host = Wasmlet::serve(&[wasm::HELLO, "--max-header-size", "16KiB"]);

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cache;
 mod canary;
+mod cli;
 mod docs;
 mod fake_registry;
 mod foundation;

@@ -174,8 +174,9 @@ async fn request_ids_are_returned_and_logged_as_json() {
     assert_eq!(json["route"], "/...");
     assert_eq!(json["status"], 200);
     assert!(json["duration_ms"].as_f64().is_some());
+    // `sha256:HEX`, as /handlers spells it (issue 31, finding 10).
     let digest = crate::foundation::sha256_hex(&std::fs::read(wasm::HELLO).unwrap());
-    assert_eq!(json["digest"], digest);
+    assert_eq!(json["digest"], format!("sha256:{digest}"));
 
     // Without one, a fresh id is made and returned.
     let a = get(host.public, "/").await;

@@ -1166,3 +1166,47 @@ async fn a_hung_credential_helper_is_killed_and_the_reload_fails_in_time() {
     }
     assert_eq!(get(host.public, "/").await.text(), "v1");
 }
+
+/// Issue 31, finding 3: `check --config` pulls an `oci://` component as
+/// start-up does, and a second check finds it in --cache-dir with the
+/// registry gone; nothing is bound either time.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_pulls_an_oci_component_then_finds_it_in_the_cache() {
+    let registry = FakeRegistry::start().await;
+    let digest = registry.push(None, &wasm(wasm::V1));
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let reference = registry.reference(&format!("@{digest}"));
+    let config = manifest(dir.path(), &reference);
+    let insecure = registry.addr.to_string();
+    let check = {
+        let (config, cache, insecure) = (config.clone(), cache.clone(), insecure.clone());
+        move || {
+            run(&[
+                "check",
+                "--config",
+                &config,
+                "--cache-dir",
+                path_str(&cache),
+                "--insecure-registry",
+                &insecure,
+                "--pull-timeout",
+                "1s",
+            ])
+        }
+    };
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(check.clone()).await.unwrap();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("/...: {reference}"))
+            && stdout.contains(&format!("resolved: {digest}")),
+        "{stdout}"
+    );
+    let pulled = gets(&registry);
+    assert!(pulled > 0, "it pulled");
+    registry.stop();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(check).await.unwrap();
+    assert!(status.success(), "from the cache: {stdout}\n{stderr}");
+    assert_eq!(gets(&registry), pulled, "{:?}", registry.log());
+}
