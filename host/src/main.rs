@@ -195,8 +195,11 @@ async fn push(args: PushArgs) -> Result<()> {
     let wasm =
         component::WasmFile::read(&args.component, LoadLimits::default().max_component_size)?;
     wasm.check_header()?;
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let created = wasmlet::oci::push::created(&args.component, epoch.as_deref())?;
     let digest = wasmlet::oci::push::push(
         &wasm.bytes,
+        created,
         &target,
         &args.registry.insecure_registries,
         wasmlet::oci::auth::config_dir().as_deref(),

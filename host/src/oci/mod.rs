@@ -39,6 +39,41 @@ pub use reference::OciRef;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use std::time::Duration;
 
+/// Whether `error` is this host's TLS client meeting a registry that
+/// answered in plain HTTP (rustls reads a first record that is not TLS). It
+/// will not pass by retrying; `--insecure-registry` is what the user wants
+/// if the registry is meant to speak HTTP.
+pub fn is_plain_http(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        // tokio-rustls hands rustls' error up inside an io::Error (which a
+        // connector may wrap in another), whose `source()` skips it: look
+        // inside each.
+        let mut cause: &(dyn std::error::Error + 'static) = cause;
+        loop {
+            if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                );
+            }
+            match cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => cause = inner,
+                None => return false,
+            }
+        }
+    })
+}
+
+/// What to tell the user when [`is_plain_http`] holds for `registry`.
+pub fn plain_http_hint(registry: &str) -> String {
+    format!(
+        "{registry} answered in plain HTTP, not HTTPS: if it serves only HTTP (a local registry), add --insecure-registry {registry}"
+    )
+}
+
 /// How long connecting to a registry may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const USER_AGENT: &str = concat!("wasmlet/", env!("CARGO_PKG_VERSION"));
@@ -62,4 +97,25 @@ pub fn client(insecure: &[String]) -> oci_client::Client {
         user_agent: USER_AGENT,
         ..ClientConfig::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_http_answer_is_recognised_through_the_io_error() {
+        let tls = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let wrapped = std::io::Error::other(std::io::Error::other(tls));
+        let error = anyhow::Error::from(wrapped)
+            .context("error sending request")
+            .context("push failed");
+        assert!(is_plain_http(&error));
+        let other = anyhow::Error::from(std::io::Error::other(rustls::Error::DecryptError));
+        assert!(!is_plain_http(&other));
+        assert!(!is_plain_http(&anyhow::anyhow!(
+            "InvalidContentType, said as text"
+        )));
+        assert!(plain_http_hint("r:5000").ends_with("add --insecure-registry r:5000"));
+    }
 }

@@ -162,6 +162,11 @@ impl Puller {
                     retry: true,
                 },
             };
+            if super::is_plain_http(&error) {
+                let hint = super::plain_http_hint(reference.reference.resolve_registry());
+                let error = one_line(&error);
+                return Err(anyhow!("`{reference}`: {what} failed: {hint} ({error})"));
+            }
             if !retry || tries >= PULL_ATTEMPTS {
                 let attempts = if retry {
                     format!(" after {tries} attempts")

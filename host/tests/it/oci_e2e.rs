@@ -508,6 +508,80 @@ async fn push_and_pull_against_distribution() {
     let layer = crate::fake_registry::sha256(&std::fs::read(wasm::V1).unwrap());
     assert_eq!(manifest["layers"][0]["digest"], layer.as_str());
 
+    // Issue 31 (9): the same file pushes to the same digest, a second
+    // later too (the config's `created` is the file's modification time);
+    // with SOURCE_DATE_EPOCH, a copy of it does as well.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = wasmlet_push(wasm::V1, &format!("oci://{addr}/e2e/v1:again"), &addr);
+    assert_eq!(again, pushed, "the same file, pushed again");
+    let dir = tempdir();
+    let copy = dir.path().join("v1.wasm");
+    std::fs::copy(wasm::V1, &copy).unwrap();
+    let epoch_push = |file: &str, tag: &str| {
+        let (status, stdout, stderr) = run_with_env(
+            &[
+                "push",
+                file,
+                &format!("oci://{addr}/e2e/v1:{tag}"),
+                "--insecure-registry",
+                &addr,
+            ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        );
+        assert!(status.success(), "{stderr}");
+        stdout.trim().to_string()
+    };
+    let epoch = epoch_push(wasm::V1, "epoch");
+    assert_eq!(epoch_push(path_str(&copy), "epoch-copy"), epoch);
+    assert_ne!(epoch, pushed);
+    let (status, _, stderr) = run_with_env(
+        &[
+            "push",
+            wasm::V1,
+            &format!("oci://{addr}/e2e/v1:bad"),
+            "--insecure-registry",
+            &addr,
+        ],
+        &[("SOURCE_DATE_EPOCH", "yesterday")],
+    );
+    assert!(
+        !status.success() && stderr.contains("SOURCE_DATE_EPOCH"),
+        "{stderr}"
+    );
+    // Issue 31 (8): a plain-HTTP registry not named insecure.
+    let (status, _, stderr) = run(&["push", wasm::V1, &format!("oci://{addr}/e2e/v1:tls")]);
+    assert!(
+        !status.success()
+            && stderr.contains("answered in plain HTTP")
+            && stderr.contains(&format!("--insecure-registry {addr}")),
+        "{stderr}"
+    );
+
+    // ... and `serve` says the same at once, without retrying it.
+    let dir = tempdir();
+    let config = dir.path().join("wasmlet.toml");
+    write(
+        &config,
+        format!("[[route]]\npath = \"/...\"\ncomponent = \"oci://{addr}/e2e/v1@{pushed}\"\n"),
+    );
+    let cache = dir.path().join("cache");
+    let (status, _, stderr) = serve_to_exit(
+        &[
+            "--config",
+            path_str(&config),
+            "--cache-dir",
+            path_str(&cache),
+        ],
+        &[],
+    );
+    assert!(
+        !status.success()
+            && stderr.contains("answered in plain HTTP")
+            && stderr.contains(&format!("--insecure-registry {addr}"))
+            && !stderr.contains("retrying"),
+        "{stderr}"
+    );
+
     // Refusals: not a component, a digest as the target.
     let (status, _, stderr) = run(&[
         "push",
