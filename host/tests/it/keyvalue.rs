@@ -239,6 +239,23 @@ async fn stores_not_granted_and_limits_are_the_interfaces_errors() {
     assert_eq!(refused, 2.0);
 }
 
+/// `GET /count` until it answers 200 (10 s at most): the store is back.
+async fn until_counting(host: &Wasmlet) -> Reply {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = get(host.public, "/count").await;
+        if reply.status == 200 {
+            return reply;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A `redis-server` on a free loopback port with a password; killed on drop.
 struct RedisServer {
     child: Child,
@@ -363,20 +380,8 @@ async fn redis_down_at_start_then_up_recovers() {
     assert!(start.elapsed() < Duration::from_secs(10));
     assert!(!down.text().contains(REDIS_PASSWORD) && !down.text().contains("127.0.0.1"));
     let _redis = RedisServer::start(port, REDIS_PASSWORD);
-    let started = std::time::Instant::now();
-    loop {
-        let reply = get(host.public, "/count").await;
-        if reply.status == 200 {
-            assert!(reply.text().starts_with("Hello World! I have been seen"));
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still {}",
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reply = until_counting(&host).await;
+    assert!(reply.text().starts_with("Hello World! I have been seen"));
     assert!(!host.logs().join("\n").contains(REDIS_PASSWORD));
 }
 
@@ -420,17 +425,5 @@ async fn a_redis_that_hangs_gives_an_error_not_a_hung_request() {
         assert_eq!(task.await.unwrap(), 503);
     }
     signal("-CONT");
-    let started = std::time::Instant::now();
-    loop {
-        let reply = get(host.public, "/count").await;
-        if reply.status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still {}",
-            reply.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_counting(&host).await;
 }
