@@ -43,6 +43,14 @@ impl Pattern {
                 "route path `{text}`: `...` is only allowed as a final `/...` segment"
             ));
         }
+        // Spin's named segments would silently be an exact match on a
+        // literal `:id` here: refused, with what to write instead.
+        if base.split('/').any(|segment| segment.starts_with(':')) {
+            return Err(format!(
+                "route path `{text}`: named segments (`/:name`) are not supported; \
+                 route the prefix with `/...` and read the rest from the `spin-path-info` header"
+            ));
+        }
         Ok(if wildcard {
             Pattern::Prefix(base.to_string())
         } else {
@@ -56,6 +64,25 @@ impl Pattern {
             Pattern::Prefix(base) => path
                 .strip_prefix(base.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
+
+    /// The part of `path` below this pattern, as Spin's `spin-path-info`
+    /// gives it: `/api/...` on `/api/users/7` is `/users/7`, on `/api/` it
+    /// is `/`, on `/api` it is empty; an exact pattern leaves nothing.
+    /// `path` must be one this pattern matches.
+    pub fn path_info<'a>(&self, path: &'a str) -> &'a str {
+        match self {
+            Pattern::Exact(_) => "",
+            Pattern::Prefix(base) => path.get(base.len()..).unwrap_or(""),
+        }
+    }
+
+    /// The pattern without its wildcard (Spin's `spin-component-route`):
+    /// `/api/...` is `/api`, `/...` is empty, `/hello` is itself.
+    pub fn base(&self) -> &str {
+        match self {
+            Pattern::Exact(p) | Pattern::Prefix(p) => p,
         }
     }
 
@@ -140,10 +167,15 @@ impl<T> Router<T> {
 
     /// The most specific route matching `path`.
     pub fn find(&self, path: &str) -> Option<&T> {
+        self.find_match(path).map(|(_, value)| value)
+    }
+
+    /// The most specific route matching `path`, with the pattern it matched.
+    pub fn find_match(&self, path: &str) -> Option<(&Pattern, &T)> {
         self.routes
             .iter()
             .find(|(pattern, _)| pattern.matches(path))
-            .map(|(_, value)| value)
+            .map(|(pattern, value)| (pattern, value))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(Pattern, T)> {
@@ -183,6 +215,33 @@ mod tests {
         assert!(Pattern::parse("/a/.../b").is_err());
         assert!(Pattern::parse("/a*").is_err());
         assert!(Pattern::parse("/a?x=1").is_err());
+        let named = Pattern::parse("/users/:id/...").unwrap_err();
+        assert!(
+            named.contains("named segments") && named.contains("spin-path-info"),
+            "{named}"
+        );
+        assert!(
+            Pattern::parse("/a:b").is_ok(),
+            "a colon inside a segment is literal"
+        );
+    }
+
+    #[test]
+    fn path_info_and_base_are_spins() {
+        // Spin's own cases (its router's trailing-wildcard tests).
+        let test = Pattern::parse("/test/...").unwrap();
+        assert_eq!(test.path_info("/test"), "");
+        assert_eq!(test.path_info("/test/"), "/");
+        assert_eq!(test.path_info("/test/hello"), "/hello");
+        assert_eq!(test.path_info("/test/hello/"), "/hello/");
+        assert_eq!(test.base(), "/test");
+        let all = Pattern::parse("/...").unwrap();
+        assert_eq!(all.path_info("/1/2/3"), "/1/2/3");
+        assert_eq!(all.path_info("/"), "/");
+        assert_eq!(all.base(), "");
+        let exact = Pattern::parse("/hello").unwrap();
+        assert_eq!(exact.path_info("/hello"), "");
+        assert_eq!(exact.base(), "/hello");
     }
 
     #[test]

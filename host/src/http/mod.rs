@@ -5,8 +5,10 @@
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
 //! - [`state`]: the state both ports read ([`state::App`]) and request ids.
+//! - [`spin_headers`]: the `spin-*` request headers that say where a request sits in its route.
 
 pub mod admin;
 pub mod connection;
 pub mod server;
+pub mod spin_headers;
 pub mod state;

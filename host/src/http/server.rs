@@ -10,6 +10,7 @@
 use crate::config::cli::NetLimits;
 use crate::config::router;
 use crate::http::connection::{Connections, Policy};
+use crate::http::spin_headers;
 use crate::http::state::{App, REQUEST_ID};
 use crate::observe::metrics::NO_ROUTE;
 use crate::routing::canary::{Client, Outcome, VERSION_HEADER};
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -53,8 +54,9 @@ pub async fn serve(
             accepted = connections.accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        // The client's address, which a canary's share cap counts by.
-        let peer = stream.peer_addr().ok().map(|addr| addr.ip());
+        // The client's address: a canary's share cap counts by it, and a
+        // handler sees it in `spin-client-addr`.
+        let peer = stream.peer_addr().ok();
         // Moved to a worker as a plain socket, registered there with that
         // worker's reactor.
         let stream = match stream.into_std() {
@@ -107,7 +109,7 @@ pub async fn serve(
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
-    peer: Option<IpAddr>,
+    peer: Option<SocketAddr>,
     min_body_rate: u64,
     version_header: bool,
 ) -> Result<Response<ResponseBody>, Infallible> {
@@ -119,15 +121,23 @@ async fn handle(
     // A path with a dot segment or an encoded slash could mean one route
     // here and another to a proxy in front: refused, never guessed at.
     let checked = router::check_path(&path);
-    let handler = match checked {
-        Ok(()) => app.registry.route(&path),
-        Err(_) => None,
+    let (pattern, handler) = match checked {
+        Ok(()) => app.registry.route(&path).unzip(),
+        Err(_) => (None, None),
+    };
+    let request = match &pattern {
+        Some(pattern) => {
+            let (mut parts, body) = request.into_parts();
+            spin_headers::apply(&mut parts, pattern, peer);
+            Request::from_parts(parts, body)
+        }
+        None => request,
     };
     // On a route with a canary, the version that serves this request.
     let (serving, version, client) = match &handler {
         Some(route) => {
             let (serving, version) = route.choose(request.headers());
-            let client = route.client(request.headers(), peer);
+            let client = route.client(request.headers(), peer.map(|addr| addr.ip()));
             (Some(serving), version, client)
         }
         None => (None, None, Client::default()),

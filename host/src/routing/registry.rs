@@ -5,7 +5,7 @@
 //! holds, so requests in flight finish on the version they started with.
 
 use crate::base::digest::Digest;
-use crate::config::router::Router;
+use crate::config::router::{Pattern, Router};
 use crate::routing::canary::{Canary, CanaryDoc, CanaryState, Client, Version};
 use crate::routing::handler::{Handler, rfc3339};
 use arc_swap::ArcSwapOption;
@@ -88,9 +88,12 @@ impl Registry {
         self.table.load_full()
     }
 
-    /// The route for `path` in the current table.
-    pub fn route(&self, path: &str) -> Option<Arc<Route>> {
-        self.table.load().as_ref()?.router.find(path).cloned()
+    /// The route for `path` in the current table, with the pattern it
+    /// matched (a request's Spin headers are made from it).
+    pub fn route(&self, path: &str) -> Option<(Pattern, Arc<Route>)> {
+        let table = self.table.load();
+        let (pattern, route) = table.as_ref()?.router.find_match(path)?;
+        Some((pattern.clone(), route.clone()))
     }
 
     /// Whether a table has been published (every route of it loaded).

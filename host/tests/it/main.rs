@@ -22,6 +22,7 @@ mod oci_e2e;
 mod p3;
 mod parity;
 mod reuse;
+mod spin;
 mod state;
 mod swap;
 mod toolchains;
