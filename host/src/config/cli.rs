@@ -41,7 +41,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["component", "config"]))]
 pub struct ServeArgs {
-    /// The component to serve on every path (`/...`).
+    /// The component to serve on every path (`/...`): a file, or an
+    /// `oci://REGISTRY/REPO:TAG` (or `@sha256:…`) reference, as in a manifest.
     pub component: Option<PathBuf>,
 
     /// A manifest (`wasmlet.toml`) listing routes and their components.

@@ -223,17 +223,24 @@ impl Manifest {
         })
     }
 
-    /// The one-route manifest of `wasmlet serve COMPONENT.wasm`, granting
-    /// what its flags grant.
-    pub fn single(component: PathBuf, grants: &OneFileGrants) -> Manifest {
-        Manifest {
+    /// The one-route manifest of `wasmlet serve COMPONENT`, granting what
+    /// its flags grant. `COMPONENT` is a file or, as in a manifest, an
+    /// `oci://` reference.
+    pub fn single(component: &Path, grants: &OneFileGrants) -> Result<Manifest> {
+        let oci = match component.to_str() {
+            Some(text) if OciRef::is_oci(text) => Some(OciRef::parse(text).context("COMPONENT")?),
+            _ => None,
+        };
+        let component = component.to_path_buf();
+        Ok(Manifest {
             routes: vec![RouteSpec {
+                oci,
                 env: grants.env.clone(),
                 outbound: grants.outbound.clone(),
                 ..RouteSpec::catch_all(component)
             }],
             key_value_stores: keyvalue::with_default(BTreeMap::new()),
-        }
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! names.
 
 use crate::config::manifest::{Manifest, OneFileGrants};
+use crate::oci::OciRef;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -23,25 +24,27 @@ impl Source {
     pub fn manifest(&self) -> Result<Manifest> {
         match self {
             Source::Manifest(path) => Manifest::load(&snapshot(path)),
-            Source::Component(path, grants) => Ok(Manifest::single(path.clone(), grants)),
+            Source::Component(path, grants) => Manifest::single(path, grants),
         }
     }
 
-    /// The directory holding the manifest (or the single component).
-    fn home(&self) -> PathBuf {
+    /// The directory holding the manifest (or the single component); none
+    /// for an `oci://` component, which no file change can move.
+    fn home(&self) -> Option<PathBuf> {
         let file = match self {
+            Source::Component(p, _) if p.to_str().is_some_and(OciRef::is_oci) => return None,
             Source::Manifest(p) | Source::Component(p, _) => p,
         };
-        match file.parent() {
+        Some(match file.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
-        }
+        })
     }
 
     /// Directories to watch: the manifest's and every component's
     /// (canaries included).
     pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.home()];
+        let mut dirs: Vec<PathBuf> = self.home().into_iter().collect();
         if let Ok(manifest) = self.manifest() {
             let components = manifest.routes.into_iter().flat_map(|route| {
                 let canary = route

@@ -1210,3 +1210,49 @@ async fn check_config_pulls_an_oci_component_then_finds_it_in_the_cache() {
     assert!(status.success(), "from the cache: {stdout}\n{stderr}");
     assert_eq!(gets(&registry), pulled, "{:?}", registry.log());
 }
+
+/// Issue 31 (a newcomer's surprise walking docs/oci.md): `wasmlet serve
+/// oci://…` took the reference for a file path ("cannot read", and a
+/// warning about watching a folder named `oci://…`). The one-file form
+/// now serves a reference as a manifest's route would, needing what such
+/// a route needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_an_oci_reference_as_its_one_component() {
+    let registry = FakeRegistry::start().await;
+    registry.push(Some("v1"), &wasm(wasm::V1));
+    let reference = registry.reference(":v1");
+    let insecure = registry.addr.to_string();
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+
+    let host = Wasmlet::serve(&[
+        &reference,
+        "--cache-dir",
+        path_str(&cache),
+        "--insecure-registry",
+        &insecure,
+    ]);
+    assert_eq!(get(host.public, "/").await.text(), "v1");
+    assert_eq!(
+        handlers(&host).await["routes"][0]["component"],
+        reference.as_str()
+    );
+    assert!(
+        !host.logs().iter().any(|l| l.contains("cannot watch")),
+        "no folder to watch for a reference: {:?}",
+        host.logs()
+    );
+    drop(host);
+
+    // What a manifest's `oci://` route needs, the one-file form needs too,
+    // and a bad reference is named as the argument it came in.
+    let (status, _, stderr) = serve_to_exit(&[&reference, "--insecure-registry", &insecure], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("need --cache-dir"), "{stderr}");
+    let (status, _, stderr) = serve_to_exit(&["oci://nope", "--cache-dir", path_str(&cache)], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: COMPONENT: `oci://nope`"),
+        "{stderr}"
+    );
+}
