@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 
-# Top first. Files at the root of src/ (app.rs, main.rs, lib.rs, shutdown.rs)
+# Top first. Files at the root of src/ (app.rs, main.rs, lib.rs, scaffold.rs, shutdown.rs)
 # are the top layer, "app": they wire the layers together.
 LAYERS = ["app", "http", "control", "routing", "run", "wasm", "kv", "config", "oci", "observe", "base"]
 

@@ -4,10 +4,11 @@
 //! `wasmtime serve -Scli`) calls `Handler::handle` once per request, each
 //! time in a fresh instance, so there is no state to share between requests.
 //!
-//! Start your own handler by copying this crate: add a `(method, path)` arm
-//! to `route`, write a small function for it, and build with
-//! `cargo build -p hello --target wasm32-wasip2 --release`, which writes the
-//! component to `target/wasm32-wasip2/release/hello.wasm`.
+//! `wasmlet new NAME` starts a handler from this file: add a `(method, path)`
+//! arm to `route`, write a small function for it, and build with
+//! `cargo build --target wasm32-wasip2 --release` in its folder, which writes
+//! the component to `target/wasm32-wasip2/release/` (here, in wasmlet's
+//! repository: `-p hello`, and `hello.wasm`).
 
 wit_bindgen::generate!({
     world: "wasmlet:handler/handler",

@@ -20,6 +20,7 @@
 //! - [`oci`]: components from OCI registries: pull, verify, store, push.
 //! - [`observe`]: metrics, logs, cgroup memory.
 //! - [`base`]: the leaf: shared types (`Digest`, cache entry names).
+//! - [`scaffold`]: `wasmlet new`: a handler's folder from the guide's hellos.
 //! - [`shutdown`]: waiting for SIGTERM or SIGINT, which start the drain.
 
 pub mod app;
@@ -32,5 +33,6 @@ pub mod observe;
 pub mod oci;
 pub mod routing;
 pub mod run;
+pub mod scaffold;
 pub mod shutdown;
 pub mod wasm;

@@ -32,6 +32,11 @@ fn main() -> ExitCode {
         Command::Check(args) => &args.log,
         Command::Push(args) => &args.log,
         Command::Precompile => return precompile(),
+        Command::New(args) => {
+            return exit_with(
+                wasmlet::scaffold::new(&args.lang, &args.name).and_then(|text| print_out(&text)),
+            );
+        }
     };
     let guard = logging::init(log.log_format);
     // Requests run on the server's worker threads (see `workers`); this
@@ -46,11 +51,19 @@ fn main() -> ExitCode {
             Command::Serve(args) => app::run(args, compiler_child()).await,
             Command::Check(args) => check(args).await,
             Command::Push(args) => push(args).await,
-            Command::Precompile => unreachable!("handled before the runtime starts"),
+            Command::Precompile | Command::New(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     drop(runtime);
     drop(guard);
+    exit_with(result)
+}
+
+/// A command's result as the process's exit: one `error:` line and 1 on a
+/// failure.
+fn exit_with(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read stdout wanted no more (`| head -1`): not an error.

@@ -32,6 +32,10 @@ pub enum Command {
     /// Push a component to an OCI registry (CNCF wasm layout) and print
     /// its manifest digest, for `component = "oci://…@DIGEST"`.
     Push(PushArgs),
+    /// Start a handler: write folder NAME with the guide's hello app, its
+    /// build files, `wit/` and a `wasmlet.toml`, then print the commands that
+    /// build and serve it.
+    New(NewArgs),
     /// Internal: compile the component on stdin, write the artifact to
     /// stdout (the host runs this in a child process).
     #[command(hide = true)]
@@ -278,6 +282,20 @@ pub struct RegistryArgs {
         value_name = "HOST:PORT"
     )]
     pub insecure_registries: Vec<String>,
+}
+
+/// `wasmlet new [--lang LANG] NAME`. Both are checked by the command, not
+/// by clap, so a bad one is a single `error:` line like every other.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The language of the handler: `rust`, `python` or `javascript`.
+    #[arg(long, default_value = "rust", value_name = "LANG")]
+    pub lang: String,
+
+    /// The handler's name: the folder made in the current directory, its
+    /// package and its component. Lowercase letters, digits and single
+    /// hyphens, starting with a letter (`my-handler`).
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
         vec!["serve", "--help"],
         vec!["check", "--help"],
         vec!["push", "--help"],
+        vec!["new", "--help"],
     ] {
         let (code, stderr) = with_stdout_closed(&args);
         assert_eq!(code, Some(0), "{args:?}: {stderr}");

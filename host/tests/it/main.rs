@@ -15,6 +15,7 @@ mod inprocess;
 mod keyvalue;
 mod limits;
 mod net;
+mod new;
 mod observability;
 mod oci;
 mod oci_disk;
