@@ -16,6 +16,7 @@ use crate::observe::metrics::NO_ROUTE;
 use crate::routing::canary::{Client, Outcome, VERSION_HEADER};
 use crate::run::admission::InFlight;
 use crate::run::body::{self, Ending, ResponseBody};
+use crate::run::grpc;
 use crate::run::workers::Workers;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -117,6 +118,7 @@ async fn handle(
     let request_id = app.request_ids.take_or_make(&request);
     let method = request.method().clone();
     let path: Box<str> = request.uri().path().into();
+    let grpc = grpc::is_grpc(request.headers());
 
     // A path with a dot segment or an encoded slash could mean one route
     // here and another to a proxy in front: refused, never guessed at.
@@ -236,6 +238,12 @@ async fn handle(
         request_id = %request_id,
         "request"
     );
+    // A gRPC client reads the host's own answers (413, 503, 504, …) as the
+    // call's status; the metrics and the log above keep the HTTP status.
+    if grpc && response.body().is_from_host() {
+        let empty = body::host_response(StatusCode::OK, "").into_body();
+        response = grpc::as_trailers_only(response, empty);
+    }
     let body_out = metrics.body_out.clone();
     Ok(response.map(|body| {
         let body = body.count_into(body_out);

@@ -12,6 +12,7 @@ use crate::config::manifest::RouteSpec;
 use crate::observe::metrics::RouteMetrics;
 use crate::run::admission::{CpuShare, InFlight};
 use crate::run::body::{self, Flags, ResponseBody};
+use crate::run::grpc;
 use crate::run::p2::{self, P2Route};
 use crate::run::p3::P3Route;
 use crate::wasm::component::LoadedComponent;
@@ -84,6 +85,10 @@ impl Handler {
         min_body_rate: u64,
     ) -> Response<ResponseBody> {
         let flags = Arc::new(Flags::new(self.limits.max_body_size, min_body_rate));
+        // A gRPC client's deadline bounds the call like the route's own.
+        let timeout = grpc::timeout(request.headers()).map_or(self.limits.timeout, |client| {
+            client.min(self.limits.timeout)
+        });
         let response = match body::guard(request, &flags, &self.metrics.body_in) {
             Err(refused) => refused,
             Ok(request) => match &self.runner {
@@ -96,6 +101,7 @@ impl Handler {
                         cpu_share,
                         memory_budget,
                         flags.clone(),
+                        timeout,
                     )
                     .await
                 }
@@ -106,6 +112,7 @@ impl Handler {
                             request_id,
                             flags.clone(),
                             in_flight,
+                            timeout,
                         )
                         .await
                 }

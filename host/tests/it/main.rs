@@ -10,6 +10,7 @@ mod cli;
 mod docs;
 mod fake_registry;
 mod foundation;
+mod grpc;
 mod hostile;
 mod inprocess;
 mod keyvalue;

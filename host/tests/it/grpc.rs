@@ -1,0 +1,149 @@
+//! Issue 29: gRPC through wasi:http. The `grpc_greeter` fixture is a gRPC
+//! service written as a plain 0.2 handler. What the host adds: a client's
+//! `grpc-timeout` bounds the call like the route's `timeout`, and the
+//! host's own answers reach a gRPC client as gRPC statuses.
+
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+/// A gRPC request frame holding HelloRequest { name, count }.
+fn hello_request(name: &str, count: u32) -> Vec<u8> {
+    let mut message = vec![0x0a, name.len() as u8];
+    message.extend_from_slice(name.as_bytes());
+    if count > 0 {
+        message.push(0x10);
+        let mut n = count;
+        while n >= 0x80 {
+            message.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        message.push(n as u8);
+    }
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame
+}
+
+fn grpc_headers(timeout: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    if let Some(timeout) = timeout {
+        headers.push(("grpc-timeout", timeout));
+    }
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_timeout_bounds_the_call_and_the_host_answers_a_grpc_status() {
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER, "--request-timeout", "20s"]);
+
+    // In time: the guest's own answer (its status is in the trailers).
+    let r = request_with(
+        host.public,
+        "POST",
+        "/demo.Greeter/Sleep",
+        &grpc_headers(Some("5S")),
+        hello_request("s", 10),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+    assert!(r.body.ends_with(b"slept 10 ms"), "{:?}", r.body);
+
+    // Past the client's 300 ms, not the route's 20 s: the host ends the
+    // call and answers DEADLINE_EXCEEDED in a Trailers-Only response.
+    let started = Instant::now();
+    let r = request_with(
+        host.public,
+        "POST",
+        "/demo.Greeter/Sleep",
+        &grpc_headers(Some("300m")),
+        hello_request("s", 10_000),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the client's deadline bounds it: {took:?}"
+    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+    assert_eq!(r.header("grpc-status"), Some("4"), "{:?}", r.headers);
+    assert!(r.body.is_empty());
+    // The metrics and the log keep what the host did: a 504 timeout.
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
+        })
+        .expect("the request line says 504");
+    assert!(line.contains("status=504"), "{line}");
+
+    // A route the host does not have is UNIMPLEMENTED to a gRPC client.
+    let cfg_dir = tempdir();
+    let manifest = cfg_dir.path().join("wasmlet.toml");
+    write(
+        &manifest,
+        format!(
+            "[[route]]\npath = \"/demo.Greeter/...\"\ncomponent = \"{}\"\n",
+            wasm::GRPC_GREETER
+        ),
+    );
+    let routed = Wasmlet::serve(&["--config", path_str(&manifest)]);
+    let r = request_with(
+        routed.public,
+        "POST",
+        "/other.Service/Call",
+        &grpc_headers(None),
+        hello_request("x", 0),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("grpc-status")),
+        (200, Some("12")),
+        "{:?}",
+        r.headers
+    );
+    // Not gRPC: the same miss is a plain 404.
+    let r = request(routed.public, "POST", "/other.Service/Call", "x").await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_timeout_means_nothing_on_a_request_that_is_not_grpc() {
+    let host = Wasmlet::serve(&[wasm::SLOW]);
+    let r = request_with(
+        host.public,
+        "GET",
+        "/?ms=800",
+        &[("grpc-timeout", "100m")],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (200, "slow done".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_timeout_bounds_a_p3_handler_too() {
+    let host = Wasmlet::serve(&[wasm::P3]);
+    let started = Instant::now();
+    let r = request_with(
+        host.public,
+        "POST",
+        "/sleep?n=10000",
+        &grpc_headers(Some("200m")),
+        "",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (r.status, r.header("grpc-status")),
+        (200, Some("4")),
+        "{:?}",
+        r.headers
+    );
+}
