@@ -84,11 +84,11 @@ impl Handler {
         memory_budget: Option<&MemoryBudget>,
         min_body_rate: u64,
     ) -> Response<ResponseBody> {
-        let flags = Arc::new(Flags::new(self.limits.max_body_size, min_body_rate));
         // A gRPC client's deadline bounds the call like the route's own.
-        let timeout = grpc::timeout(request.headers()).map_or(self.limits.timeout, |client| {
-            client.min(self.limits.timeout)
-        });
+        let flags = Arc::new(
+            Flags::new(self.limits.max_body_size, min_body_rate)
+                .with_client_timeout(grpc::timeout(request.headers())),
+        );
         let response = match body::guard(request, &flags, &self.metrics.body_in) {
             Err(refused) => refused,
             Ok(request) => match &self.runner {
@@ -101,7 +101,6 @@ impl Handler {
                         cpu_share,
                         memory_budget,
                         flags.clone(),
-                        timeout,
                     )
                     .await
                 }
@@ -112,7 +111,6 @@ impl Handler {
                             request_id,
                             flags.clone(),
                             in_flight,
-                            timeout,
                         )
                         .await
                 }

@@ -58,6 +58,9 @@ pub struct Flags {
     /// The guest timed out while the host waited on the client (see
     /// [`CLIENT_STALL`]).
     stalled_by_client: AtomicBool,
+    /// A deadline the client asked for (a gRPC `grpc-timeout`); the
+    /// route's `timeout` applies when it is longer.
+    client_timeout: Option<Duration>,
     /// The origin of the two waits below.
     started: std::time::Instant,
     /// Since when the host has waited for request body bytes the guest
@@ -80,10 +83,24 @@ impl Flags {
             client_gone: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
             stalled_by_client: AtomicBool::new(false),
+            client_timeout: None,
             started: std::time::Instant::now(),
             upload_wait: AtomicU64::new(0),
             download_wait: AtomicU64::new(0),
         }
+    }
+
+    /// With a deadline the client asked for (`None`: none).
+    pub fn with_client_timeout(mut self, timeout: Option<Duration>) -> Flags {
+        self.client_timeout = timeout;
+        self
+    }
+
+    /// How long this request may run: the route's `timeout`, or the
+    /// client's, when it asked for less.
+    pub fn timeout(&self, route: Duration) -> Duration {
+        self.client_timeout
+            .map_or(route, |client| client.min(route))
     }
 }
 

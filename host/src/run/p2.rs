@@ -26,7 +26,6 @@ use crate::wasm::sandbox::{self, Grants, HostState, MemoryBudget};
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
@@ -72,7 +71,6 @@ pub async fn run(
     cpu_share: &CpuShare,
     memory_budget: Option<&MemoryBudget>,
     flags: Arc<Flags>,
-    timeout: Duration,
 ) -> Response<ResponseBody> {
     let limits = route.limits;
     // An idle instance of this route when it reuses them, else a new store
@@ -95,7 +93,7 @@ pub async fn run(
         }
     };
     // The route's `timeout`, or a gRPC client's shorter deadline.
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + flags.timeout(limits.timeout);
     let slot = HeavySlot::default();
     store.epoch_deadline_callback(epoch_policy(
         deadline.into_std(),

@@ -135,14 +135,13 @@ impl P3Route {
         request_id: Arc<str>,
         flags: Arc<Flags>,
         in_flight: InFlight,
-        timeout: Duration,
     ) -> Response<ResponseBody> {
         let reporter = &self.state.parts.reporter;
         let (cause, cause_rx) = watch::channel(None);
         let task = Arc::new(P3Request {
             request_id: request_id.clone(),
             // The route's `timeout`, or a gRPC client's shorter deadline.
-            deadline: Instant::now() + timeout,
+            deadline: Instant::now() + flags.timeout(self.state.parts.limits.timeout),
             flags: flags.clone(),
             cause,
             reported: AtomicBool::new(false),
