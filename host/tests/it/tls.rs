@@ -266,7 +266,9 @@ fn a_bad_pair_or_half_a_pair_exits_1_naming_the_file() {
     let (a_cert, a_key) = make_pair(dir.path(), "a", 30);
     let (_, b_key) = make_pair(dir.path(), "b", 30);
     let missing = dir.path().join("missing.crt");
-    let cases: [(Vec<&str>, &[(&str, &str)], String); 5] = [
+    // (flags, environment, the error line's text)
+    type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)], String);
+    let cases: [Case; 5] = [
         (
             vec!["--tls-cert", path_str(&a_cert)],
             &[],
