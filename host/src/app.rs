@@ -9,12 +9,14 @@ use crate::config::manifest::OneFileGrants;
 use crate::control::source::Source;
 use crate::control::watch::FileWatcher;
 use crate::http::state::App;
+use crate::http::tls::Tls;
 use crate::http::{admin, server};
 use crate::run::workers::Workers;
 use crate::shutdown;
 use crate::wasm::compiler::Compiler;
 use crate::wasm::engine::Wasmtime;
 use anyhow::{Context, Result, bail};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -28,6 +30,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
             args.admin_listen
         );
     }
+    let tls_files = args.tls.pair().map_err(anyhow::Error::msg)?;
     // Before anything is loaded or bound: a token that cannot be read
     // must not leave the admin POSTs open.
     let admin_token = args
@@ -67,6 +70,15 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         compiler,
         worker_threads,
     );
+    // The certificate before the handlers: a bad pair fails at once.
+    let tls = match tls_files {
+        Some((cert, key)) => Some(Arc::new(Tls::load(cert, key, &app.metrics)?)),
+        None => None,
+    };
+    let _tls_watch = match &tls {
+        Some(tls) if !args.no_watch => Some(tls.watch()?),
+        _ => None,
+    };
     app.reloader.reload("startup").await?;
     let _watch = watcher.map(|watcher| watcher.drive(app.reloader.clone()));
     tokio::spawn(crate::control::follow::run(
@@ -85,14 +97,19 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
     tracing::info!(
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
+        tls = tls.is_some(),
         "listening"
     );
 
     let mut hangup =
         signal(SignalKind::hangup()).context("failed to install the SIGHUP handler")?;
     let reloader = app.reloader.clone();
+    let hangup_tls = tls.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
+            if let Some(tls) = &hangup_tls {
+                tls.reload();
+            }
             let _ = reloader.reload("sighup").await;
         }
     });
@@ -117,6 +134,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         public,
         app.clone(),
         &args.net,
+        tls,
         workers,
         shutdown,
         args.drain_timeout,

@@ -7,7 +7,7 @@ use crate::config::outbound::OutboundRule;
 use crate::observe::logging::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A serverless-style host for wasi:http WebAssembly components.
@@ -85,10 +85,42 @@ pub struct ServeArgs {
     pub net: NetLimits,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub load: LoadLimits,
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// TLS on the public port (see `http::tls`); the admin port stays clear
+/// text on its own address.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// The public port's certificate chain (PEM, leaf first: a Kubernetes
+    /// TLS Secret's `tls.crt`). With --tls-key, the port speaks TLS only,
+    /// HTTP/2 or HTTP/1.1 by ALPN. Reloaded when the file changes; a new
+    /// pair that does not load is refused and the old one keeps serving.
+    #[arg(long, env = "WASMLET_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; a
+    /// Secret's `tls.key`). Reloaded with the certificate.
+    #[arg(long, env = "WASMLET_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate and key files, if TLS is on; both or neither.
+    pub fn pair(&self) -> Result<Option<(&Path, &Path)>, &'static str> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert.as_path(), key.as_path()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert needs --tls-key (the certificate's private key)"),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert (the certificate it belongs to)"),
+        }
+    }
 }
 
 /// What `wasmlet serve COMPONENT.wasm` grants its component, with
@@ -169,7 +201,17 @@ pub struct NetLimits {
     /// canary sets `version_header = true` (it is off by default).
     #[arg(long, env = "WASMLET_NO_VERSION_HEADER")]
     pub no_version_header: bool,
+
+    /// Requests one HTTP/2 connection may have in progress at once on the
+    /// public port (SETTINGS_MAX_CONCURRENT_STREAMS); a client opening
+    /// more gets them refused. --max-in-flight still caps all requests.
+    #[arg(long, env = "WASMLET_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
 }
+
+/// `--http2-max-concurrent-streams`'s default: the least RFC 9113 section
+/// 6.5.2 recommends, half hyper's own 200.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 impl Default for NetLimits {
     fn default() -> Self {
@@ -179,6 +221,7 @@ impl Default for NetLimits {
             admin_allowed_hosts: Vec::new(),
             admin_token_file: None,
             no_version_header: false,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -540,5 +583,31 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(push.command, Command::Push(_)));
+    }
+
+    #[test]
+    fn http2_streams_and_tls_flags() {
+        let serve = |extra: &[&str]| -> Result<ServeArgs, clap::Error> {
+            let argv = ["wasmlet", "serve", "x.wasm"].iter().chain(extra);
+            match Cli::try_parse_from(argv)?.command {
+                Command::Serve(args) => Ok(args),
+                _ => panic!("expected serve"),
+            }
+        };
+        let defaults = serve(&[]).unwrap();
+        assert_eq!(
+            defaults.net.http2_max_concurrent_streams,
+            NetLimits::default().http2_max_concurrent_streams
+        );
+        assert_eq!(defaults.net.http2_max_concurrent_streams, 100);
+        assert_eq!(defaults.tls.pair(), Ok(None));
+        assert!(serve(&["--http2-max-concurrent-streams", "0"]).is_err());
+        let args = serve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(
+            args.tls.pair(),
+            Ok(Some((Path::new("c.pem"), Path::new("k.pem"))))
+        );
+        let half = serve(&["--tls-cert", "c.pem"]).unwrap();
+        assert!(half.tls.pair().unwrap_err().contains("--tls-key"));
     }
 }

@@ -9,6 +9,7 @@
 //! - [`outbound`]: `allowed_outbound_hosts` rules: parsing and matching a name.
 //! - [`router`]: route patterns and longest-match lookup (pure logic).
 //! - [`secret`]: values read from `{ file }` or `{ env }`, never printed.
+//! - [`tls`]: `--tls-cert` and `--tls-key`: the PEM pair, checked, and its expiry.
 
 pub mod canary;
 pub mod cli;
@@ -18,3 +19,4 @@ pub mod manifest;
 pub mod outbound;
 pub mod router;
 pub mod secret;
+pub mod tls;

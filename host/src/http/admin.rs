@@ -124,6 +124,7 @@ pub async fn serve_with_token(
         header_read_timeout: app.limits.header_read_timeout,
         write_timeout: net.write_timeout,
         max_header_size: app.limits.max_header_size,
+        http2_max_streams: None,
     });
     let hosts: Arc<AllowedHosts> = Arc::new(AllowedHosts::new(&net.admin_allowed_hosts));
     tokio::pin!(stop);
@@ -135,7 +136,9 @@ pub async fn serve_with_token(
         let (app, hosts, token) = (app.clone(), hosts.clone(), token.clone());
         let service =
             service_fn(move |request| route(app.clone(), hosts.clone(), token.clone(), request));
-        let connection = connections.serve(stream, service);
+        let connection = connections
+            .serve(connections.io(stream), service)
+            .into_owned();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = connection.await;

@@ -1,21 +1,26 @@
 //! One connection setup for both ports: what a client may hold and for how long.
 //!
 //! The public and the admin server each build a [`Connections`] and call the
-//! same two methods: [`Connections::accept`] (a connection cap, and a growing
-//! pause after failed accepts) and [`Connections::serve`] (socket options, a
-//! header-read timeout, and a write-progress timeout). A client that never
-//! sends a full request head is closed by hyper's header timer; a client that
-//! stops reading its responses is closed by [`WriteDeadline`], which hyper has
-//! no equivalent of; bytes the kernel still holds after that are bounded by
-//! `TCP_USER_TIMEOUT`.
+//! same methods: [`Connections::accept`] (a connection cap, and a growing
+//! pause after failed accepts), then [`Connections::io`] (socket options and
+//! a write-progress timeout) and [`Connections::serve`] or
+//! [`Connections::run`]. The public port speaks HTTP/1.1 and HTTP/2 (prior
+//! knowledge, or ALPN under TLS) on one socket; the admin port HTTP/1 only.
+//! A client that never sends a full HTTP/1 request head is closed by hyper's
+//! header timer; nothing in hyper times the protocol sniff or an idle HTTP/2
+//! connection, so [`Connections::run`] closes a connection with no request
+//! in progress for the header-read timeout ([`Activity`]). A client that
+//! stops reading its responses is closed by [`WriteDeadline`], which hyper
+//! has no equivalent of; bytes the kernel still holds after that are
+//! bounded by `TCP_USER_TIMEOUT`.
 
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::HttpService;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::{self, HttpServerConnExec};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,6 +34,22 @@ const MIN_HEAD_BUFFER: usize = 8192;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after failed accepts in a row; each failure doubles it.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// HTTP/2 flow-control window of one stream, in bytes: how much of one
+/// request body a client may send ahead of the guest reading it (hyper's
+/// default is 1 MiB).
+const HTTP2_STREAM_WINDOW: u32 = 256 << 10;
+/// HTTP/2 flow-control window of a whole connection, in bytes: what one
+/// connection's unread request bodies may hold at most.
+const HTTP2_CONNECTION_WINDOW: u32 = 1 << 20;
+/// Response bytes hyper buffers per HTTP/2 stream for a client whose window
+/// is shut (hyper's default, 400 KiB, is 40 MiB for 100 stalled streams).
+const HTTP2_MAX_SEND_BUFFER: usize = 64 << 10;
+/// Streams a client may open and reset before the host accepted them; more
+/// and the connection gets GOAWAY (h2's own default, said explicitly).
+const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// How long a connection closed for idleness may take to say goodbye (an
+/// HTTP/2 GOAWAY and its PING) before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What one port allows its clients.
 #[derive(Debug, Clone)]
@@ -37,25 +58,31 @@ pub struct Policy {
     pub port: &'static str,
     /// Connections open at once; more wait in the kernel's accept backlog.
     pub max_connections: usize,
-    /// Time a client has to send a request head, idle keep-alive included.
+    /// Time a client has to send a request head, idle keep-alive included;
+    /// also the longest a connection may stay with no request in progress
+    /// (before its first request: the TLS handshake and protocol sniff).
     pub header_read_timeout: Duration,
     /// Time a write may make no progress before the connection is closed.
     pub write_timeout: Duration,
-    /// Largest request head, in bytes.
+    /// Largest request head, in bytes (HTTP/2: the decoded header list).
     pub max_header_size: u64,
+    /// Streams one HTTP/2 connection may have open at once; `None`: the
+    /// port speaks HTTP/1 only.
+    pub http2_max_streams: Option<u32>,
 }
 
 /// Accepts and serves the connections of one port under its [`Policy`].
 pub struct Connections {
     policy: Policy,
-    http: http1::Builder,
+    http: auto::Builder<TokioExecutor>,
     open: Arc<Semaphore>,
 }
 
 impl Connections {
     pub fn new(policy: Policy) -> Connections {
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
             .header_read_timeout(policy.header_read_timeout)
             .max_buf_size(
                 usize::try_from(policy.max_header_size)
@@ -63,11 +90,31 @@ impl Connections {
                     .max(MIN_HEAD_BUFFER),
             )
             .keep_alive(true);
+        let max_header_list = u32::try_from(policy.max_header_size).unwrap_or(u32::MAX);
+        let http = match policy.http2_max_streams {
+            None => http.http1_only(),
+            Some(streams) => {
+                http.http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(streams)
+                    .max_header_list_size(max_header_list)
+                    .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+                    .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+                    .adaptive_window(false)
+                    .max_send_buf_size(HTTP2_MAX_SEND_BUFFER)
+                    .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESETS);
+                http
+            }
+        };
         Connections {
             open: Arc::new(Semaphore::new(policy.max_connections)),
             policy,
             http,
         }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The next connection, once fewer than the cap are open. The permit
@@ -108,21 +155,136 @@ impl Connections {
         }
     }
 
-    /// The HTTP/1 connection serving `stream` with `service`; run it on
-    /// the runtime `stream` is registered with.
-    pub fn serve<S>(
+    /// `stream` under the write timeout: what TLS (if any) and HTTP run on.
+    pub fn io(&self, stream: TcpStream) -> WriteDeadline<TcpStream> {
+        WriteDeadline::new(stream, self.policy.write_timeout)
+    }
+
+    /// The connection serving `io` with `service`; run it on the runtime
+    /// `io` is registered with.
+    pub fn serve<I, S, B>(
         &self,
-        stream: TcpStream,
+        io: I,
         service: S,
-    ) -> http1::Connection<TokioIo<WriteDeadline<TcpStream>>, S>
+    ) -> auto::Connection<'_, TokioIo<I>, S, TokioExecutor>
     where
-        S: HttpService<Incoming>,
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: Service<http::Request<Incoming>, Response = http::Response<B>>,
+        S::Future: 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        S::ResBody: 'static,
-        <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        TokioExecutor: HttpServerConnExec<S::Future, B>,
     {
-        let io = WriteDeadline::new(stream, self.policy.write_timeout);
         self.http.serve_connection(TokioIo::new(io), service)
+    }
+
+    /// Serves `io` with `service` until the connection ends: closed
+    /// gracefully (HTTP/2: GOAWAY, the streams in progress finish) once
+    /// `drain` resolves, and also when no request has been in progress on
+    /// it for the header-read timeout, counted by `activity` (then dropped
+    /// [`IDLE_CLOSE_GRACE`] later if it has not ended).
+    pub async fn run<I, S, B>(
+        &self,
+        io: I,
+        service: S,
+        activity: &Activity,
+        drain: impl Future<Output = ()>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: Service<http::Request<Incoming>, Response = http::Response<B>>,
+        S::Future: 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        TokioExecutor: HttpServerConnExec<S::Future, B>,
+    {
+        let connection = self.serve(io, service);
+        let idle = activity.idle_for(self.policy.header_read_timeout);
+        let grace = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(connection, drain, idle, grace);
+        let (mut draining, mut closing) = (false, false);
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => return result,
+                () = &mut drain, if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = &mut idle, if !closing => {
+                    tracing::debug!(port = self.policy.port, "closing a connection with no request in progress");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                    grace.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                () = &mut grace, if closing => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and since when none has been:
+/// what [`Connections::run`] closes idle connections by. Each request
+/// holds a [`Busy`] from its head until its response body is done.
+#[derive(Clone)]
+pub struct Activity(Arc<Mutex<Requests>>);
+
+struct Requests {
+    busy: usize,
+    idle_since: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+impl Activity {
+    /// No request yet, idle since now (call it at accept).
+    pub fn new() -> Activity {
+        Activity(Arc::new(Mutex::new(Requests {
+            busy: 0,
+            idle_since: Instant::now(),
+        })))
+    }
+
+    /// A request started; it ends when the guard is dropped.
+    pub fn busy(&self) -> Busy {
+        self.0.lock().expect("never poisoned").busy += 1;
+        Busy(self.clone())
+    }
+
+    /// Since when no request has been in progress; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let requests = self.0.lock().expect("never poisoned");
+        (requests.busy == 0).then_some(requests.idle_since)
+    }
+
+    /// Resolves once no request has been in progress for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let wake = match self.idle_since() {
+                Some(since) if since + timeout <= Instant::now() => return,
+                Some(since) => since + timeout,
+                None => Instant::now() + timeout,
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// One request in progress on a connection (see [`Activity`]).
+pub struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut requests = (self.0).0.lock().expect("never poisoned");
+        requests.busy -= 1;
+        if requests.busy == 0 {
+            requests.idle_since = Instant::now();
+        }
     }
 }
 
@@ -254,6 +416,24 @@ mod tests {
         let mut sink = vec![0u8; 1024];
         far.read_exact(&mut sink).await.unwrap();
         io.write_all(&[0u8; 512]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_idle_only_with_no_request_in_progress() {
+        let activity = Activity::new();
+        let busy = activity.busy();
+        let idle = activity.idle_for(TIMEOUT);
+        tokio::pin!(idle);
+        // A long request: never idle while it runs.
+        assert!(
+            tokio::time::timeout(TIMEOUT * 2, idle.as_mut())
+                .await
+                .is_err()
+        );
+        let ended = Instant::now();
+        drop(busy);
+        idle.await;
+        assert!(ended.elapsed() >= TIMEOUT, "{:?}", ended.elapsed());
     }
 
     #[tokio::test]

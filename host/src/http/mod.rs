@@ -1,8 +1,10 @@
 //! The two ports: the public listener and the admin port, and the connection
 //! set-up they share.
 //!
-//! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff.
+//! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff,
+//!   HTTP/1.1 and HTTP/2 settings, closing idle connections.
 //! - [`server`]: the public HTTP listener and graceful drain.
+//! - [`tls`]: the public port's TLS: the served certificate, ALPN, reloads.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
 //! - [`state`]: the state both ports read ([`state::App`]) and request ids.
 //! - [`spin_headers`]: the `spin-*` request headers that say where a request sits in its route.
@@ -12,3 +14,4 @@ pub mod connection;
 pub mod server;
 pub mod spin_headers;
 pub mod state;
+pub mod tls;

@@ -1,39 +1,55 @@
-//! The public HTTP server: accept loop, connection limits, graceful drain.
+//! The public HTTP server: accept loop, connection limits, TLS, graceful
+//! drain.
 //!
 //! The caller owns the listener, the worker threads connections are
 //! spread over, and the shutdown future, so tests pass a port-0 listener
-//! and start-up fails before binding if the workers cannot start. On
-//! shutdown the listener closes, idle keep-alive connections close,
-//! requests in flight get up to the drain timeout, and whatever still runs
-//! after it is dropped with the workers (interrupting its guest).
+//! and start-up fails before binding if the workers cannot start. One port
+//! speaks HTTP/1.1 and HTTP/2, in clear text or (with [`Tls`]) TLS; every
+//! HTTP/2 stream is a request under the same rules as an HTTP/1 one. On
+//! shutdown the listener closes, idle keep-alive connections close (HTTP/2:
+//! GOAWAY), requests in flight get up to the drain timeout, and whatever
+//! still runs after it is dropped with the workers (interrupting its guest).
 
 use crate::config::cli::NetLimits;
 use crate::config::router;
-use crate::http::connection::{Connections, Policy};
+use crate::http::connection::{Activity, Busy, Connections, Policy};
 use crate::http::spin_headers;
 use crate::http::state::{App, REQUEST_ID};
-use crate::observe::metrics::NO_ROUTE;
+use crate::http::tls::Tls;
+use crate::observe::metrics::{HANDSHAKE_FAILURES, NO_ROUTE, PROTOCOLS, ReasonLabel};
 use crate::routing::canary::{Client, Outcome, VERSION_HEADER};
 use crate::run::admission::InFlight;
 use crate::run::body::{self, Ending, ResponseBody};
 use crate::run::grpc;
 use crate::run::workers::Workers;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// What a request knows of its connection.
+struct Conn {
+    /// The client's address: a canary's share cap counts by it, and a
+    /// handler sees it in `spin-client-addr`.
+    peer: Option<SocketAddr>,
+    /// `https` under TLS, else `http`: what a handler is told, whatever
+    /// scheme an HTTP/2 client claimed.
+    scheme: Scheme,
+    activity: Activity,
+}
+
 /// Serves `listener` on `workers` until `shutdown` resolves, then drains
-/// and stops the workers.
+/// and stops the workers; with `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     net: &NetLimits,
+    tls: Option<Arc<Tls>>,
     workers: Workers,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
@@ -44,10 +60,12 @@ pub async fn serve(
         header_read_timeout: app.limits.header_read_timeout,
         write_timeout: net.write_timeout,
         max_header_size: app.limits.max_header_size,
+        http2_max_streams: Some(net.http2_max_concurrent_streams),
     }));
     let min_body_rate = net.min_body_rate;
     let version_header = !net.no_version_header;
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a receiver: the drain is over when all are gone.
+    let (drain, draining) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -55,9 +73,9 @@ pub async fn serve(
             accepted = connections.accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
-        // The client's address: a canary's share cap counts by it, and a
-        // handler sees it in `spin-client-addr`.
         let peer = stream.peer_addr().ok();
+        // Idle from now: the TLS handshake and the protocol sniff count.
+        let activity = Activity::new();
         // Moved to a worker as a plain socket, registered there with that
         // worker's reactor.
         let stream = match stream.into_std() {
@@ -69,7 +87,8 @@ pub async fn serve(
         };
         let app = app.clone();
         let connections = connections.clone();
-        let watcher = graceful.watcher();
+        let tls = tls.as_ref().map(|tls| tls.acceptor());
+        let mut draining = draining.clone();
         workers.spawn(move || async move {
             let _permit = permit;
             let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -79,24 +98,77 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |request| {
-                handle(app.clone(), request, peer, min_body_rate, version_header)
+            let io = connections.io(stream);
+            let conn = Arc::new(Conn {
+                peer,
+                scheme: if tls.is_some() {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                },
+                activity,
             });
-            let connection = watcher.watch(connections.serve(stream, service));
-            if let Err(e) = connection.await {
+            let service = {
+                let (app, conn) = (app.clone(), conn.clone());
+                service_fn(move |request| {
+                    // Busy from the head on, before the future first runs.
+                    let busy = conn.activity.busy();
+                    handle(
+                        app.clone(),
+                        request,
+                        conn.clone(),
+                        busy,
+                        min_body_rate,
+                        version_header,
+                    )
+                })
+            };
+            // Borrowed, not moved: the receiver must live as long as the
+            // connection, or the drain would count it gone once it began.
+            let drain = async {
+                let _ = draining.wait_for(|draining| *draining).await;
+            };
+            let ended = match tls {
+                None => connections.run(io, service, &conn.activity, drain).await,
+                Some(acceptor) => {
+                    let timeout = connections.policy().header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                        Ok(Ok(io)) => connections.run(io, service, &conn.activity, drain).await,
+                        failed => {
+                            let reason = match failed {
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    HANDSHAKE_FAILURES[1]
+                                }
+                                _ => HANDSHAKE_FAILURES[0],
+                            };
+                            app.metrics
+                                .tls_handshake_failures
+                                .get_or_create(&ReasonLabel {
+                                    reason: reason.to_string(),
+                                })
+                                .inc();
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
 
     drop(listener);
+    drop(draining);
     tracing::info!(
         drain_timeout_ms = drain_timeout.as_millis() as u64,
         in_flight = app.metrics.in_flight.get(),
         "draining"
     );
+    drain.send_replace(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = drain.closed() => tracing::info!("drained"),
         () = tokio::time::sleep(drain_timeout) => tracing::warn!(
             in_flight = app.metrics.in_flight.get(),
             "drain timeout passed; interrupting the requests still running"
@@ -106,15 +178,48 @@ pub async fn serve(
     drop(workers);
 }
 
-/// One request: route, admit, invoke, log, count.
+/// The `protocol` label of a request's version.
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => PROTOCOLS[0],
+        Version::HTTP_2 => PROTOCOLS[2],
+        _ => PROTOCOLS[1],
+    }
+}
+
+/// An HTTP/2 request's URI (absolute: `:scheme` and `:authority`) with the
+/// connection's scheme instead of the client's; an HTTP/1 one (no scheme)
+/// as it came.
+fn with_scheme(uri: Uri, scheme: &Scheme) -> Uri {
+    match uri.scheme() {
+        Some(claimed) if claimed != scheme => {
+            let mut parts = uri.into_parts();
+            parts.scheme = Some(scheme.clone());
+            Uri::from_parts(parts).expect("a URI with a scheme has an authority")
+        }
+        _ => uri,
+    }
+}
+
+/// One request: route, admit, invoke, log, count. `busy` marks the
+/// connection busy until the response body is done.
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
-    peer: Option<SocketAddr>,
+    conn: Arc<Conn>,
+    busy: Busy,
     min_body_rate: u64,
     version_header: bool,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let peer = conn.peer;
+    app.metrics
+        .count_protocol(protocol(request.version()), conn.scheme == Scheme::HTTPS);
+    let request = {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = with_scheme(parts.uri, &conn.scheme);
+        Request::from_parts(parts, body)
+    };
     let request_id = app.request_ids.take_or_make(&request);
     let method = request.method().clone();
     let path: Box<str> = request.uri().path().into();
@@ -130,7 +235,7 @@ async fn handle(
     let request = match &pattern {
         Some(pattern) => {
             let (mut parts, body) = request.into_parts();
-            spin_headers::apply(&mut parts, pattern, peer);
+            spin_headers::apply(&mut parts, pattern, peer, &conn.scheme);
             Request::from_parts(parts, body)
         }
         None => request,
@@ -162,6 +267,7 @@ async fn handle(
                     .unwrap_or(&handler.stable)
                     .invoke(
                         request,
+                        &conn.scheme,
                         request_id.clone(),
                         slot,
                         &app.cpu_share,
@@ -246,10 +352,11 @@ async fn handle(
     }
     let body_out = metrics.body_out.clone();
     Ok(response.map(|body| {
-        let body = body.count_into(body_out);
-        match canary_outcome {
-            Some(done) => body.on_done(done),
-            None => body,
-        }
+        body.count_into(body_out).on_done(move |ending| {
+            drop(busy);
+            if let Some(done) = canary_outcome {
+                done(ending);
+            }
+        })
     }))
 }

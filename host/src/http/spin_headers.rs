@@ -11,6 +11,7 @@
 use crate::config::router::Pattern;
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::Scheme;
 use std::net::SocketAddr;
 
 /// The route-relative path: `/users/7` for `/api/users/7` under `/api/...`.
@@ -23,7 +24,8 @@ pub const BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
 pub const COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
 /// The pattern as written (`/api/...`); the same as the matched route here.
 pub const RAW_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-raw-component-route");
-/// `http://HOST/PATH?QUERY`, HOST from the `host` header (`localhost` if none).
+/// `SCHEME://HOST/PATH?QUERY`: `https` under TLS, HOST from the `host`
+/// header, else HTTP/2's `:authority` (`localhost` if neither).
 pub const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
 /// The client's address and port (`127.0.0.1:53152`), the TCP peer.
 pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
@@ -42,9 +44,9 @@ const SET: [HeaderName; 7] = [
 const PATH_MATCH_PREFIX: &str = "spin-path-match-";
 
 /// Replaces the request's Spin headers with the ones for `pattern`, the
-/// route it matched, and `peer`, the client.
-pub fn apply(parts: &mut Parts, pattern: &Pattern, peer: Option<SocketAddr>) {
-    let values = values(parts, pattern, peer);
+/// route it matched, `peer`, the client, and `scheme`, the connection's.
+pub fn apply(parts: &mut Parts, pattern: &Pattern, peer: Option<SocketAddr>, scheme: &Scheme) {
+    let values = values(parts, pattern, peer, scheme);
     let headers = &mut parts.headers;
     remove_client_sent(headers);
     for (name, value) in SET.into_iter().zip(values) {
@@ -57,7 +59,12 @@ pub fn apply(parts: &mut Parts, pattern: &Pattern, peer: Option<SocketAddr>) {
 /// The seven values, in [`SET`]'s order; `None` where there is nothing to
 /// say (no peer address) or a value could not be a header (never, for
 /// paths hyper accepted).
-fn values(parts: &Parts, pattern: &Pattern, peer: Option<SocketAddr>) -> [Option<HeaderValue>; 7] {
+fn values(
+    parts: &Parts,
+    pattern: &Pattern,
+    peer: Option<SocketAddr>,
+    scheme: &Scheme,
+) -> [Option<HeaderValue>; 7] {
     let path = parts.uri.path();
     let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
     // Spin's own default when a request has no `host` (HTTP/1.0); a value
@@ -66,9 +73,9 @@ fn values(parts: &Parts, pattern: &Pattern, peer: Option<SocketAddr>) -> [Option
         .headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
-    // Plain HTTP only: the public port has no TLS.
-    let full_url = format!("http://{host}{path_and_query}");
+    let full_url = format!("{scheme}://{host}{path_and_query}");
     let route = pattern.to_string();
     let value = |text: &str| HeaderValue::from_str(text).ok();
     [
@@ -125,7 +132,12 @@ mod tests {
             &[("host", "fermyon.dev")],
         );
         let peer = "127.0.0.1:8777".parse().ok();
-        apply(&mut p, &Pattern::parse("/foo/...").unwrap(), peer);
+        apply(
+            &mut p,
+            &Pattern::parse("/foo/...").unwrap(),
+            peer,
+            &Scheme::HTTP,
+        );
         assert_eq!(header(&p, &PATH_INFO), ["/bar"]);
         assert_eq!(header(&p, &MATCHED_ROUTE), ["/foo/..."]);
         assert_eq!(header(&p, &BASE_PATH), ["/"]);
@@ -141,7 +153,12 @@ mod tests {
     #[test]
     fn exact_and_catch_all_routes() {
         let mut p = parts("/hello", &[("host", "h:5000")]);
-        apply(&mut p, &Pattern::parse("/hello").unwrap(), None);
+        apply(
+            &mut p,
+            &Pattern::parse("/hello").unwrap(),
+            None,
+            &Scheme::HTTP,
+        );
         assert_eq!(header(&p, &PATH_INFO), [""]);
         assert_eq!(header(&p, &COMPONENT_ROUTE), ["/hello"]);
         assert_eq!(header(&p, &MATCHED_ROUTE), ["/hello"]);
@@ -150,7 +167,12 @@ mod tests {
 
         let mut p = parts("/", &[]);
         let ipv6 = "[::1]:4000".parse().ok();
-        apply(&mut p, &Pattern::parse("/...").unwrap(), ipv6);
+        apply(
+            &mut p,
+            &Pattern::parse("/...").unwrap(),
+            ipv6,
+            &Scheme::HTTP,
+        );
         assert_eq!(header(&p, &PATH_INFO), ["/"]);
         assert_eq!(header(&p, &COMPONENT_ROUTE), [""]);
         assert_eq!(header(&p, &FULL_URL), ["http://localhost/"]);
@@ -172,7 +194,12 @@ mod tests {
                 ("host", "h"),
             ],
         );
-        apply(&mut p, &Pattern::parse("/api/...").unwrap(), None);
+        apply(
+            &mut p,
+            &Pattern::parse("/api/...").unwrap(),
+            None,
+            &Scheme::HTTP,
+        );
         assert_eq!(header(&p, &PATH_INFO), ["/users/7"]);
         assert!(header(&p, &CLIENT_ADDR).is_empty());
         assert_eq!(header(&p, &FULL_URL), ["http://h/api/users/7"]);
@@ -182,11 +209,37 @@ mod tests {
     }
 
     #[test]
+    fn under_tls_and_http2_the_url_says_https_and_the_authority() {
+        // HTTP/2: no `host`, the authority in the URI.
+        let mut p = parts("http://h2.example:8443/x?y=1", &[]);
+        apply(
+            &mut p,
+            &Pattern::parse("/...").unwrap(),
+            None,
+            &Scheme::HTTPS,
+        );
+        assert_eq!(header(&p, &FULL_URL), ["https://h2.example:8443/x?y=1"]);
+        let mut p = parts("/x", &[("host", "h")]);
+        apply(
+            &mut p,
+            &Pattern::parse("/...").unwrap(),
+            None,
+            &Scheme::HTTPS,
+        );
+        assert_eq!(header(&p, &FULL_URL), ["https://h/x"]);
+    }
+
+    #[test]
     fn an_unprintable_host_falls_back_to_localhost() {
         let mut p = parts("/x", &[]);
         p.headers
             .insert(HOST, HeaderValue::from_bytes(b"h\xff").unwrap());
-        apply(&mut p, &Pattern::parse("/...").unwrap(), None);
+        apply(
+            &mut p,
+            &Pattern::parse("/...").unwrap(),
+            None,
+            &Scheme::HTTP,
+        );
         assert_eq!(header(&p, &FULL_URL), ["http://localhost/x"]);
     }
 }

@@ -94,6 +94,36 @@ impl prometheus_client::encoding::EncodeLabelSet for HandlerLabels {
     }
 }
 
+/// The labels of `wasmlet_requests_by_protocol_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// [`PROTOCOLS`]
+    pub protocol: &'static str,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The `protocol` label values, by ALPN name.
+pub const PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2"];
+
+/// Why a TLS handshake failed, as a label value: it took longer than
+/// --header-read-timeout, or the client sent something TLS refused.
+pub const HANDSHAKE_FAILURES: [&str; 2] = ["timeout", "error"];
+
+/// A series with no labels in a family that is absent until it is set
+/// (the TLS series, which mean nothing without --tls-cert).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct NoLabels;
+
+impl EncodeLabelSet for NoLabels {
+    fn encode(
+        &self,
+        _encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabel {
     pub cache: String,
@@ -176,6 +206,11 @@ pub struct Metrics {
     pub instances_created: Family<RouteLabel, Counter>,
     pub instance_requests: Family<RouteLabel, Histogram, fn() -> Histogram>,
     pub idle_instances: Family<RouteLabel, Gauge>,
+    pub requests_by_protocol: Family<ProtocolLabels, Counter>,
+    /// The served certificate's `notAfter`, in seconds since the epoch.
+    pub tls_certificate_expiry: Family<NoLabels, Gauge>,
+    pub tls_reloads: Family<OutcomeLabel, Counter>,
+    pub tls_handshake_failures: Family<ReasonLabel, Counter>,
     /// What the host's files under --cache-dir hold (see `cache_budget`).
     pub cache_bytes: Gauge<u64, AtomicU64>,
     pub cache_pruned: Counter,
@@ -415,8 +450,38 @@ impl Metrics {
             idle_instances.clone(),
         );
 
+        let requests_by_protocol = Family::<ProtocolLabels, Counter>::default();
+        host.register(
+            "requests_by_protocol",
+            "Requests on the public port, by protocol (http/1.0, http/1.1, h2) and whether the connection is TLS",
+            requests_by_protocol.clone(),
+        );
+        let tls_certificate_expiry = Family::<NoLabels, Gauge>::default();
+        host.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "With --tls-cert: when the certificate served now expires (its notAfter), since the Unix epoch",
+            Unit::Seconds,
+            tls_certificate_expiry.clone(),
+        );
+        let tls_reloads = Family::<OutcomeLabel, Counter>::default();
+        host.register(
+            "tls_reloads",
+            "Loads of --tls-cert and --tls-key, by outcome (loaded, unchanged, error: the old pair keeps serving)",
+            tls_reloads.clone(),
+        );
+        let tls_handshake_failures = Family::<ReasonLabel, Counter>::default();
+        host.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the public port that failed, by reason (timeout: longer than --header-read-timeout; error)",
+            tls_handshake_failures.clone(),
+        );
+
         Metrics {
             registry,
+            requests_by_protocol,
+            tls_certificate_expiry,
+            tls_reloads,
+            tls_handshake_failures,
             canary_requests,
             canary_rollbacks,
             canary_uncounted,
@@ -462,6 +527,13 @@ impl Metrics {
             Unit::Bytes,
             limit,
         );
+    }
+
+    /// Counts a request on the public port by its protocol.
+    pub fn count_protocol(&self, protocol: &'static str, tls: bool) {
+        self.requests_by_protocol
+            .get_or_create(&ProtocolLabels { protocol, tls })
+            .inc();
     }
 
     /// The exposition in Prometheus text format.

@@ -73,11 +73,14 @@ impl Handler {
         }
     }
 
-    /// Runs `request` on this handler. `min_body_rate` is --min-body-rate
-    /// in bytes per second (0: no minimum).
+    /// Runs `request` on this handler. `scheme` is the connection's (a 0.2
+    /// guest is told it; a 0.3 one reads the URI's). `min_body_rate` is
+    /// --min-body-rate in bytes per second (0: no minimum).
+    #[allow(clippy::too_many_arguments)]
     pub async fn invoke(
         &self,
         request: Request<Incoming>,
+        scheme: &http::uri::Scheme,
         request_id: Arc<str>,
         in_flight: InFlight,
         cpu_share: &CpuShare,
@@ -96,6 +99,7 @@ impl Handler {
                     p2::run(
                         route,
                         request,
+                        scheme,
                         request_id,
                         in_flight,
                         cpu_share,

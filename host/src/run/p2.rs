@@ -62,10 +62,13 @@ impl P2Route {
 }
 
 /// Runs `request` on `route` in a fresh instance (or a reused one), with
-/// the request's `flags`; `in_flight` is held until the guest is done.
+/// the request's `flags`; `in_flight` is held until the guest is done. The
+/// guest is told `scheme`, the connection's.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     route: &Arc<P2Route>,
     request: Request<GuardedBody>,
+    scheme: &http::uri::Scheme,
     request_id: Arc<str>,
     in_flight: InFlight,
     cpu_share: &CpuShare,
@@ -103,11 +106,14 @@ pub async fn run(
     store.set_epoch_deadline(1);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = match store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, request)
-    {
+    let incoming = match store.data_mut().http().new_incoming_request(
+        if *scheme == http::uri::Scheme::HTTPS {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+        request,
+    ) {
         Ok(incoming) => incoming,
         Err(e) => return host_response(StatusCode::BAD_REQUEST, &format!("bad request: {e}\n")),
     };
