@@ -22,6 +22,10 @@ if [[ "${1:-}" != "--no-wasmtime" ]]; then
   fi
 fi
 
+if ! python3 -c 'import grpc; assert grpc.__version__ == "1.85.4"' 2>/dev/null; then
+  echo "setup: installing the Python grpcio 1.85.4 (a real gRPC client for the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.4
+fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "setup: installing the Python prometheus-client (exposition parser for the tests)"
   python3 -m pip install --quiet --disable-pip-version-check prometheus-client

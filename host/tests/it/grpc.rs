@@ -147,3 +147,44 @@ async fn a_grpc_timeout_bounds_a_p3_handler_too() {
         r.headers
     );
 }
+
+/// A real gRPC stack (Python's grpcio, `grpc_client.py`, no stubs) over h2c:
+/// a unary call, a 1,000-message server stream, an error status with its
+/// message, an unknown method, a client deadline the host enforces, and a
+/// call in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_calls_the_service_over_h2c() {
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/grpc_client.py");
+    let addr = host.public.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(addr)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 (grpcio comes from scripts/setup-tools.sh)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(results["unary"]["ok"], "Hello, wasmlet!", "{results}");
+    let stream = results["stream"]["ok"].as_array().expect("a stream");
+    assert_eq!(stream.len(), 1000, "{results}");
+    assert_eq!(stream[0], "n #1");
+    assert_eq!(stream[999], "n #1000");
+    assert_eq!(results["error"]["code"], "NOT_FOUND", "{results}");
+    assert_eq!(results["error"]["details"], "no such name: nobody");
+    assert_eq!(results["unknown"]["code"], "UNIMPLEMENTED");
+    assert_eq!(results["deadline"]["code"], "DEADLINE_EXCEEDED");
+    assert_eq!(results["in_time"]["ok"], "slept 10 ms");
+    // The host ended the call at the client's deadline, not the route's 20 s.
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
+        })
+        .expect("the expired call is a 504 in the request log");
+    let took: f64 = field(&line, "duration_ms").parse().unwrap();
+    assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
+}
