@@ -90,7 +90,7 @@ impl Handler {
         // A gRPC client's deadline bounds the call like the route's own.
         let flags = Arc::new(
             Flags::new(self.limits.max_body_size, min_body_rate)
-                .with_client_timeout(grpc::timeout(request.headers())),
+                .with_client_timeout(grpc::timeout(request.headers()), self.limits.timeout),
         );
         let response = match body::guard(request, &flags, &self.metrics.body_in) {
             Err(refused) => refused,

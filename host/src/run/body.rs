@@ -90,17 +90,23 @@ impl Flags {
         }
     }
 
-    /// With a deadline the client asked for (`None`: none).
-    pub fn with_client_timeout(mut self, timeout: Option<Duration>) -> Flags {
-        self.client_timeout = timeout;
+    /// With a deadline the client asked for (`None`: none), kept only when
+    /// it is shorter than the route's `timeout`.
+    pub fn with_client_timeout(mut self, client: Option<Duration>, route: Duration) -> Flags {
+        self.client_timeout = client.filter(|client| *client < route);
         self
     }
 
     /// How long this request may run: the route's `timeout`, or the
     /// client's, when it asked for less.
     pub fn timeout(&self, route: Duration) -> Duration {
-        self.client_timeout
-            .map_or(route, |client| client.min(route))
+        self.client_timeout.unwrap_or(route)
+    }
+
+    /// Whether the request's deadline is one its client chose: a timeout
+    /// then is the client's doing, not the handler's fault.
+    pub fn client_deadline(&self) -> bool {
+        self.client_timeout.is_some()
     }
 }
 
@@ -158,12 +164,13 @@ impl Flags {
     }
 
     /// Records that the guest faulted (`timed_out`: by its wall-clock
-    /// limit), and whether a timeout was the client's doing: it hit while
-    /// the host had waited at least [`CLIENT_STALL`] on the client. Call
+    /// limit), and whether a timeout was the client's doing: a deadline the
+    /// client chose, or it hit while the host had waited at least
+    /// [`CLIENT_STALL`] on the client. Call
     /// before the guest's store (and so its response body stream) is
     /// dropped.
     pub fn fault(&self, timed_out: bool) {
-        if timed_out && self.waited_on_client() >= CLIENT_STALL {
+        if timed_out && (self.client_deadline() || self.waited_on_client() >= CLIENT_STALL) {
             self.stalled_by_client.store(true, Ordering::Release);
         }
         self.faulted.store(true, Ordering::Release);

@@ -125,6 +125,17 @@ impl Reporter {
             );
             return;
         }
+        // A gRPC client's own deadline: the call ran as long as it was
+        // allowed, and a client could otherwise raise the fault rate at will.
+        if matches!(fault, Fault::Timeout) && flags.client_deadline() {
+            tracing::info!(
+                route = %self.label,
+                digest = %self.digest,
+                request_id = %request_id,
+                "handler ended at the client's deadline (grpc-timeout)"
+            );
+            return;
+        }
         report(
             &self.label,
             &self.digest.to_string(),

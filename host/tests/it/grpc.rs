@@ -187,4 +187,31 @@ async fn grpcio_calls_the_service_over_h2c() {
         .expect("the expired call is a 504 in the request log");
     let took: f64 = field(&line, "duration_ms").parse().unwrap();
     assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
+    // The deadline was the client's choice: no handler fault to log, count
+    // or alert on (a client could raise the fault rate at will otherwise).
+    let id = field(&line, "request_id");
+    assert!(
+        !host
+            .logs()
+            .iter()
+            .any(|l| l.contains("handler fault") && l.contains(&id)),
+        "{:?}",
+        host.logs()
+    );
+    assert!(
+        host.logs()
+            .iter()
+            .any(|l| l.contains("the client's deadline") && l.contains(&id)),
+        "{:?}",
+        host.logs()
+    );
+    let faults = get(host.admin, "/metrics").await.text();
+    assert_eq!(
+        sample(
+            &faults,
+            "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"timeout\"}"
+        ),
+        0.0,
+        "{faults}"
+    );
 }
