@@ -21,21 +21,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// The packages built; every one of their cdylibs and bins is a component.
 const PACKAGES: &[&str] = &["test-programs", "hello", "hello-counter"];
 
-/// Inherited variables that break or distort a nested build.
-const SCRUBBED_ENV: &[&str] = &[
-    "CARGO_ENCODED_RUSTFLAGS",
-    "RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_BUILD_RUSTC_WRAPPER",
-    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_MAKEFLAGS",
-    "MAKEFLAGS",
-    "MFLAGS",
-];
+include!("src/scrubbed_env.rs");
 
 /// Components built by a script from another toolchain: (constant name,
 /// script, its source folder).

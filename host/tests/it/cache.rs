@@ -5,6 +5,7 @@
 use crate::common::*;
 use sha2::Digest;
 use std::path::Path;
+use std::time::Duration;
 
 /// Distinct small handlers: about 280 KiB compiled each.
 const COMPONENTS: [&str; 8] = [
@@ -204,9 +205,10 @@ async fn the_least_recently_used_entry_goes_and_is_compiled_again_when_needed() 
     swap(&host, &handler, b).await;
     assert_eq!(get(host.public, "/").await.status, 200);
     let misses = host
-        .logs()
+        .wait_for_logs(Duration::from_secs(10), 2, |l| {
+            l.contains("component loaded") && l.contains(&digest(b))
+        })
         .iter()
-        .filter(|l| l.contains("component loaded") && l.contains(&digest(b)))
         .map(|l| field(l, "cache"))
         .collect::<Vec<_>>();
     assert_eq!(misses, ["miss", "miss"]);

@@ -413,12 +413,25 @@ async fn a_healthy_canary_is_not_rolled_back_at_a_steady_1_percent_error_rate() 
     let route = route_doc(&host, "/...").await;
     assert_eq!(route["canary"]["state"], "active", "{route:#}");
     assert_eq!(route["canary"]["effective_weight"], 50);
+    // Every outcome is counted in the window, or left out because its
+    // client ran ahead of the others past its share (MAX_CLIENT_SHARE):
+    // how far one of the 64 connections gets ahead depends on scheduling.
     let window = &route["canary"]["window"];
-    assert_eq!(
-        window["stable"]["total"].as_u64().unwrap() + window["canary"]["total"].as_u64().unwrap(),
-        N as u64
-    );
-    assert_eq!(window["canary"]["failed"], failed("canary") as u64);
+    let mut seen = 0;
+    for version in ["stable", "canary"] {
+        let counted = window[version]["total"].as_u64().unwrap();
+        let over = metric(
+            &host,
+            &format!(
+                "wasmlet_canary_uncounted_total{{route=\"/...\",version=\"{version}\",reason=\"share\"}}"
+            ),
+        )
+        .await as u64;
+        eprintln!("{version}: {counted} counted, {over} over a client's share");
+        seen += counted + over;
+        assert!(window[version]["failed"].as_u64().unwrap() <= failed(version) as u64);
+    }
+    assert_eq!(seen, N as u64, "{route:#}");
     assert_eq!(
         metric(&host, "wasmlet_canary_rollbacks_total{route=\"/...\"}").await,
         0.0

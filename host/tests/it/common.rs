@@ -103,6 +103,26 @@ impl Wasmlet {
         None
     }
 
+    /// Waits until `n` log lines satisfy `pred`, and returns those lines
+    /// (fewer if `timeout` passes first). The log is read from the host's
+    /// stderr by another thread, so a line the host wrote before answering
+    /// may not be in [`Self::logs`] yet when the answer arrives.
+    pub fn wait_for_logs(
+        &self,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines: Vec<String> = self.logs().into_iter().filter(|l| pred(l)).collect();
+            if lines.len() >= n || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -7,24 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Variables a surrounding `cargo test` (or a coverage or lint wrapper) may
-/// set that would move or distort the folder's own `cargo build`, as for the
-/// fixtures' nested build (test-programs/artifacts/build.rs).
-const SCRUBBED_ENV: &[&str] = &[
-    "CARGO_ENCODED_RUSTFLAGS",
-    "RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_BUILD_RUSTC_WRAPPER",
-    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_MAKEFLAGS",
-    "MAKEFLAGS",
-    "MFLAGS",
-];
-
 /// `wasmlet new ARGS...` run in `dir`: (exit code, stdout, stderr).
 fn new_in(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(BIN)
@@ -66,7 +48,9 @@ async fn build_and_serve(parent: &Path, stdout: &str, extra: &[&str]) -> Wasmlet
         let started = Instant::now();
         let mut sh = Command::new("sh");
         sh.args(["-c", command]).current_dir(&dir);
-        for var in SCRUBBED_ENV {
+        // As for the fixtures' nested build: a surrounding cargo's (or a
+        // lint or coverage wrapper's) variables would move or distort it.
+        for var in wasm::SCRUBBED_ENV {
             sh.env_remove(var);
         }
         let output = sh.output().expect("failed to run sh");

@@ -111,13 +111,10 @@ async fn a_pinned_digest_is_pulled_once_then_served_from_the_cache() {
     let host = serve(&registry, &config, &cache, &[]);
     assert_eq!(get(host.public, "/").await.text(), "v1");
     assert_eq!(gets(&registry), before, "{:?}", registry.log());
-    assert!(
-        host.logs()
-            .iter()
-            .any(|l| l.contains("component resolved") && l.contains("from_cache=true")),
-        "{:?}",
-        host.logs()
-    );
+    let resolved = host.wait_for_log(Duration::from_secs(10), |l| {
+        l.contains("component resolved") && l.contains("from_cache=true")
+    });
+    assert!(resolved.is_some(), "{:?}", host.logs());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,7 +168,8 @@ async fn a_tag_is_resolved_at_each_reload_and_failures_keep_the_last_good_versio
     let r = reload(host.admin).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(host.public, "/").await.text(), "v2");
-    assert!(host.logs().iter().any(|l| l.contains("retrying")));
+    let retried = host.wait_for_log(Duration::from_secs(10), |l| l.contains("retrying"));
+    assert!(retried.is_some(), "{:?}", host.logs());
 
     // The tag moves back: v1 again, from its cached layer.
     let moved = registry.push(Some("live"), &wasm(wasm::V1));

@@ -8,3 +8,5 @@
 //! A host test loads them with, e.g., `std::fs::read(test_programs_artifacts::ECHO)`.
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+include!("scrubbed_env.rs");
