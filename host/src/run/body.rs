@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -50,8 +51,10 @@ pub struct Flags {
     /// The request body arrived slower than --min-body-rate.
     too_slow: AtomicBool,
     /// The client went away (or broke the request body) before the
-    /// body's end.
+    /// body's end, or cancelled the request ([`Flags::cancel`]).
     client_gone: AtomicBool,
+    /// Wakes the guest's run when the request is cancelled.
+    cancel: Notify,
     /// The guest faulted; set before its store (and so the response body
     /// stream) is dropped, so a body that ends after it is cut, not finished.
     faulted: AtomicBool,
@@ -81,6 +84,7 @@ impl Flags {
             too_large: AtomicBool::new(false),
             too_slow: AtomicBool::new(false),
             client_gone: AtomicBool::new(false),
+            cancel: Notify::new(),
             faulted: AtomicBool::new(false),
             stalled_by_client: AtomicBool::new(false),
             client_timeout: None,
@@ -107,6 +111,33 @@ impl Flags {
     /// then is the client's doing, not the handler's fault.
     pub fn client_deadline(&self) -> bool {
         self.client_timeout.is_some()
+    }
+
+    /// The client gave up on the request (reset its HTTP/2 stream, closed
+    /// the connection, or left before the response body's end): its guest
+    /// is stopped like a timeout stops it, and what follows is the
+    /// client's doing (`client_gone`), not the handler's fault.
+    pub fn cancel(&self) {
+        self.client_gone.store(true, Ordering::Release);
+        self.cancel.notify_one();
+    }
+
+    /// Resolves once the request is cancelled (one waiter: the guest's run).
+    pub async fn cancelled(&self) {
+        self.cancel.notified().await
+    }
+
+    /// How long the connection has held the response body's last frame
+    /// without asking for the next: an HTTP/2 client that keeps its flow-
+    /// control window shut makes this grow.
+    pub fn download_waited(&self) -> Duration {
+        match self.download_wait.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => self
+                .started
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(since - 1)),
+        }
     }
 }
 
@@ -423,8 +454,17 @@ pub struct ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        let ending = self.ending();
         if let Some(done) = self.on_done.take() {
-            done(self.ending());
+            done(ending);
+        }
+        if let Some(flags) = &self.guest {
+            // Gone: nothing waits on the client for it any more.
+            flags.download_wait.store(0, Ordering::Release);
+            // Dropped before its end: nobody reads what the guest writes on.
+            if ending == Ending::Abandoned {
+                flags.cancel();
+            }
         }
     }
 }
@@ -492,6 +532,11 @@ impl ResponseBody {
             on_done: None,
             _held: None,
         }
+    }
+
+    /// The flags of the guest writing this body, if a guest does.
+    pub fn guest_flags(&self) -> Option<&Arc<Flags>> {
+        self.guest.as_ref()
     }
 
     /// Whether the host made this response itself (a guest may answer

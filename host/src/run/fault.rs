@@ -12,6 +12,7 @@
 //! | returned without setting a response               | 500                    |
 //! | request body over the limit                       | 413                    |
 //! | request body slower than --min-body-rate          | 408                    |
+//! | cancelled by its client (stream reset, hang-up)   | none: nobody reads it  |
 //! | any of these after the response head was sent     | the body is cut        |
 //!
 //! Faults are logged once by a route version's [`Reporter`], naming the
@@ -42,6 +43,10 @@ pub enum Fault {
     /// The pooling allocator had no free slot (instance, memory, table or
     /// stack) for the guest's instance.
     Pool(String),
+    /// The client cancelled the request ([`Flags::cancel`]): the guest was
+    /// stopped like a timeout stops it. The client's doing (its flags say
+    /// `client_gone`), so never counted.
+    Cancelled,
 }
 
 impl Fault {
@@ -54,6 +59,7 @@ impl Fault {
             Fault::Memory(MemoryLimit::Host) => "memory_budget",
             Fault::NoResponse => "no_response",
             Fault::Pool(_) => "pool",
+            Fault::Cancelled => "cancelled",
         }
     }
 
@@ -77,6 +83,7 @@ impl Fault {
             }
             Fault::NoResponse => "returned without setting a response".into(),
             Fault::Pool(cause) => format!("found no free instance slot: {cause}"),
+            Fault::Cancelled => "was cancelled by its client".into(),
         }
     }
 
@@ -188,6 +195,7 @@ pub fn fault_text(fault: &Fault) -> &'static str {
         Fault::Memory(MemoryLimit::Host) => "no memory left for handlers, try again",
         Fault::NoResponse => "handler did not respond",
         Fault::Pool(_) => "no instance slot free, try again",
+        Fault::Cancelled => "request cancelled",
     }
 }
 

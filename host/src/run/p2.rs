@@ -14,7 +14,10 @@
 //! request body bytes it asked for, or for the client to take the response
 //! body it wrote), or a client that went away before the body's end.
 //! [`ResponseBody::on_done`] tells which ([`crate::run::body::Ending`]); a
-//! canary does not count these against the version.
+//! canary does not count these against the version. A client that
+//! cancels its request (resets its HTTP/2 stream, hangs up before the
+//! response's end) stops the guest as a timeout would ([`Flags::cancel`]):
+//! its `--max-in-flight` slot is free at once, and no fault is counted.
 
 use crate::config::limits::RequestLimits;
 use crate::observe::metrics::RouteMetrics;
@@ -139,9 +142,12 @@ pub async fn run(
         .run(),
     );
 
+    // A request dropped before its response head (an HTTP/2 stream reset,
+    // a client gone) stops its guest, and so gives back its slot at once.
+    let cancel = CancelOnDrop(Some(flags.clone()));
     // No timer here: the guest task enforces the deadline, and a guest
     // that ends without answering drops the sender.
-    match receiver.await {
+    let response = match receiver.await {
         Ok(Ok(response)) => match flags.refusal() {
             None => response.map(|body| ResponseBody::from_guest(body, flags)),
             Some(refused) => refused,
@@ -166,6 +172,27 @@ pub async fn run(
                 Err(join) => Fault::Trap(format!("guest task failed: {join}")),
             };
             fault::answer(&flags, &fault)
+        }
+    };
+    cancel.disarm();
+    response
+}
+
+/// Cancels its request when dropped armed: the future waiting for the
+/// guest's response was dropped (the client is gone); after the head,
+/// the response body does the same ([`ResponseBody`]'s drop).
+struct CancelOnDrop(Option<Arc<Flags>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flags) = self.0.take() {
+            flags.cancel();
         }
     }
 }
@@ -233,7 +260,12 @@ impl GuestRun {
                 }
                 poll
             });
-            tokio::time::timeout_at(deadline, run).await
+            // Cancelled first: a guest whose client is gone runs no more.
+            tokio::select! {
+                biased;
+                () = flags.cancelled() => Err(Fault::Cancelled),
+                ran = tokio::time::timeout_at(deadline, run) => ran.map_err(|_| Fault::Timeout),
+            }
         };
         slot.release();
         let served = served + 1;
@@ -251,7 +283,7 @@ impl GuestRun {
                 return Ok(());
             }
             Ok(Err(error)) => Fault::classify(&error, store.data().limiter.exceeded),
-            Err(_) => Fault::Timeout,
+            Err(fault) => fault,
         };
         // A faulted instance is never reused: `store` drops below.
         if instantiated.load(Ordering::Relaxed) {

@@ -24,6 +24,11 @@
 //!   `handle` returned): the instance keeps the last finished request's
 //!   slot of --max-in-flight until that work ends ([`Lingering`]), so it
 //!   counts as a request in flight, as a 0.2 guest still running does;
+//! - a request its client cancels before its response (an HTTP/2 stream
+//!   reset, a hang-up) expires at once; its slot of --max-in-flight stays
+//!   with its instance, which is ended as soon as it has no other request
+//!   to answer (wasmtime cannot cancel one guest task alone), so a client
+//!   resetting streams never has more guests running than slots;
 //! - a guest that has run [`crate::run::admission::HEAVY_AFTER`] without its
 //!   instance going idle runs only with a [`CpuShare`] slot, as 0.2 ones do;
 //! - each request worker thread has its own driver and instances, so a
@@ -147,13 +152,17 @@ impl P3Route {
             reported: AtomicBool::new(false),
             reporter: reporter.clone(),
             instance: OnceLock::new(),
+            held: Mutex::new(None),
         });
-        // Handed to the instance when the request is done, whichever way.
-        let slot = RequestSlot {
+        // Handed to the instance when the request is done, whichever way;
+        // if this future is dropped first, the request is cancelled.
+        let pending = Awaiting(Some(RequestSlot {
             in_flight: Some(in_flight),
             task: task.clone(),
-        };
-        let fault = match self.shard().handle(task.clone(), request).await {
+        }));
+        let handled = self.shard().handle(task.clone(), request).await;
+        let slot = pending.done();
+        let fault = match handled {
             Ok(response) => {
                 return match flags.refusal() {
                     None => response
@@ -215,6 +224,29 @@ struct P3Request {
     reporter: Arc<Reporter>,
     /// The instance that took the request, once one has.
     instance: OnceLock<Arc<Lingering>>,
+    /// A cancelled request's slot, until an instance takes the request
+    /// (or it is dropped, never taken).
+    held: Mutex<Option<InFlight>>,
+}
+
+/// A request waiting for its response: dropped before (its client is
+/// gone), it cancels the request ([`P3Request::cancel`]).
+struct Awaiting(Option<RequestSlot>);
+
+impl Awaiting {
+    fn done(mut self) -> RequestSlot {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        if let Some(mut slot) = self.0.take()
+            && let Some(in_flight) = slot.in_flight.take()
+        {
+            slot.task.cancel(in_flight);
+        }
+    }
 }
 
 /// A request's slot of --max-in-flight while the request lasts (its
@@ -248,6 +280,9 @@ struct LingerState {
     /// The driver last reported post-return work.
     working_on: bool,
     held: Option<InFlight>,
+    /// A request on it was cancelled: the slot is held until the instance
+    /// is gone, and it is ended once it has no request to answer.
+    cancelled: bool,
 }
 
 impl Lingering {
@@ -265,17 +300,54 @@ impl Lingering {
     }
 
     /// Records what the driver reports: post-return work, or not (idle,
-    /// running requests, or gone).
+    /// running requests). A cancelled request's slot stays until
+    /// [`Lingering::gone`].
     fn set_working_on(&self, working_on: bool) {
         let mut state = self.0.lock().unwrap();
         state.working_on = working_on;
-        let released = if working_on { None } else { state.held.take() };
+        let released = if working_on || state.cancelled {
+            None
+        } else {
+            state.held.take()
+        };
         drop(state);
+        drop(released);
+    }
+
+    /// Takes the slot of a request on it that its client cancelled.
+    fn cancel(&self, slot: InFlight) {
+        let mut state = self.0.lock().unwrap();
+        state.cancelled = true;
+        let released = state.held.replace(slot);
+        drop(state);
+        drop(released);
+    }
+
+    /// Whether a request on it was cancelled.
+    fn cancelled(&self) -> bool {
+        self.0.lock().unwrap().cancelled
+    }
+
+    /// The instance is gone: nothing of it runs any more.
+    fn gone(&self) {
+        let released = self.0.lock().unwrap().held.take();
         drop(released);
     }
 }
 
 impl P3Request {
+    /// The client cancelled the request before its response: the guest is
+    /// told (the request expires: `Worker::on_request_start`), and
+    /// `slot` stays with the instance running it until that instance is
+    /// gone, or with the request until an instance takes it.
+    fn cancel(&self, slot: InFlight) {
+        self.flags.cancel();
+        match self.instance.get() {
+            Some(instance) => instance.cancel(slot),
+            None => *self.held.lock().unwrap() = Some(slot),
+        }
+    }
+
     /// Records that the request failed: its response body, if one is
     /// streaming, is cut, and the fault is logged and counted once.
     fn fail(&self, fault: Fault) {
@@ -457,14 +529,26 @@ impl WorkerState for Worker {
             .renew_for_request(request.request_id.clone());
         self.served.fetch_add(1, Ordering::Relaxed);
         let _ = request.instance.set(self.lingering.clone());
+        // Cancelled while queued: its slot comes along.
+        if let Some(slot) = request.held.lock().unwrap().take() {
+            self.lingering.cancel(slot);
+        }
         let mut requests = self.requests.lock().unwrap();
         requests.retain(|r| r.strong_count() > 0);
         requests.push(Arc::downgrade(&request));
-        Box::pin(tokio::time::sleep_until(request.deadline))
+        // The request expires at its deadline, or at once when its client
+        // cancels it.
+        Box::pin(async move {
+            tokio::select! {
+                () = tokio::time::sleep_until(request.deadline) => {}
+                () = request.flags.cancelled() => {}
+            }
+        })
     }
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
         self.lingering.set_working_on(false);
+        self.lingering.gone();
         self.instances
             .requests
             .observe(self.served.load(Ordering::Relaxed) as f64);
@@ -551,6 +635,12 @@ impl WorkerExpiration for Expiry {
         me.turn.release();
         me.lingering
             .set_working_on(status == WorkerStatus::PostReturn);
+        // A cancelled request's guest may run on (it cannot be cancelled
+        // alone): once no request is left to answer, the instance ends
+        // (it takes no new request after an expired one anyway).
+        if status != WorkerStatus::Requests && me.lingering.cancelled() {
+            return Poll::Ready(());
+        }
         let idle = status == WorkerStatus::Idle;
         if idle {
             if me.closed.as_mut().poll(cx).is_ready()
