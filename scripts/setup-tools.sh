@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need, reusing whatever is present:
 # the wasm32-wasip2 target, the reference `wasmtime` CLI (same version as the
-# host's wasmtime crate) and the Python Prometheus parser the tests use.
+# host's wasmtime crate) and the Python packages the tests use (Prometheus
+# parser, grpcio, h2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,10 @@ fi
 if ! python3 -c 'import grpc; assert grpc.__version__ == "1.85.4"' 2>/dev/null; then
   echo "setup: installing the Python grpcio 1.85.4 (a real gRPC client for the tests)"
   python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.4
+fi
+if ! python3 -c 'import h2; assert h2.__version__ == "4.4.1"' 2>/dev/null; then
+  echo "setup: installing the Python h2 4.4.1 (hyperframe, hpack: HTTP/2 attacks for the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check h2==4.4.1
 fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "setup: installing the Python prometheus-client (exposition parser for the tests)"

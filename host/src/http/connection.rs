@@ -12,15 +12,24 @@
 //! in progress for the header-read timeout ([`Activity`]). A client that
 //! stops reading its responses is closed by [`WriteDeadline`], which hyper
 //! has no equivalent of; bytes the kernel still holds after that are
-//! bounded by `TCP_USER_TIMEOUT`.
+//! bounded by `TCP_USER_TIMEOUT`. An HTTP/2 client that reads but keeps its
+//! flow-control window shut is closed once a response has waited on it for
+//! the write timeout ([`Activity::watch`]), and one flooding the host with
+//! stream resets, PINGs or SETTINGS by its [`FrameMeter`]; both are counted
+//! in `wasmlet_connections_closed_total`.
 
+use crate::http::frame_meter::{Budgets, FrameMeter};
+use crate::observe::metrics::{CLOSE_REASONS, ReasonLabel};
+use crate::run::body::Flags;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::{self, HttpServerConnExec};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -50,6 +59,11 @@ const HTTP2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// How long a connection closed for idleness may take to say goodbye (an
 /// HTTP/2 GOAWAY and its PING) before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How often a connection's responses are checked for one stalled on the
+/// client's flow-control window, as a share of the write timeout.
+const STALL_CHECKS_PER_TIMEOUT: u32 = 4;
+/// The `reason` of a connection closed for a stalled response.
+const WINDOW_STALL: &str = CLOSE_REASONS[3];
 
 /// What one port allows its clients.
 #[derive(Debug, Clone)]
@@ -76,6 +90,8 @@ pub struct Connections {
     policy: Policy,
     http: auto::Builder<TokioExecutor>,
     open: Arc<Semaphore>,
+    /// Where connections a guard closed are counted, by reason.
+    closed: Option<Family<ReasonLabel, Counter>>,
 }
 
 impl Connections {
@@ -110,6 +126,29 @@ impl Connections {
             open: Arc::new(Semaphore::new(policy.max_connections)),
             policy,
             http,
+            closed: None,
+        }
+    }
+
+    /// Counts the connections a guard closes into `closed`, by reason.
+    pub fn counting_closes(mut self, closed: Family<ReasonLabel, Counter>) -> Connections {
+        self.closed = Some(closed);
+        self
+    }
+
+    /// Logs and counts a connection a guard closed.
+    fn guard_closed(&self, reason: &'static str) {
+        tracing::warn!(
+            port = self.policy.port,
+            reason,
+            "closing a connection: the client went past a guard"
+        );
+        if let Some(closed) = &self.closed {
+            closed
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .inc();
         }
     }
 
@@ -182,8 +221,10 @@ impl Connections {
     /// Serves `io` with `service` until the connection ends: closed
     /// gracefully (HTTP/2: GOAWAY, the streams in progress finish) once
     /// `drain` resolves, and also when no request has been in progress on
-    /// it for the header-read timeout, counted by `activity` (then dropped
-    /// [`IDLE_CLOSE_GRACE`] later if it has not ended).
+    /// it for the header-read timeout, counted by `activity`, or when one
+    /// of its responses waited the write timeout on the client's window
+    /// (then dropped [`IDLE_CLOSE_GRACE`] later if it has not ended). Its
+    /// HTTP/2 frames are metered ([`FrameMeter`]): a flood ends it.
     pub async fn run<I, S, B>(
         &self,
         io: I,
@@ -200,20 +241,34 @@ impl Connections {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         TokioExecutor: HttpServerConnExec<S::Future, B>,
     {
+        let io = FrameMeter::new(io, Budgets::default());
+        let tripped = io.tripped();
         let connection = self.serve(io, service);
         let idle = activity.idle_for(self.policy.header_read_timeout);
+        let stall = activity.stalled_for(self.policy.write_timeout);
         let grace = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(connection, drain, idle, grace);
+        tokio::pin!(connection, drain, idle, stall, grace);
         let (mut draining, mut closing) = (false, false);
         loop {
             tokio::select! {
-                result = connection.as_mut() => return result,
+                result = connection.as_mut() => {
+                    if let Some(&reason) = tripped.get() {
+                        self.guard_closed(reason);
+                    }
+                    return result;
+                }
                 () = &mut drain, if !draining => {
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
                 () = &mut idle, if !closing => {
                     tracing::debug!(port = self.policy.port, "closing a connection with no request in progress");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                    grace.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                () = &mut stall, if !closing => {
+                    self.guard_closed(WINDOW_STALL);
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                     grace.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
@@ -233,6 +288,8 @@ pub struct Activity(Arc<Mutex<Requests>>);
 struct Requests {
     busy: usize,
     idle_since: Instant,
+    /// The flags of the guest responses sent on it ([`Activity::watch`]).
+    responses: Vec<Weak<Flags>>,
 }
 
 impl Default for Activity {
@@ -247,7 +304,42 @@ impl Activity {
         Activity(Arc::new(Mutex::new(Requests {
             busy: 0,
             idle_since: Instant::now(),
+            responses: Vec::new(),
         })))
+    }
+
+    /// Watches a guest's response on this connection for a stall on the
+    /// client's flow-control window (see [`Activity::stalled_for`]).
+    pub fn watch(&self, flags: &Arc<Flags>) {
+        let mut requests = self.0.lock().expect("never poisoned");
+        if requests.responses.len() >= requests.responses.capacity() {
+            requests.responses.retain(|flags| flags.strong_count() > 0);
+        }
+        requests.responses.push(Arc::downgrade(flags));
+    }
+
+    /// Whether a response still in progress has waited `limit` or longer
+    /// for the connection to take its next frame.
+    fn stalled(&self, limit: Duration) -> bool {
+        let mut requests = self.0.lock().expect("never poisoned");
+        requests.responses.retain(|flags| flags.strong_count() > 0);
+        requests
+            .responses
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|flags| flags.download_waited() >= limit)
+    }
+
+    /// Resolves once a response has waited `limit` on the client (checked
+    /// [`STALL_CHECKS_PER_TIMEOUT`] times per `limit`).
+    async fn stalled_for(&self, limit: Duration) {
+        let every = (limit / STALL_CHECKS_PER_TIMEOUT).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            if self.stalled(limit) {
+                return;
+            }
+        }
     }
 
     /// A request started; it ends when the guard is dropped.

@@ -2,7 +2,9 @@
 //! set-up they share.
 //!
 //! - [`connection`]: one connection set-up for both ports: caps, timeouts, accept backoff,
-//!   HTTP/1.1 and HTTP/2 settings, closing idle connections.
+//!   HTTP/1.1 and HTTP/2 settings, closing idle connections and those a guard trips.
+//! - [`frame_meter`]: budgets for the HTTP/2 frames hyper does not limit (stream resets,
+//!   PING, SETTINGS).
 //! - [`server`]: the public HTTP listener and graceful drain.
 //! - [`tls`]: the public port's TLS: the served certificate, ALPN, reloads.
 //! - [`admin`]: the admin port: health, readiness, metrics, handlers, reload.
@@ -11,6 +13,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod frame_meter;
 pub mod server;
 pub mod spin_headers;
 pub mod state;

@@ -54,14 +54,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let connections = Arc::new(Connections::new(Policy {
-        port: "public",
-        max_connections: app.limits.max_connections as usize,
-        header_read_timeout: app.limits.header_read_timeout,
-        write_timeout: net.write_timeout,
-        max_header_size: app.limits.max_header_size,
-        http2_max_streams: Some(net.http2_max_concurrent_streams),
-    }));
+    let connections = Arc::new(
+        Connections::new(Policy {
+            port: "public",
+            max_connections: app.limits.max_connections as usize,
+            header_read_timeout: app.limits.header_read_timeout,
+            write_timeout: net.write_timeout,
+            max_header_size: app.limits.max_header_size,
+            http2_max_streams: Some(net.http2_max_concurrent_streams),
+        })
+        .counting_closes(app.metrics.connections_closed.clone()),
+    );
     let min_body_rate = net.min_body_rate;
     let version_header = !net.no_version_header;
     // Each connection holds a receiver: the drain is over when all are gone.
@@ -213,6 +216,7 @@ async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let peer = conn.peer;
+    let http2 = request.version() == Version::HTTP_2;
     app.metrics
         .count_protocol(protocol(request.version()), conn.scheme == Scheme::HTTPS);
     let request = {
@@ -349,6 +353,11 @@ async fn handle(
     if grpc && response.body().is_from_host() {
         let empty = body::host_response(StatusCode::OK, "").into_body();
         response = grpc::as_trailers_only(response, empty);
+    }
+    // A guest's HTTP/2 response stalled on the client's window closes
+    // the connection after --write-timeout (`Connections::run`).
+    if http2 && let Some(flags) = response.body().guest_flags() {
+        conn.activity.watch(flags);
     }
     let body_out = metrics.body_out.clone();
     Ok(response.map(|body| {

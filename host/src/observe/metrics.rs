@@ -110,6 +110,17 @@ pub const PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2"];
 /// --header-read-timeout, or the client sent something TLS refused.
 pub const HANDSHAKE_FAILURES: [&str; 2] = ["timeout", "error"];
 
+/// Why a guard of the public port closed a connection, as a label value:
+/// an HTTP/2 client past its budget of stream resets, PINGs or SETTINGS,
+/// or one that kept a response waiting on its flow-control window for
+/// --write-timeout.
+pub const CLOSE_REASONS: [&str; 4] = [
+    "h2_reset_flood",
+    "h2_ping_flood",
+    "h2_settings_flood",
+    "h2_window_stall",
+];
+
 /// A series with no labels in a family that is absent until it is set
 /// (the TLS series, which mean nothing without --tls-cert).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -211,6 +222,7 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<NoLabels, Gauge>,
     pub tls_reloads: Family<OutcomeLabel, Counter>,
     pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    pub connections_closed: Family<ReasonLabel, Counter>,
     /// What the host's files under --cache-dir hold (see `cache_budget`).
     pub cache_bytes: Gauge<u64, AtomicU64>,
     pub cache_pruned: Counter,
@@ -476,8 +488,21 @@ impl Metrics {
             tls_handshake_failures.clone(),
         );
 
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        host.register(
+            "connections_closed",
+            "Public connections a guard closed, by reason (an HTTP/2 flood of resets, PINGs or SETTINGS; a response stalled on the client's window)",
+            connections_closed.clone(),
+        );
+        for reason in CLOSE_REASONS {
+            let _ = connections_closed.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
+
         Metrics {
             registry,
+            connections_closed,
             requests_by_protocol,
             tls_certificate_expiry,
             tls_reloads,

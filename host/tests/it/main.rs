@@ -12,6 +12,7 @@ mod fake_registry;
 mod foundation;
 mod grpc;
 mod h2;
+mod h2_attacks;
 mod hostile;
 mod inprocess;
 mod keyvalue;
