@@ -132,7 +132,8 @@ impl Tls {
     /// the two files, until the returned handle is dropped.
     pub fn watch(self: &Arc<Tls>) -> Result<TlsWatch> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = watch::change_watcher(tx).context("failed to start the TLS file watcher")?;
+        let mut watcher =
+            watch::change_watcher(tx).context("failed to start the TLS file watcher")?;
         let dirs: BTreeSet<PathBuf> = [&self.certs.cert, &self.certs.key]
             .into_iter()
             .map(|file| match file.parent() {

@@ -176,6 +176,30 @@ async fn grpcio_calls(host: &Wasmlet, ca: Option<&std::path::Path>) {
     assert_eq!(results["in_time"]["ok"], "slept 10 ms");
 }
 
+/// The same service as a wasi:http 0.3 handler: its trailers future
+/// carries the status, and the client's deadline bounds it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_calls_a_wasi_http_0_3_service() {
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER_P3]);
+    grpcio_calls(&host, None).await;
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
+        })
+        .expect("the expired call is a 504 in the request log");
+    let took: f64 = field(&line, "duration_ms").parse().unwrap();
+    assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
+    let id = field(&line, "request_id");
+    assert!(
+        !host
+            .logs()
+            .iter()
+            .any(|l| l.contains("handler fault") && l.contains(&id)),
+        "{:?}",
+        host.logs()
+    );
+}
+
 /// The same calls over TLS: grpcio checks the host's certificate and
 /// picks HTTP/2 by ALPN.
 #[tokio::test(flavor = "multi_thread")]
