@@ -3,8 +3,8 @@
 #   1. `kubectl kustomize` renders k8s/ (hashed ConfigMap → rolling update), k8s/in-place/
 #      (fixed ConfigMap name → in-place hot swap), k8s/autoscaling/ (k8s/ + an HPA),
 #      k8s/canary/ (a canary through the ConfigMap; a stand-in hello-v2.wasm if none is there)
-#      k8s/oci/ (oci:// handlers, registry Secret) and k8s/redis/ (the visit counter on a Redis
-#      store; a stand-in counter.wasm if none is there);
+#      k8s/oci/ (oci:// handlers, registry Secret), k8s/redis/ (the visit counter on a Redis
+#      store; a stand-in counter.wasm if none is there) and k8s/tls/ (TLS from a Secret, port 443);
 #   2. kubernetes-validate --strict validates both against the oldest and newest Kubernetes
 #      releases it has schemas for, from 1.32 on (K8S_VERSIONS overrides);
 #   3. scripts/k8s_check.py checks that the objects agree with each other and with the Dockerfile;
@@ -96,7 +96,7 @@ if [[ ! -f k8s/redis/counter.wasm ]]; then
   printf 'counter' >>"$tmp/k8s-canary/redis/counter.wasm"
 fi
 
-for pair in "base k8s" "in-place k8s/in-place" "autoscaling k8s/autoscaling" "canary $tmp/k8s-canary/canary" "oci k8s/oci" "redis $tmp/k8s-canary/redis"; do
+for pair in "base k8s" "in-place k8s/in-place" "autoscaling k8s/autoscaling" "canary $tmp/k8s-canary/canary" "oci k8s/oci" "redis $tmp/k8s-canary/redis" "tls k8s/tls"; do
   set -- $pair
   render "$1" "$2" || continue
   validate "$tmp/$1.yaml" "$2"
@@ -147,7 +147,7 @@ for d in docs:
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
 PY
   validate "$tmp/bad-schema.yaml" "a Deployment with an unknown field (spec.replica)" expect-failure
-  for name in base autoscaling redis; do
+  for name in base autoscaling redis tls; do
     [[ -f $tmp/$name.yaml ]] || continue
     if "$python" scripts/k8s_check.py --self-test "$tmp/$name.yaml" >"$tmp/self-test.out" 2>&1; then
       pass "consistency checker catches every mutation of $name ($(tail -n 1 "$tmp/self-test.out"))"

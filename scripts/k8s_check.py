@@ -35,6 +35,11 @@ agree with each other and with the image:
     `--requirepass` from a Secret (never a literal); wasmlet's `password = { file }` is a key of
     the same Secret, mounted and not optional; a NetworkPolicy admits only wasmlet's pods to Redis,
     on its port, and wasmlet's egress policy allows exactly that;
+  - the Service's appProtocol says what the port speaks: clear text (`kubernetes.io/h2c`) or
+    TLS (`https`);
+  - with TLS on the public port (WASMLET_TLS_CERT and WASMLET_TLS_KEY, k8s/tls/): the Service
+    listens on 443; both files are keys of one Secret that is not optional, mounted read-only as
+    a folder (a subPath mount never sees a renewed certificate);
   - with a HorizontalPodAutoscaler (k8s/autoscaling/): autoscaling/v2 on this Deployment,
     minReplicas 3 and the Deployment without `replicas` (or `kubectl apply` would reset it), a CPU
     utilization target under 100% of a CPU request that is set, a PDB that still allows a drain at
@@ -58,6 +63,9 @@ import yaml
 NAME = "hello-world"
 REPLICAS = 3
 SERVICE_PORT = 80
+TLS_SERVICE_PORT = 443
+# What a Service port's appProtocol may say for what the public port speaks (absent is fine).
+APP_PROTOCOLS = {False: ("http", "kubernetes.io/h2c"), True: ("https",)}
 HTTP_PORT = 5000
 HANDLERS_DIR = "/app/handlers"
 DEFAULT_DRAIN_TIMEOUT_S = 25.0  # the host's documented default for --drain-timeout
@@ -199,14 +207,24 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
     # Ports: the Service → the public containerPort; probes → the admin one.
     r.check("service-type", svc["spec"].get("type") == "LoadBalancer", f"type {svc['spec'].get('type')}")
     svc_ports = svc["spec"].get("ports", [])
-    web = [p for p in svc_ports if p.get("port") == SERVICE_PORT]
-    r.check("service-port", len(web) == 1, f"Service ports {[p.get('port') for p in svc_ports]} include {SERVICE_PORT}")
+    tls = "WASMLET_TLS_CERT" in env or "WASMLET_TLS_KEY" in env
+    service_port = TLS_SERVICE_PORT if tls else SERVICE_PORT
+    web = [p for p in svc_ports if p.get("port") == service_port]
+    r.check("service-port", len(web) == 1,
+            f"Service ports {[p.get('port') for p in svc_ports]} include {service_port}"
+            f" ({'TLS' if tls else 'clear text'})")
     http = None
     for p in web:
         http = resolve_port(p.get("targetPort", p.get("port")), ports)
         r.check("service-target-port", http is not None and http["containerPort"] == HTTP_PORT,
                 f"targetPort {p.get('targetPort')!r} → containerPort "
                 f"{http['containerPort'] if http else None} (want {HTTP_PORT})")
+        proto = p.get("appProtocol")
+        r.check("service-app-protocol", proto is None or proto in APP_PROTOCOLS[tls],
+                f"appProtocol {proto!r} on a port speaking {'TLS' if tls else 'clear text'}"
+                f" (one of {APP_PROTOCOLS[tls]} or none)")
+    if tls:
+        check_tls(r, env, mounts_of(c), volumes_of(pod))
     probe_ports = []
     for kind in ("readinessProbe", "livenessProbe"):
         probe = c.get(kind)
@@ -240,8 +258,7 @@ def run_checks(docs: list[dict], dockerfile: str | None = None) -> Report:
             f"terminationGracePeriodSeconds {grace} > preStop {sleep_s}s + drain {drain:g}s")
 
     # Handlers: a ConfigMap that exists, mounted whole over the image's handler folder.
-    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts, volumes = mounts_of(c), volumes_of(pod)
     hm = mounts.get(HANDLERS_DIR)
     hv = volumes.get(hm["name"]) if hm else None
     cm_name = hv.get("configMap", {}).get("name") if hv else None
@@ -549,6 +566,32 @@ def check_egress_policy(r: Report, docs: list[dict], labels: dict) -> None:
     r.check("network-policy-dns", dns, "egress allows DNS (port 53/UDP)")
 
 
+def mounts_of(c: dict) -> dict:
+    return {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+
+
+def volumes_of(pod: dict) -> dict:
+    return {v["name"]: v for v in pod.get("volumes", [])}
+
+
+def check_tls(r: Report, env: dict, mounts: dict, volumes: dict) -> None:
+    """WASMLET_TLS_CERT and WASMLET_TLS_KEY are two keys of one Secret, mounted as a folder."""
+    secrets = []
+    for var in ("WASMLET_TLS_CERT", "WASMLET_TLS_KEY"):
+        folder, _, name = (env.get(var) or "").rpartition("/")
+        mount = mounts.get(folder)
+        secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+        items = (secret or {}).get("items")
+        ok = (secret is not None and not secret.get("optional", False) and "subPath" not in mount
+              and mount.get("readOnly") is True
+              and (items is None or any(i.get("path") == name for i in items)))
+        r.check("tls-files", ok, f"{var} {env.get(var)} is {name!r} of Secret "
+                f"{(secret or {}).get('secretName')} mounted read-only as a folder at {folder or None}")
+        secrets.append((secret or {}).get("secretName"))
+    r.check("tls-files", secrets[0] is not None and secrets[0] == secrets[1],
+            f"certificate and key from one Secret: {secrets}")
+
+
 def check_admin_token(r: Report, c: dict, env: dict, mounts: dict, volumes: dict) -> None:
     """WASMLET_ADMIN_TOKEN_FILE names a file in a mounted Secret that is not optional."""
     path = env.get("WASMLET_ADMIN_TOKEN_FILE")
@@ -759,6 +802,38 @@ REDIS_MUTATIONS = [
 ]
 
 
+def _tls_mount(docs):
+    return next(m for m in _ctr(docs)["volumeMounts"] if m["name"] == "tls")
+
+
+def _set_env(docs, name, value):
+    for e in _ctr(docs)["env"]:
+        if e["name"] == name:
+            e["value"] = value
+
+
+# Applied only to manifests serving TLS (k8s/tls/).
+TLS_MUTATIONS = [
+    ("TLS behind Service port 80", "service-port", lambda d: _svc(d)["spec"]["ports"][0].update(port=80)),
+    ("h2c named on a TLS port", "service-app-protocol",
+     lambda d: _svc(d)["spec"]["ports"][0].update(appProtocol="kubernetes.io/h2c")),
+    ("the certificate mounted with subPath", "tls-files",
+     lambda d: _tls_mount(d).update(subPath="tls.crt")),
+    ("the TLS Secret optional", "tls-files",
+     lambda d: [v["secret"].update(optional=True) for v in _dep(d)["spec"]["template"]["spec"]["volumes"]
+                if v["name"] == "tls"]),
+    ("the key outside the Secret", "tls-files", lambda d: _set_env(d, "WASMLET_TLS_KEY", "/tmp/tls.key")),
+    ("TLS without a key", "tls-files",
+     lambda d: _ctr(d).update(env=[e for e in _ctr(d)["env"] if e["name"] != "WASMLET_TLS_KEY"])),
+]
+
+# Applied only to manifests serving clear text.
+CLEAR_MUTATIONS = [
+    ("https named on a clear-text port", "service-app-protocol",
+     lambda d: _svc(d)["spec"]["ports"][0].update(appProtocol="https")),
+]
+
+
 def _handlers_text(docs):
     return next(d for d in docs if d["kind"] == "ConfigMap")["data"]["wasmlet.toml"]
 
@@ -779,6 +854,8 @@ def self_test(docs: list[dict]) -> int:
     mutations = MUTATIONS + MANIFEST_MUTATIONS
     if find(docs, "Deployment", "hello-world-redis"):
         mutations = mutations + REDIS_MUTATIONS
+    tls = any(e["name"] == "WASMLET_TLS_CERT" for e in _ctr(docs).get("env", []))
+    mutations = mutations + (TLS_MUTATIONS if tls else CLEAR_MUTATIONS)
     if find(docs, "HorizontalPodAutoscaler"):
         # Without `replicas` the base's replica mutation has nothing to change.
         mutations = [m for m in mutations if m[1] != "replicas"] + HPA_MUTATIONS

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -30,20 +30,42 @@ pub struct FileWatcher {
     events: UnboundedReceiver<()>,
 }
 
+/// A watcher that sends `()` to `tx` for every event that may change a
+/// file (not mere reads); it watches nothing until told to.
+pub fn change_watcher(tx: UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
+        {
+            let _ = tx.send(());
+        }
+    })
+}
+
+/// Waits for the next burst of events to settle: [`DEBOUNCE`] without one,
+/// or [`DEBOUNCE_MAX`] after its first. False once the sender is gone.
+pub async fn settled_burst(rx: &mut UnboundedReceiver<()>) -> bool {
+    if rx.recv().await.is_none() {
+        return false;
+    }
+    let burst_started = tokio::time::Instant::now();
+    loop {
+        let quiet = tokio::time::sleep(DEBOUNCE);
+        let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
+        tokio::select! {
+            more = rx.recv() => if more.is_none() { return false },
+            _ = quiet => return true,
+            _ = cap => return true,
+        }
+    }
+}
+
 impl FileWatcher {
     /// Watches the source's directories (the manifest's and every
     /// component's it names).
     pub fn start(source: &Source) -> Result<FileWatcher> {
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
-                {
-                    let _ = tx.send(());
-                }
-            })
-            .context("failed to start the file watcher")?;
+        let mut watcher = change_watcher(tx).context("failed to start the file watcher")?;
         let mut watched = HashSet::new();
         watch_new_dirs(&mut watcher, &mut watched, source.watch_dirs());
         Ok(FileWatcher {
@@ -63,17 +85,7 @@ impl FileWatcher {
             events: mut rx,
         } = self;
         let task = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let burst_started = tokio::time::Instant::now();
-                loop {
-                    let quiet = tokio::time::sleep(DEBOUNCE);
-                    let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
-                    tokio::select! {
-                        more = rx.recv() => if more.is_none() { return },
-                        _ = quiet => break,
-                        _ = cap => break,
-                    }
-                }
+            while settled_burst(&mut rx).await {
                 let _ = reloader.reload("watch").await;
                 watch_new_dirs(&mut watcher, &mut watched, reloader.watch_dirs());
             }

@@ -11,11 +11,11 @@
 //! swaps a `..data` symlink rather than writing the files.
 
 use crate::config::tls::{self, KeyPair};
-use crate::control::watch::{DEBOUNCE, DEBOUNCE_MAX};
+use crate::control::watch;
 use crate::observe::metrics::{Metrics, NoLabels, OutcomeLabel};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
@@ -133,14 +133,7 @@ impl Tls {
     pub fn watch(self: &Arc<Tls>) -> Result<TlsWatch> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && !matches!(event.kind, EventKind::Access(_) | EventKind::Other)
-                {
-                    let _ = tx.send(());
-                }
-            })
-            .context("failed to start the TLS file watcher")?;
+            watch::change_watcher(tx).context("failed to start the TLS file watcher")?;
         let dirs: BTreeSet<PathBuf> = [&self.certs.cert, &self.certs.key]
             .into_iter()
             .map(|file| match file.parent() {
@@ -156,17 +149,7 @@ impl Tls {
         let tls = self.clone();
         let task = tokio::spawn(async move {
             let _watcher = watcher;
-            while rx.recv().await.is_some() {
-                let burst_started = tokio::time::Instant::now();
-                loop {
-                    let quiet = tokio::time::sleep(DEBOUNCE);
-                    let cap = tokio::time::sleep_until(burst_started + DEBOUNCE_MAX);
-                    tokio::select! {
-                        more = rx.recv() => if more.is_none() { return },
-                        _ = quiet => break,
-                        _ = cap => break,
-                    }
-                }
+            while watch::settled_burst(&mut rx).await {
                 tls.reload();
             }
         });

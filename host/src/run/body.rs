@@ -30,6 +30,14 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// head and body, and is short against the 20 s default request timeout.
 const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
 
+/// After the host refused a request body (413), how much more of it the
+/// host reads and throws away, and for how long at most, before it closes
+/// the connection: a client still sending its body then reads the answer,
+/// where closing on unread bytes would reset the connection under it and
+/// the answer with it (the "lingering close" of nginx and Apache).
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
 /// How long the host must have been waiting on the client when a request
 /// times out for the timeout to be the client's doing: waiting for request
 /// body bytes the guest asked for, or for the client to take the response
@@ -277,7 +285,8 @@ pub fn host_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// error past the route's limit (whatever `content-length` claimed) or
 /// when the client sends it too slowly.
 pub struct GuardedBody {
-    inner: Incoming,
+    /// Taken by [`linger`] when the body is dropped refused.
+    inner: Option<Incoming>,
     remaining: u64,
     limit: u64,
     flags: Arc<Flags>,
@@ -296,10 +305,11 @@ pub fn guard(
     let limit = flags.body_limit;
     if declared_length(request.headers()).is_some_and(|len| len > limit) {
         flags.too_large.store(true, Ordering::Release);
+        linger(request.into_body());
         return Err(body_too_large(limit));
     }
     Ok(request.map(|body| GuardedBody {
-        inner: body,
+        inner: Some(body),
         remaining: limit,
         limit,
         flags: flags.clone(),
@@ -366,6 +376,40 @@ impl BodyPace {
     }
 }
 
+/// Reads and throws away what is left of a refused request body, up to
+/// [`LINGER_BYTES`] and for [`LINGER_TIME`] at most, on a task of its own
+/// (nothing when no runtime runs, or the body has ended).
+fn linger(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let drain = async {
+            let mut read = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        if self.flags.too_large.load(Ordering::Acquire)
+            && let Some(body) = self.inner.take()
+        {
+            linger(body);
+        }
+    }
+}
+
 impl Body for GuardedBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
@@ -374,7 +418,10 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if polled.is_pending() {
             self.flags.wait_starts(&self.flags.upload_wait);
             ready!(self.pace.poll_waiting(cx));
@@ -408,11 +455,13 @@ impl Body for GuardedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

@@ -148,24 +148,19 @@ async fn a_grpc_timeout_bounds_a_p3_handler_too() {
     );
 }
 
-/// A real gRPC stack (Python's grpcio, `grpc_client.py`, no stubs) over h2c:
-/// a unary call, a 1,000-message server stream, an error status with its
-/// message, an unknown method, a client deadline the host enforces, and a
-/// call in time.
-#[tokio::test(flavor = "multi_thread")]
-async fn grpcio_calls_the_service_over_h2c() {
-    let host = Wasmlet::serve(&[wasm::GRPC_GREETER]);
+/// Runs `grpc_client.py` against `host` (over TLS trusting `ca` when
+/// given) and checks the outcomes every transport must give.
+async fn grpcio_calls(host: &Wasmlet, ca: Option<&std::path::Path>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/grpc_client.py");
-    let addr = host.public.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(addr)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 (grpcio comes from scripts/setup-tools.sh)");
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).arg(host.public.to_string());
+    if let Some(ca) = ca {
+        command.arg("--tls").arg(ca);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python3 (grpcio comes from scripts/setup-tools.sh)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
@@ -179,6 +174,58 @@ async fn grpcio_calls_the_service_over_h2c() {
     assert_eq!(results["unknown"]["code"], "UNIMPLEMENTED");
     assert_eq!(results["deadline"]["code"], "DEADLINE_EXCEEDED");
     assert_eq!(results["in_time"]["ok"], "slept 10 ms");
+}
+
+/// The same service as a wasi:http 0.3 handler: its trailers future
+/// carries the status, and the client's deadline bounds it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_calls_a_wasi_http_0_3_service() {
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER_P3]);
+    grpcio_calls(&host, None).await;
+    let line = host
+        .wait_for_log(Duration::from_secs(5), |l| {
+            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
+        })
+        .expect("the expired call is a 504 in the request log");
+    let took: f64 = field(&line, "duration_ms").parse().unwrap();
+    assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
+    let id = field(&line, "request_id");
+    assert!(
+        !host
+            .logs()
+            .iter()
+            .any(|l| l.contains("handler fault") && l.contains(&id)),
+        "{:?}",
+        host.logs()
+    );
+}
+
+/// The same calls over TLS: grpcio checks the host's certificate and
+/// picks HTTP/2 by ALPN.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_calls_the_service_over_tls() {
+    let dir = tempdir();
+    let (cert, key) = crate::tls::make_pair(dir.path(), "grpc", 30);
+    let host = Wasmlet::serve(&[
+        wasm::GRPC_GREETER,
+        "--tls-cert",
+        path_str(&cert),
+        "--tls-key",
+        path_str(&key),
+    ]);
+    grpcio_calls(&host, Some(&cert)).await;
+    let over_tls = crate::h2::by_protocol(host.admin, "h2", true).await;
+    assert!(over_tls >= 6, "{over_tls} requests over HTTP/2 with TLS");
+}
+
+/// A real gRPC stack (Python's grpcio, `grpc_client.py`, no stubs) over h2c:
+/// a unary call, a 1,000-message server stream, an error status with its
+/// message, an unknown method, a client deadline the host enforces, and a
+/// call in time.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcio_calls_the_service_over_h2c() {
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER]);
+    grpcio_calls(&host, None).await;
     // The host ended the call at the client's deadline, not the route's 20 s.
     let line = host
         .wait_for_log(Duration::from_secs(5), |l| {

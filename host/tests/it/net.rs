@@ -340,3 +340,99 @@ async fn a_guests_own_413_is_not_counted_as_a_host_rejection() {
         "{text}"
     );
 }
+
+/// Sends `head`, then `chunk` every `pause` for as long as the host takes
+/// them (at most 30 s); returns the response head read meanwhile, how long
+/// after that head the host stopped taking the body, and the bytes sent.
+async fn refused_upload(
+    addr: std::net::SocketAddr,
+    head: &str,
+    chunk: Vec<u8>,
+    pause: Duration,
+) -> (String, Option<Duration>, usize) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) && write.write_all(&chunk).await.is_ok() {
+            sent += chunk.len();
+            tokio::time::sleep(pause).await;
+        }
+        (Instant::now(), sent)
+    });
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let answered = Instant::now();
+    // Keep reading (the rest of the answer, then the close) so the host's
+    // writes never block on us.
+    let drain =
+        tokio::spawn(async move { while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {} });
+    let (stopped, sent) = writer.await.unwrap();
+    drain.abort();
+    let closed_after = (stopped.duration_since(answered) < Duration::from_secs(25))
+        .then(|| stopped.duration_since(answered));
+    (
+        String::from_utf8_lossy(&reply).into_owned(),
+        closed_after,
+        sent,
+    )
+}
+
+/// A body refused with 413 while the client is still sending it: the host
+/// reads on for a while (a lingering close) so the client gets the 413
+/// rather than a reset connection, and stops within its bounds (1 MiB, 2 s)
+/// however the client goes on: fast, or a chunk at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_refused_with_413_is_answered_and_drained_within_bounds() {
+    let host = Wasmlet::serve_with_env(&[wasm::COUNT], &[("WASMLET_MAX_BODY_SIZE", "1KiB")]);
+    let declared = "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n";
+    let chunked = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunk = |len: usize| {
+        let mut c = format!("{len:x}\r\n").into_bytes();
+        c.extend(std::iter::repeat_n(b'a', len));
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    for (what, head, body, pause) in [
+        (
+            "declared, fast",
+            declared,
+            vec![b'a'; 64 << 10],
+            Duration::ZERO,
+        ),
+        ("chunked, fast", chunked, chunk(64 << 10), Duration::ZERO),
+        (
+            "declared, slow",
+            declared,
+            vec![b'a'; 512],
+            Duration::from_millis(50),
+        ),
+        (
+            "chunked, slow",
+            chunked,
+            chunk(512),
+            Duration::from_millis(50),
+        ),
+    ] {
+        let (reply, closed_after, sent) = refused_upload(host.public, head, body, pause).await;
+        eprintln!("{what}: {sent} bytes sent, closed {closed_after:?} after the answer");
+        assert!(reply.starts_with("HTTP/1.1 413"), "{what}: {reply:?}");
+        let closed_after = closed_after.unwrap_or_else(|| panic!("{what}: never closed"));
+        // 2 s of lingering, and some slack for a loaded machine.
+        assert!(
+            closed_after < Duration::from_secs(6),
+            "{what}: {closed_after:?}"
+        );
+        // 1 MiB read and thrown away, plus what the two sockets buffer.
+        assert!(sent < 32 << 20, "{what}: {sent} bytes taken");
+    }
+    assert_eq!(get(host.public, "/").await.status, 200);
+}

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 /// A self-signed P-256 certificate for 127.0.0.1 and its key, valid for
 /// `days`, written to `dir/NAME.crt` and `dir/NAME.key`.
-fn make_pair(dir: &Path, name: &str, days: u32) -> (PathBuf, PathBuf) {
+pub fn make_pair(dir: &Path, name: &str, days: u32) -> (PathBuf, PathBuf) {
     need("openssl", "openssl");
     let (cert, key) = (
         dir.join(format!("{name}.crt")),
