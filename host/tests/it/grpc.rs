@@ -77,7 +77,23 @@ async fn a_grpc_timeout_bounds_the_call_and_the_host_answers_a_grpc_status() {
             l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
         })
         .expect("the request line says 504");
-    assert!(line.contains("status=504"), "{line}");
+    // The deadline was the client's choice: no handler fault to log, count
+    // or alert on (a client could raise the fault rate at will otherwise),
+    // one info line instead.
+    let id = field(&line, "request_id");
+    let ended = host.wait_for_log(Duration::from_secs(5), |l| {
+        l.contains("the client's deadline") && l.contains(&id)
+    });
+    assert!(ended.is_some(), "{:#?}", host.logs());
+    assert!(
+        !host.logs().iter().any(|l| l.contains("handler fault")),
+        "{:#?}",
+        host.logs()
+    );
+    let metrics = get(host.admin, "/metrics").await.text();
+    let timeouts =
+        "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"timeout\"}";
+    assert_eq!(sample(&metrics, timeouts), 0.0, "{metrics}");
 
     // A route the host does not have is UNIMPLEMENTED to a gRPC client.
     let cfg_dir = tempdir();
@@ -180,24 +196,32 @@ async fn grpcio_calls(host: &Wasmlet, ca: Option<&std::path::Path>) {
 /// carries the status, and the client's deadline bounds it too.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcio_calls_a_wasi_http_0_3_service() {
-    let host = Wasmlet::serve(&[wasm::GRPC_GREETER_P3]);
+    let host = Wasmlet::serve(&[wasm::GRPC_GREETER_P3, "--request-timeout", "3s"]);
     grpcio_calls(&host, None).await;
-    let line = host
-        .wait_for_log(Duration::from_secs(5), |l| {
-            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
-        })
-        .expect("the expired call is a 504 in the request log");
-    let took: f64 = field(&line, "duration_ms").parse().unwrap();
-    assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
-    let id = field(&line, "request_id");
-    assert!(
-        !host
-            .logs()
-            .iter()
-            .any(|l| l.contains("handler fault") && l.contains(&id)),
-        "{:?}",
-        host.logs()
-    );
+    // wasmtime cannot stop one 0.3 guest task alone: the expired call's
+    // instance, and so its slot, lasts until the route's `timeout` (3 s
+    // here; docs/reuse.md), whatever the client's deadline.
+    the_expired_call_ended_quietly(&host, Duration::from_secs(5)).await;
+}
+
+/// After `grpc_client.py`: its `Sleep` call (5 s of sleep, a 0.3 s
+/// deadline) was ended by the host at the deadline (a 504 answered as
+/// DEADLINE_EXCEEDED) or by the client resetting its stream at the same
+/// moment, whichever came first; its guest gave back its slot `within`;
+/// and neither is a handler fault: a client could otherwise raise the
+/// fault rate at will.
+async fn the_expired_call_ended_quietly(host: &Wasmlet, within: Duration) {
+    crate::h2_attacks::in_flight_drops_to_zero(host, within).await;
+    let faults: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("handler fault"))
+        .collect();
+    assert!(faults.is_empty(), "{faults:#?}");
+    let metrics = get(host.admin, "/metrics").await.text();
+    let timeouts =
+        "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"timeout\"}";
+    assert_eq!(sample(&metrics, timeouts), 0.0, "{metrics}");
 }
 
 /// The same calls over TLS: grpcio checks the host's certificate and
@@ -220,45 +244,12 @@ async fn grpcio_calls_the_service_over_tls() {
 
 /// A real gRPC stack (Python's grpcio, `grpc_client.py`, no stubs) over h2c:
 /// a unary call, a 1,000-message server stream, an error status with its
-/// message, an unknown method, a client deadline the host enforces, and a
-/// call in time.
+/// message, an unknown method, a call past the client's deadline (ended
+/// early, quietly), and a call in time.
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcio_calls_the_service_over_h2c() {
     let host = Wasmlet::serve(&[wasm::GRPC_GREETER]);
     grpcio_calls(&host, None).await;
-    // The host ended the call at the client's deadline, not the route's 20 s.
-    let line = host
-        .wait_for_log(Duration::from_secs(5), |l| {
-            l.contains("path=/demo.Greeter/Sleep") && l.contains("status=504")
-        })
-        .expect("the expired call is a 504 in the request log");
-    let took: f64 = field(&line, "duration_ms").parse().unwrap();
-    assert!(took < 2000.0, "ended at the 300 ms deadline: {line}");
-    // The deadline was the client's choice: no handler fault to log, count
-    // or alert on (a client could raise the fault rate at will otherwise).
-    let id = field(&line, "request_id");
-    assert!(
-        !host
-            .logs()
-            .iter()
-            .any(|l| l.contains("handler fault") && l.contains(&id)),
-        "{:?}",
-        host.logs()
-    );
-    assert!(
-        host.logs()
-            .iter()
-            .any(|l| l.contains("the client's deadline") && l.contains(&id)),
-        "{:?}",
-        host.logs()
-    );
-    let faults = get(host.admin, "/metrics").await.text();
-    assert_eq!(
-        sample(
-            &faults,
-            "wasmlet_handler_faults_total{route=\"/...\",version=\"stable\",kind=\"timeout\"}"
-        ),
-        0.0,
-        "{faults}"
-    );
+    // A 0.2 guest is stopped at once: long before its 5 s sleep ends.
+    the_expired_call_ended_quietly(&host, Duration::from_secs(2)).await;
 }

@@ -128,7 +128,7 @@ async fn closed_by(host: &Wasmlet, reason: &str) -> f64 {
 }
 
 /// Waits until no request is in flight; how long that took.
-async fn in_flight_drops_to_zero(host: &Wasmlet, within: Duration) -> Duration {
+pub async fn in_flight_drops_to_zero(host: &Wasmlet, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let in_flight = metric(host, "wasmlet_requests_in_flight").await;
