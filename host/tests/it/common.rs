@@ -543,3 +543,18 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A manifest of `(path, component, extra TOML lines)` in a fresh dir:
+/// the dir (keep it alive) and the manifest's path.
+pub fn routes(routes: &[(&str, &str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempdir();
+    let mut toml = String::new();
+    for (path, component, extra) in routes {
+        toml.push_str(&format!(
+            "[[route]]\npath = \"{path}\"\ncomponent = \"{component}\"\n{extra}\n\n"
+        ));
+    }
+    write(&dir.path().join("wasmlet.toml"), toml);
+    let manifest = path_str(&dir.path().join("wasmlet.toml")).to_string();
+    (dir, manifest)
+}

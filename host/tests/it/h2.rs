@@ -101,19 +101,6 @@ pub async fn by_protocol(admin: SocketAddr, protocol: &str, tls: bool) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
-fn routes(routes: &[(&str, &str, &str)]) -> (tempfile::TempDir, String) {
-    let dir = tempdir();
-    let mut toml = String::new();
-    for (path, component, extra) in routes {
-        toml.push_str(&format!(
-            "[[route]]\npath = \"{path}\"\ncomponent = \"{component}\"\n{extra}\n\n"
-        ));
-    }
-    write(&dir.path().join("wasmlet.toml"), toml);
-    let manifest = path_str(&dir.path().join("wasmlet.toml")).to_string();
-    (dir, manifest)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_with_http2_prior_knowledge_gets_hello_world() {
     let host = Wasmlet::serve(&[wasm::HELLO]);

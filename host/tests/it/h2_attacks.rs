@@ -106,19 +106,6 @@ impl Rss {
     }
 }
 
-fn manifest(routes: &[(&str, &str, &str)]) -> (tempfile::TempDir, String) {
-    let dir = tempdir();
-    let mut toml = String::new();
-    for (path, component, extra) in routes {
-        toml.push_str(&format!(
-            "[[route]]\npath = \"{path}\"\ncomponent = \"{component}\"\n{extra}\n\n"
-        ));
-    }
-    write(&dir.path().join("wasmlet.toml"), toml);
-    let manifest = path_str(&dir.path().join("wasmlet.toml")).to_string();
-    (dir, manifest)
-}
-
 async fn closed_by(host: &Wasmlet, reason: &str) -> f64 {
     metric(
         host,
@@ -165,7 +152,7 @@ const ENHANCE_YOUR_CALM: u64 = 0xb;
 /// request is the client's doing, never a handler fault (no ERROR line).
 #[tokio::test(flavor = "multi_thread")]
 async fn rapid_reset_closes_the_attacker_and_frees_the_slots() {
-    let (_dir, manifest) = manifest(&[
+    let (_dir, manifest) = routes(&[
         ("/", wasm::HELLO, ""),
         ("/slow", wasm::SLOW, ""),
         ("/sleep", wasm::P3, ""),
@@ -227,7 +214,7 @@ async fn rapid_reset_closes_the_attacker_and_frees_the_slots() {
 /// trapped on their dropped responses: hundreds of ERROR lines).
 #[tokio::test(flavor = "multi_thread")]
 async fn hanging_up_on_requests_in_flight_is_no_handler_fault() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, "")]);
     let host = Wasmlet::serve(&["--config", &manifest]);
     attack(&host, "hang-up", &["/", "20", "100"]).await;
     let freed = in_flight_drops_to_zero(&host, Duration::from_secs(5)).await;
@@ -250,7 +237,7 @@ async fn hanging_up_on_requests_in_flight_is_no_handler_fault() {
 /// at most 5 CONTINUATION frames with the default 16 KiB header list.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_continuation_flood_gets_goaway() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, "")]);
     let host = Wasmlet::serve(&["--config", &manifest]);
     let bystander = Bystander::start(&host).await;
     let rss = Rss::before(&host);
@@ -269,7 +256,7 @@ async fn a_continuation_flood_gets_goaway() {
 /// connection lives.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_hpack_bomb_gets_goaway_and_a_big_header_list_431() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, "")]);
     let host = Wasmlet::serve(&["--config", &manifest]);
     let bystander = Bystander::start(&host).await;
     let rss = Rss::before(&host);
@@ -290,7 +277,7 @@ async fn an_hpack_bomb_gets_goaway_and_a_big_header_list_431() {
 /// guests stopped and their slots free.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_opens_its_window_is_closed() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, ""), ("/big", wasm::BIG_RESPONSE, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, ""), ("/big", wasm::BIG_RESPONSE, "")]);
     let host = Wasmlet::serve(&["--config", &manifest, "--write-timeout", "1s"]);
     let bystander = Bystander::start(&host).await;
     let rss = Rss::before(&host);
@@ -310,7 +297,7 @@ async fn a_client_that_never_opens_its_window_is_closed() {
 /// opening them gets GOAWAY (h2 counts refusals).
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_past_the_limit_are_refused_and_never_run() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, ""), ("/slow", wasm::SLOW, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, ""), ("/slow", wasm::SLOW, "")]);
     let host = Wasmlet::serve(&["--config", &manifest]);
     let bystander = Bystander::start(&host).await;
     let rss = Rss::before(&host);
@@ -348,7 +335,7 @@ async fn streams_past_the_limit_are_refused_and_never_run() {
 /// fit in it).
 #[tokio::test(flavor = "multi_thread")]
 async fn ping_and_settings_floods_are_closed() {
-    let (_dir, manifest) = manifest(&[("/", wasm::HELLO, "")]);
+    let (_dir, manifest) = routes(&[("/", wasm::HELLO, "")]);
     let host = Wasmlet::serve(&["--config", &manifest]);
     let bystander = Bystander::start(&host).await;
     let rss = Rss::before(&host);

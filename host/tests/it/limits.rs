@@ -6,20 +6,6 @@ use bytes::Bytes;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A manifest of `(path, component, extra TOML lines)` in a fresh dir.
-fn routes(routes: &[(&str, &str, &str)]) -> (tempfile::TempDir, String) {
-    let dir = tempdir();
-    let mut toml = String::new();
-    for (path, component, extra) in routes {
-        toml.push_str(&format!(
-            "[[route]]\npath = \"{path}\"\ncomponent = \"{component}\"\n{extra}\n\n"
-        ));
-    }
-    write(&dir.path().join("wasmlet.toml"), toml);
-    let manifest = path_str(&dir.path().join("wasmlet.toml")).to_string();
-    (dir, manifest)
-}
-
 fn digest_of(path: &str) -> String {
     crate::foundation::sha256_hex(&std::fs::read(path).unwrap())
 }
