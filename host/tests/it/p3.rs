@@ -320,6 +320,36 @@ async fn live_instances(host: &Wasmlet) -> f64 {
 /// task that wrote the body spins on). That work holds the request's slot
 /// of --max-in-flight until it ends: past N such guests a request gets
 /// 503, and once they are done requests are served again.
+/// A request whose guest spins past its deadline gets its 504, and its
+/// instance ends then: the guest spinning on (its `handle` never returned)
+/// does not keep the request's --max-in-flight slot, or a CPU turn, for
+/// another whole timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_requests_instance_ends_at_once_and_gives_its_slot_back() {
+    let host = Wasmlet::serve(&[
+        wasm::P3,
+        "--max-in-flight",
+        "1",
+        "--queue-timeout",
+        "100ms",
+        "--request-timeout",
+        "1s",
+        "--workers",
+        "1",
+    ]);
+    for round in 0..3 {
+        let r = get(host.public, "/spin").await;
+        assert_eq!(r.status, 504, "round {round}: {}", r.text());
+        let r = get(host.public, "/count").await;
+        assert_eq!(
+            r.status,
+            200,
+            "round {round}: the slot is back: {}",
+            r.text()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn work_after_the_response_counts_against_max_in_flight() {
     let host = Wasmlet::serve(&[
