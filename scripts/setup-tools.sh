@@ -2,7 +2,7 @@
 # Installs what the build and the tests need, reusing whatever is present:
 # the wasm32-wasip2 target, the reference `wasmtime` CLI (same version as the
 # host's wasmtime crate) and the Python packages the tests use (Prometheus
-# parser, grpcio, h2).
+# parser, grpcio, h2, opentelemetry-proto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,10 @@ fi
 if ! python3 -c 'import h2; assert h2.__version__ == "4.4.1"' 2>/dev/null; then
   echo "setup: installing the Python h2 4.4.1 (hyperframe, hpack: HTTP/2 attacks for the tests)"
   python3 -m pip install --quiet --disable-pip-version-check h2==4.4.1
+fi
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  echo "setup: installing the Python opentelemetry-proto 1.45.2 (an OTLP receiver for the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto==1.45.2
 fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "setup: installing the Python prometheus-client (exposition parser for the tests)"

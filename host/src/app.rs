@@ -11,6 +11,7 @@ use crate::control::watch::FileWatcher;
 use crate::http::state::App;
 use crate::http::tls::Tls;
 use crate::http::{admin, server};
+use crate::observe::trace::{TraceConfig, Tracing};
 use crate::run::workers::Workers;
 use crate::shutdown;
 use crate::wasm::compiler::Compiler;
@@ -31,6 +32,7 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         );
     }
     let tls_files = args.tls.pair().map_err(anyhow::Error::msg)?;
+    let trace_config = TraceConfig::from_env().map_err(anyhow::Error::msg)?;
     // Before anything is loaded or bound: a token that cannot be read
     // must not leave the admin POSTs open.
     let admin_token = args
@@ -69,7 +71,15 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
         Wasmtime::new(&args.limits)?,
         compiler,
         worker_threads,
+        trace_config.as_ref().map(Tracing::start).transpose()?,
     );
+    if let Some(traces) = &trace_config {
+        tracing::info!(
+            endpoint = %traces.endpoint,
+            sampler = %traces.sampler,
+            "traces: exporting spans over OTLP"
+        );
+    }
     // The certificate before the handlers: a bad pair fails at once.
     let tls = match tls_files {
         Some((cert, key)) => Some(Arc::new(Tls::load(cert, key, &app.metrics)?)),
@@ -143,6 +153,9 @@ pub async fn run(args: ServeArgs, compiler: Compiler) -> Result<()> {
 
     let _ = admin_stop.send(());
     let _ = admin_task.await;
+    if let Some(traces) = &app.traces {
+        traces.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -113,6 +113,8 @@ async fn check(args: CheckArgs) -> Result<()> {
 /// stores and config values), then prints one summary per route. Binds
 /// nothing.
 async fn check_manifest(config: &Path, args: &CheckArgs) -> Result<()> {
+    // `serve` would refuse a bad OTEL_* variable at start-up: so does this.
+    wasmlet::observe::trace::TraceConfig::from_env().map_err(anyhow::Error::msg)?;
     let (app, _ticker) = App::new(
         Source::Manifest(config.to_path_buf()),
         args.limits.clone(),
@@ -121,6 +123,7 @@ async fn check_manifest(config: &Path, args: &CheckArgs) -> Result<()> {
         Wasmtime::new(&args.limits)?,
         compiler_child(),
         1,
+        None,
     );
     let report = app.reloader.reload("check").await?;
     let doc = app.registry.describe();

@@ -44,6 +44,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["component", "config"]))]
+#[command(
+    after_help = "Traces: OpenTelemetry spans over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; \
+                  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and \
+                  OTEL_TRACES_SAMPLER_ARG as the OpenTelemetry spec says (docs/operations.md, \"Tracing\")."
+)]
 pub struct ServeArgs {
     /// The component to serve on every path (`/...`): a file, or an
     /// `oci://REGISTRY/REPO:TAG` (or `@sha256:…`) reference, as in a manifest.

@@ -17,6 +17,7 @@ use crate::http::spin_headers;
 use crate::http::state::{App, REQUEST_ID};
 use crate::http::tls::Tls;
 use crate::observe::metrics::{HANDSHAKE_FAILURES, NO_ROUTE, PROTOCOLS, ReasonLabel};
+use crate::observe::trace::RequestTrace;
 use crate::routing::canary::{Client, Outcome, VERSION_HEADER};
 use crate::run::admission::InFlight;
 use crate::run::body::{self, Ending, ResponseBody};
@@ -26,10 +27,11 @@ use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use opentelemetry::{KeyValue, StringValue};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 
 /// What a request knows of its connection.
@@ -215,6 +217,7 @@ async fn handle(
     version_header: bool,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let peer = conn.peer;
     let http2 = request.version() == Version::HTTP_2;
     app.metrics
@@ -253,6 +256,31 @@ async fn handle(
         }
         None => (None, None, Client::default()),
     };
+    let trace = match &app.traces {
+        Some(traces) => {
+            let route = handler.as_ref().map(|h| &h.stable.label);
+            traces.request(
+                request.headers(),
+                started_at,
+                || match route {
+                    Some(route) => format!("{method} {route}"),
+                    None => method.to_string(),
+                },
+                || {
+                    span_attributes(
+                        &request,
+                        &path,
+                        &conn,
+                        route,
+                        serving.map(|h| h.component.digest.to_string()),
+                        version.map(|v| v.as_str()),
+                        &request_id,
+                    )
+                },
+            )
+        }
+        None => RequestTrace::default(),
+    };
     let mut invoked = false;
     // The serving version's series, borrowed from the handler this request
     // holds: no per-request clones.
@@ -263,7 +291,17 @@ async fn handle(
             body::host_response(StatusCode::BAD_REQUEST, &format!("{e}\n"))
         }
         (Ok(()), None) => body::host_response(StatusCode::NOT_FOUND, "no route for this path\n"),
-        (Ok(()), Some(handler)) => match app.admission.admit().await {
+        // A request that waits for a slot has an `admission` span; one
+        // admitted at once (nearly all) has none.
+        (Ok(()), Some(handler)) => match match app.admission.try_admit() {
+            Some(permit) => Some(permit),
+            None => {
+                let waiting = SystemTime::now();
+                let admitted = app.admission.admit().await;
+                trace.record("admission", waiting, SystemTime::now());
+                admitted
+            }
+        } {
             Some(permit) => {
                 let slot = InFlight::new(permit, &app.metrics.in_flight, &app.ticker);
                 invoked = true;
@@ -277,6 +315,7 @@ async fn handle(
                         &app.cpu_share,
                         app.memory_budget.as_ref(),
                         min_body_rate,
+                        trace.clone(),
                     )
                     .await
             }
@@ -337,6 +376,7 @@ async fn handle(
                 .insert(VERSION_HEADER, HeaderValue::from_static(version.as_str()));
         }
     }
+    let log_ids = trace.log_ids();
     tracing::info!(
         method = %method,
         path = %path,
@@ -346,6 +386,8 @@ async fn handle(
         digest = serving.map(|h| tracing::field::display(h.component.digest)),
         version = version.map_or("", |v| v.as_str()),
         request_id = %request_id,
+        trace_id = log_ids.as_ref().map(|ids| ids.trace_id.as_str()),
+        span_id = log_ids.as_ref().map(|ids| ids.span_id.as_str()),
         "request"
     );
     // A gRPC client reads the host's own answers (413, 503, 504, …) as the
@@ -360,12 +402,78 @@ async fn handle(
         conn.activity.watch(flags);
     }
     let body_out = metrics.body_out.clone();
+    let head_sent = SystemTime::now();
     Ok(response.map(|body| {
         body.count_into(body_out).on_done(move |ending| {
             drop(busy);
             if let Some(done) = canary_outcome {
                 done(ending);
             }
+            let done = SystemTime::now();
+            trace.record("response body", head_sent, done);
+            if ending == Ending::Faulted {
+                trace.fail("response body cut short");
+            }
+            trace.end(status, done);
         })
     }))
+}
+
+/// A request span's attributes at its start (so a sampler may read
+/// them): OpenTelemetry's HTTP server conventions, and wasmlet's own.
+fn span_attributes<B>(
+    request: &Request<B>,
+    path: &str,
+    conn: &Conn,
+    route: Option<&Arc<str>>,
+    digest: Option<String>,
+    version: Option<&'static str>,
+    request_id: &Arc<str>,
+) -> Vec<KeyValue> {
+    // Shared or static strings where there are some: a sampled request
+    // pays for every allocation here.
+    let shared = |text: &Arc<str>| StringValue::from(text.clone());
+    let method: StringValue = match *request.method() {
+        http::Method::GET => "GET".into(),
+        http::Method::POST => "POST".into(),
+        http::Method::HEAD => "HEAD".into(),
+        ref other => other.as_str().to_string().into(),
+    };
+    let mut attributes = Vec::with_capacity(11);
+    attributes.extend([
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("url.path", path.to_string()),
+        KeyValue::new(
+            "url.scheme",
+            if conn.scheme == Scheme::HTTPS {
+                "https"
+            } else {
+                "http"
+            },
+        ),
+        KeyValue::new(
+            "network.protocol.version",
+            match request.version() {
+                Version::HTTP_10 => "1.0",
+                Version::HTTP_2 => "2",
+                _ => "1.1",
+            },
+        ),
+        KeyValue::new("wasmlet.request_id", shared(request_id)),
+    ]);
+    if let Some(peer) = conn.peer {
+        attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
+    }
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", shared(route)));
+        attributes.push(KeyValue::new("wasmlet.route", shared(route)));
+        attributes.push(KeyValue::new(
+            "wasmlet.version",
+            version.unwrap_or("stable"),
+        ));
+    }
+    if let Some(digest) = digest {
+        attributes.push(KeyValue::new("wasmlet.component.digest", digest));
+    }
+    attributes
 }

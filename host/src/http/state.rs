@@ -11,6 +11,7 @@ use crate::control::cache_budget::CacheBudget;
 use crate::control::reload::{Reloader, ReloaderParts};
 use crate::control::source::Source;
 use crate::observe::metrics::{Metrics, NO_ROUTE, RouteMetrics};
+use crate::observe::trace::{SpanCounters, Tracing};
 use crate::routing::registry::Registry;
 use crate::run::admission::{Admission, CpuShare};
 use crate::wasm::cache::CompileCache;
@@ -47,11 +48,14 @@ pub struct App {
     pub request_ids: RequestIds,
     /// The bound listeners, kept out of wildcard outbound rules' reach.
     pub own_addresses: OwnAddresses,
+    /// OpenTelemetry traces, when an OTLP endpoint is set.
+    pub traces: Option<Tracing>,
 }
 
 impl App {
     /// An app with nothing loaded yet; call `reloader.reload` to load.
     /// `worker_threads` is the number of request workers serving it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Source,
         limits: Limits,
@@ -60,6 +64,7 @@ impl App {
         wasmtime: Wasmtime,
         compiler: Compiler,
         worker_threads: usize,
+        traces: Option<Tracing>,
     ) -> (Arc<App>, EpochTicker) {
         let ticker = EpochTicker::start(&wasmtime);
         let cache_dir = cache.cache_dir.as_deref();
@@ -70,6 +75,10 @@ impl App {
         if let Some(budget) = &memory_budget {
             metrics.register_memory_budget(budget.used_gauge(), budget.limit());
         }
+        let spans = traces
+            .as_ref()
+            .map_or_else(SpanCounters::default, |traces| traces.counters.clone());
+        metrics.register_traces(spans.exported, spans.dropped);
         let metrics = Arc::new(metrics);
         // A --cache-dir others may write to is not pruned (what is in it may
         // be theirs), and the OCI store refuses to pull into it.
@@ -114,6 +123,7 @@ impl App {
             draining: AtomicBool::new(false),
             request_ids: RequestIds::new(),
             own_addresses,
+            traces,
         };
         (Arc::new(app), ticker)
     }

@@ -194,6 +194,9 @@ pub const STABLE: &str = "stable";
 /// `version` label of a route's canary.
 pub const CANARY: &str = "canary";
 
+/// Why a span was dropped: `wasmlet_trace_spans_dropped_total`'s reasons.
+pub const SPAN_DROP_REASONS: [&str; 2] = ["queue_full", "export_failed"];
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -536,6 +539,28 @@ impl Metrics {
 
     /// Adds the guest memory budget's use and size (--max-total-memory).
     /// `used` is the budget's own count (`MemoryBudget::used_gauge`).
+    /// Registers tracing's counters: the spans the OTLP collector took
+    /// (`exported`), and those `dropped`, by reason (registered even while
+    /// tracing is off, at 0, so dashboards need no special case).
+    pub fn register_traces(&mut self, exported: Counter, dropped: Family<ReasonLabel, Counter>) {
+        for reason in SPAN_DROP_REASONS {
+            let _ = dropped.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
+        let host = self.registry.sub_registry_with_prefix("wasmlet");
+        host.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector took (0 while tracing is off)",
+            exported,
+        );
+        host.register(
+            "trace_spans_dropped",
+            "Spans dropped, never exported, by reason (queue_full: more than OTEL_BSP_MAX_QUEUE_SIZE waiting; export_failed: the collector refused, failed or did not answer)",
+            dropped,
+        );
+    }
+
     pub fn register_memory_budget(&mut self, used: Gauge<u64, AtomicU64>, limit_bytes: u64) {
         let host = self.registry.sub_registry_with_prefix("wasmlet");
         host.register_with_unit(

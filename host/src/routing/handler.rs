@@ -10,6 +10,7 @@ use crate::base::digest::Digest;
 use crate::config::limits::RequestLimits;
 use crate::config::manifest::RouteSpec;
 use crate::observe::metrics::RouteMetrics;
+use crate::observe::trace::RequestTrace;
 use crate::run::admission::{CpuShare, InFlight};
 use crate::run::body::{self, Flags, ResponseBody};
 use crate::run::grpc;
@@ -75,7 +76,8 @@ impl Handler {
 
     /// Runs `request` on this handler. `scheme` is the connection's (a 0.2
     /// guest is told it; a 0.3 one reads the URI's). `min_body_rate` is
-    /// --min-body-rate in bytes per second (0: no minimum).
+    /// --min-body-rate in bytes per second (0: no minimum). The runner's
+    /// spans are children of `trace`'s.
     #[allow(clippy::too_many_arguments)]
     pub async fn invoke(
         &self,
@@ -86,11 +88,13 @@ impl Handler {
         cpu_share: &CpuShare,
         memory_budget: Option<&MemoryBudget>,
         min_body_rate: u64,
+        trace: RequestTrace,
     ) -> Response<ResponseBody> {
         // A gRPC client's deadline bounds the call like the route's own.
         let flags = Arc::new(
             Flags::new(self.limits.max_body_size, min_body_rate)
-                .with_client_timeout(grpc::timeout(request.headers()), self.limits.timeout),
+                .with_client_timeout(grpc::timeout(request.headers()), self.limits.timeout)
+                .with_trace(trace),
         );
         let response = match body::guard(request, &flags, &self.metrics.body_in) {
             Err(refused) => refused,

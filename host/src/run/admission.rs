@@ -33,6 +33,11 @@ impl Admission {
     }
 
     /// A slot for one request, or `None` if none freed up in time.
+    /// A slot if one is free now, without waiting.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
     pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Some(permit);

@@ -7,6 +7,7 @@
 //! tells a canary how the response ended ([`Ending`]). [`Flags`] are what
 //! the two share with the guest's run. Both wasi:http versions use them.
 
+use crate::observe::trace::RequestTrace;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -80,6 +81,8 @@ pub struct Flags {
     /// Since when the connection has held the response body's last frame
     /// without asking for the next (same encoding).
     download_wait: AtomicU64,
+    /// The request's trace: the runner's spans are its children.
+    pub trace: RequestTrace,
 }
 
 impl Flags {
@@ -99,7 +102,14 @@ impl Flags {
             started: std::time::Instant::now(),
             upload_wait: AtomicU64::new(0),
             download_wait: AtomicU64::new(0),
+            trace: RequestTrace::default(),
         }
+    }
+
+    /// Under `trace`, the request's trace.
+    pub fn with_trace(mut self, trace: RequestTrace) -> Flags {
+        self.trace = trace;
+        self
     }
 
     /// With a deadline the client asked for (`None`: none), kept only when

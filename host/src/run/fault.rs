@@ -23,6 +23,7 @@
 
 use crate::base::digest::Digest;
 use crate::observe::metrics::RouteMetrics;
+use crate::observe::trace::LogIds;
 use crate::run::body::{Flags, ResponseBody, host_response};
 use crate::wasm::sandbox::MemoryLimit;
 use http::{Response, StatusCode};
@@ -121,11 +122,18 @@ impl Reporter {
     /// one info line naming the refusal, counted where refusals are
     /// (`wasmlet_requests_rejected_total`), never as a handler fault.
     pub fn report(&self, request_id: &str, fault: &Fault, flags: &Flags) {
+        flags
+            .trace
+            .set(opentelemetry::KeyValue::new("wasmlet.fault", fault.kind()));
+        let ids = flags.trace.log_ids();
+        let (trace_id, span_id) = ids.as_ref().map(LogIds::pair).unzip();
         if let Some(refused) = flags.refused() {
             tracing::info!(
                 route = %self.label,
                 digest = %self.digest,
                 request_id = %request_id,
+                trace_id,
+                span_id,
                 refused = %refused,
                 kind = %fault.kind(),
                 "handler ended after the host refused its request"
@@ -139,23 +147,34 @@ impl Reporter {
                 route = %self.label,
                 digest = %self.digest,
                 request_id = %request_id,
+                trace_id,
+                span_id,
                 "handler ended at the client's deadline (grpc-timeout)"
             );
             return;
         }
-        report(
-            &self.label,
-            &self.digest.to_string(),
-            &self.metrics,
-            request_id,
-            fault,
+        self.metrics.fault(fault.kind());
+        tracing::error!(
+            route = %self.label,
+            digest = %self.digest,
+            request_id = %request_id,
+            trace_id,
+            span_id,
+            kind = %fault.kind(),
+            cause = %fault.cause(),
+            "handler fault"
         );
     }
 
     /// Logs that the guest answered with an error code instead of a
     /// response; the host answers [`handler_error`].
-    pub fn error_code(&self, request_id: &str, code: &impl std::fmt::Debug) {
-        tracing::warn!(route = %self.label, digest = %self.digest, request_id = %request_id, error_code = ?code, "handler answered with an error code");
+    pub fn error_code(&self, request_id: &str, code: &impl std::fmt::Debug, flags: &Flags) {
+        flags
+            .trace
+            .set(opentelemetry::KeyValue::new("wasmlet.fault", "error_code"));
+        let ids = flags.trace.log_ids();
+        let (trace_id, span_id) = ids.as_ref().map(LogIds::pair).unzip();
+        tracing::warn!(route = %self.label, digest = %self.digest, request_id = %request_id, trace_id, span_id, error_code = ?code, "handler answered with an error code");
     }
 }
 
@@ -171,19 +190,6 @@ pub fn answer(flags: &Flags, fault: &Fault) -> Response<ResponseBody> {
 /// The host's answer when the guest answered with an error code.
 pub fn handler_error() -> Response<ResponseBody> {
     host_response(StatusCode::INTERNAL_SERVER_ERROR, "handler error\n")
-}
-
-/// Logs a fault once, and counts it on the route version's series.
-pub fn report(label: &str, digest: &str, metrics: &RouteMetrics, request_id: &str, fault: &Fault) {
-    metrics.fault(fault.kind());
-    tracing::error!(
-        route = %label,
-        digest = %digest,
-        request_id = %request_id,
-        kind = %fault.kind(),
-        cause = %fault.cause(),
-        "handler fault"
-    );
 }
 
 /// What the client reads when its request failed with `fault`.

@@ -27,6 +27,7 @@ use crate::run::fault::{self, Fault, Reporter};
 use crate::run::reuse::{Instances, Warm};
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryBudget};
 use http::{Request, Response, StatusCode};
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
@@ -84,20 +85,27 @@ pub async fn run(
     let (mut store, proxy, served) = match route.instances.take() {
         Some(warm) => {
             let mut store = warm.store;
-            store.data_mut().renew_for_request(request_id.clone());
+            store
+                .data_mut()
+                .renew_for_request(request_id.clone(), flags.trace.clone());
             (store, Some(warm.proxy), warm.served)
         }
         None => {
-            let store = sandbox::new_store(
+            let mut store = sandbox::new_store(
                 route.pre.engine(),
                 &route.grants,
                 &limits,
                 memory_budget.cloned(),
                 request_id.clone(),
             );
+            store.data_mut().trace(flags.trace.clone());
             (store, None, 0)
         }
     };
+    flags.trace.set(KeyValue::new(
+        "wasmlet.instance",
+        if proxy.is_some() { "reused" } else { "fresh" },
+    ));
     // The route's `timeout`, or a gRPC client's shorter deadline.
     let deadline = Instant::now() + flags.timeout(limits.timeout);
     let slot = HeavySlot::default();
@@ -156,7 +164,7 @@ pub async fn run(
         // through no fault of its own: the client gets the refusal, as on
         // the 0.3 path.
         Ok(Err(code)) => flags.refusal().unwrap_or_else(|| {
-            route.reporter.error_code(&request_id, &code);
+            route.reporter.error_code(&request_id, &code, &flags);
             fault::handler_error()
         }),
         // The guest ended (its store, and with it the sender, is gone)
@@ -238,12 +246,14 @@ impl GuestRun {
                 let proxy = match proxy {
                     Some(proxy) => proxy,
                     None => {
+                        let _span = flags.trace.child("instantiate");
                         let proxy = route.pre.instantiate_async(&mut store).await?;
                         instantiated.store(true, Ordering::Relaxed);
                         route.instances.created();
                         proxy
                     }
                 };
+                let _span = flags.trace.child("handler");
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)

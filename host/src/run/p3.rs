@@ -37,6 +37,7 @@
 
 use crate::config::limits::RequestLimits;
 use crate::observe::metrics::InstanceMetrics;
+use crate::observe::trace::ChildSpan;
 use crate::run::admission::{CpuShare, CpuTurn, InFlight};
 use crate::run::body::{Flags, ResponseBody};
 use crate::run::fault::{self, Fault, Reporter};
@@ -45,13 +46,14 @@ use crate::wasm::engine::{EPOCH_TICK, GuestRunning, TickerHandle};
 use crate::wasm::sandbox::MemoryBudget;
 use crate::wasm::sandbox::{self, Grants, HostState, MemoryLimit};
 use http::{Request, Response};
+use opentelemetry::KeyValue;
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, Sleep};
 use wasmtime::component::GuestTaskId;
@@ -153,6 +155,7 @@ impl P3Route {
             reporter: reporter.clone(),
             instance: OnceLock::new(),
             held: Mutex::new(None),
+            span: Mutex::new(None),
         });
         // Handed to the instance when the request is done, whichever way;
         // if this future is dropped first, the request is cancelled.
@@ -174,7 +177,7 @@ impl P3Route {
                 Ok(fault) => fault,
                 Err(code) => {
                     return flags.refusal().unwrap_or_else(|| {
-                        reporter.error_code(&request_id, &code);
+                        reporter.error_code(&request_id, &code, &flags);
                         fault::handler_error()
                     });
                 }
@@ -227,6 +230,9 @@ struct P3Request {
     /// A cancelled request's slot, until an instance takes the request
     /// (or it is dropped, never taken).
     held: Mutex<Option<InFlight>>,
+    /// The `handler` span, from when an instance takes the request until
+    /// the request is done (its response body included).
+    span: Mutex<Option<ChildSpan>>,
 }
 
 /// A request waiting for its response: dropped before (its client is
@@ -431,6 +437,7 @@ impl Shard {
         });
         store.set_epoch_deadline(1);
         let ticking = parts.ticker.guest_running();
+        let began = SystemTime::now();
         let started = tokio::time::timeout(
             parts.limits.timeout,
             parts.pre.instantiate_async(&mut store),
@@ -472,6 +479,7 @@ impl Shard {
                 served: AtomicUsize::new(0),
                 instances: parts.instances.clone(),
                 lingering,
+                started: (began, SystemTime::now()),
                 _ticking: ticking,
             },
         })
@@ -498,6 +506,9 @@ struct Worker {
     served: AtomicUsize,
     instances: InstanceMetrics,
     lingering: Arc<Lingering>,
+    /// When its instantiation began and ended: the first request's
+    /// `instantiate` span.
+    started: (SystemTime, SystemTime),
     /// Keeps the epoch ticking while the instance lives.
     _ticking: GuestRunning,
 }
@@ -522,12 +533,24 @@ impl WorkerState for Worker {
         request: Arc<P3Request>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        // Guest output from now on is logged under this request (requests
-        // running at once on one instance cannot be told apart).
+        // Guest output and outbound requests from now on belong to this
+        // request: requests running at once on one instance cannot be told
+        // apart (its output is one stream, and a host call does not say
+        // which guest task made it).
+        let trace = &request.flags.trace;
         store
             .data_mut()
-            .renew_for_request(request.request_id.clone());
-        self.served.fetch_add(1, Ordering::Relaxed);
+            .renew_for_request(request.request_id.clone(), trace.clone());
+        let fresh = self.served.fetch_add(1, Ordering::Relaxed) == 0;
+        trace.set(KeyValue::new(
+            "wasmlet.instance",
+            if fresh { "fresh" } else { "reused" },
+        ));
+        if fresh {
+            let (began, ready) = self.started;
+            trace.record("instantiate", began, ready);
+        }
+        *request.span.lock().unwrap() = Some(trace.child("handler"));
         let _ = request.instance.set(self.lingering.clone());
         // Cancelled while queued: its slot comes along.
         if let Some(slot) = request.held.lock().unwrap().take() {

@@ -16,8 +16,10 @@
 
 use crate::config::outbound::{OutboundRule, canonical, ip_literal};
 use crate::observe::metrics::DeniedLabels;
+use crate::observe::trace::RequestTrace;
 use http::uri::{Authority, Uri};
 use http_body_util::BodyExt;
+use opentelemetry::KeyValue;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::net::{IpAddr, SocketAddr};
@@ -161,10 +163,14 @@ impl OutboundGrant {
 }
 
 /// The outbound hook: deny by default, check the resolved address, forward
-/// with wasmtime-wasi-http's default client.
+/// with wasmtime-wasi-http's default client. Each request is a span of the
+/// guest's request's trace and carries it on in `traceparent`.
 pub struct OutboundPolicy {
     pub grant: OutboundGrant,
     pub route: Arc<str>,
+    /// The trace of the request the guest serves (on a 0.3 instance
+    /// serving several at once, the one that started last).
+    pub trace: RequestTrace,
 }
 
 impl OutboundPolicy {
@@ -198,6 +204,10 @@ impl WasiHttpHooks for OutboundPolicy {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         let uri = request.uri().clone();
+        // Before the checks: a denied request is a failed span, not none.
+        let mut span = self
+            .trace
+            .outbound(&request.method().clone(), &uri, request.headers_mut());
         let scheme = uri.scheme_str().unwrap_or("http").to_string();
         let host = uri.host().unwrap_or("").to_string();
         let matching: Vec<OutboundRule> = self
@@ -208,6 +218,7 @@ impl WasiHttpHooks for OutboundPolicy {
             .cloned()
             .collect();
         if matching.is_empty() {
+            span.fail("denied: not in allowed_outbound_hosts");
             return self.deny(&uri, "host", "not in allowed_outbound_hosts");
         }
         let port = uri
@@ -216,6 +227,7 @@ impl WasiHttpHooks for OutboundPolicy {
         let policy = OutboundPolicy {
             grant: self.grant.clone(),
             route: self.route.clone(),
+            trace: RequestTrace::default(),
         };
         Box::new(async move {
             let addresses = match ip_literal(&host) {
@@ -225,7 +237,10 @@ impl WasiHttpHooks for OutboundPolicy {
             let matching: Vec<&OutboundRule> = matching.iter().collect();
             let address = match policy.grant.pick(&matching, &addresses) {
                 Ok(address) => address,
-                Err(why) => return Box::into_pin(policy.deny(&uri, "address", &why)).await,
+                Err(why) => {
+                    span.fail("denied: address");
+                    return Box::into_pin(policy.deny(&uri, "address", &why)).await;
+                }
             };
             if scheme == "http" {
                 // Connect to the address just checked, not to the name
@@ -239,7 +254,20 @@ impl WasiHttpHooks for OutboundPolicy {
                 *request.uri_mut() =
                     Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            let (response, io) = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    span.fail(format!("{e:?}"));
+                    return Err(e);
+                }
+            };
+            let status = response.status().as_u16();
+            span.set(KeyValue::new("http.response.status_code", status as i64));
+            if status >= 400 {
+                // A client span fails on 4xx too (HTTP semantic conventions).
+                span.fail(status.to_string());
+            }
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

@@ -16,6 +16,7 @@
 //! and other resources), all of it charged to the host's memory budget.
 
 use crate::config::limits::RequestLimits;
+use crate::observe::trace::{LogIds, RequestTrace};
 use crate::wasm::keyvalue::{KvGrant, KvState, KvView};
 use crate::wasm::outbound::{OutboundGrant, OutboundPolicy};
 use prometheus_client::metrics::gauge::Gauge;
@@ -83,12 +84,23 @@ impl Drop for HostState {
 
 impl HostState {
     /// Readies a reused instance's state for a new request: its output is
-    /// logged under `request_id`, with a fresh output budget.
-    pub fn renew_for_request(&mut self, request_id: Arc<str>) {
+    /// logged under `request_id` (and its trace's ids), with a fresh output
+    /// budget, and its outbound requests are spans of `trace`.
+    pub fn renew_for_request(&mut self, request_id: Arc<str>, trace: RequestTrace) {
         self.keyvalue.renew();
         if let Some(log) = &self.log {
-            log.renew(request_id);
+            log.renew(request_id, trace.log_ids());
         }
+        self.outbound.trace = trace;
+    }
+
+    /// Makes a new store's outbound requests spans of `trace`, and its
+    /// output lines carry the trace's ids.
+    pub fn trace(&mut self, trace: RequestTrace) {
+        if let Some(log) = &self.log {
+            log.scope.lock().unwrap().trace = trace.log_ids().map(Arc::new);
+        }
+        self.outbound.trace = trace;
     }
 
     /// What wasi:keyvalue's bindings see of this store.
@@ -144,6 +156,7 @@ pub fn new_store(
         outbound: OutboundPolicy {
             grant: grants.outbound.clone(),
             route: grants.route.clone(),
+            trace: RequestTrace::default(),
         },
         limiter: MemoryLimiter::new(limits.max_memory, budget),
         keyvalue: KvState::new(grants.keyvalue.clone(), limits.timeout),
@@ -483,6 +496,8 @@ impl Pending {
 #[derive(Clone)]
 struct LogScope {
     request_id: Arc<str>,
+    /// The request's trace's ids, when it is sampled.
+    trace: Option<Arc<LogIds>>,
     budget: Arc<OutputBudget>,
 }
 
@@ -506,9 +521,10 @@ impl OutputBudget {
 }
 
 impl LogScope {
-    fn new(request_id: Arc<str>) -> LogScope {
+    fn new(request_id: Arc<str>, trace: Option<LogIds>) -> LogScope {
         LogScope {
             request_id,
+            trace: trace.map(Arc::new),
             budget: Arc::new(OutputBudget {
                 bytes: GUEST_OUTPUT_LIMIT.into(),
                 lines: GUEST_OUTPUT_LINES.into(),
@@ -522,16 +538,16 @@ impl GuestLog {
     fn new(route: Arc<str>, request_id: Arc<str>) -> GuestLog {
         GuestLog {
             route,
-            scope: Arc::new(Mutex::new(LogScope::new(request_id))),
+            scope: Arc::new(Mutex::new(LogScope::new(request_id, None))),
             pending: Arc::default(),
         }
     }
 
-    /// Moves the output to `request_id`, with a fresh budget, after
-    /// logging what the last request left unfinished.
-    fn renew(&self, request_id: Arc<str>) {
+    /// Moves the output to `request_id` (of trace `trace`), with a fresh
+    /// budget, after logging what the last request left unfinished.
+    fn renew(&self, request_id: Arc<str>, trace: Option<LogIds>) {
         self.flush();
-        *self.scope.lock().unwrap() = LogScope::new(request_id);
+        *self.scope.lock().unwrap() = LogScope::new(request_id, trace);
     }
 
     /// Logs each stream's unfinished line, if any.
@@ -562,6 +578,8 @@ impl GuestLog {
             target: crate::observe::logging::GUEST_TARGET,
             route = %self.route,
             request_id = %scope.request_id,
+            trace_id = scope.trace.as_ref().map(|ids| ids.trace_id.as_str()),
+            span_id = scope.trace.as_ref().map(|ids| ids.span_id.as_str()),
             stream = %stream,
             "{}",
             line.trim_end_matches('\r')
@@ -877,6 +895,7 @@ mod tests {
         let mut hooks = OutboundPolicy {
             grant: OutboundGrant::none(),
             route: Arc::from("/"),
+            trace: RequestTrace::default(),
         };
         fields
             .append(&mut hooks, "x-big".into(), vec![b'x'; 1000])

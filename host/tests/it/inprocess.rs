@@ -21,6 +21,7 @@ async fn readyz_is_503_until_the_first_load_completes() {
         Wasmtime::new(&Limits::default()).unwrap(),
         wasmlet::wasm::compiler::Compiler::InProcess,
         1,
+        None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();

@@ -31,3 +31,4 @@ mod state;
 mod swap;
 mod tls;
 mod toolchains;
+mod traces;

@@ -1,7 +1,9 @@
 //! `outbound`: `GET`s the URL in `?url=http://HOST:PORT/path` through
 //! `wasi:http/outgoing-handler` and answers `upstream <status>: <body>`, or
 //! 502 `outbound error: <error-code>` when the request fails (for example
-//! because the host does not allow that destination).
+//! because the host does not allow that destination). With
+//! `&traceparent=VALUE` it sends that `traceparent` header itself, as a
+//! guest that propagates its own trace would.
 
 use test_programs::wasi::http::outgoing_handler;
 use test_programs::wasi::http::types::{
@@ -21,7 +23,8 @@ impl Guest for Outbound {
         let Some((scheme, authority, path)) = split_url(&url) else {
             return test_programs::respond(response_out, 400, format!("bad url: {url}\n"));
         };
-        match get(scheme, authority, path) {
+        let traceparent = test_programs::query_param(&request, "traceparent");
+        match get(scheme, authority, path, traceparent) {
             Ok(upstream) => {
                 let status = upstream.status();
                 let mut body = Vec::new();
@@ -51,8 +54,19 @@ fn split_url(url: &str) -> Option<(Scheme, &str, &str)> {
     Some((scheme, authority, path))
 }
 
-fn get(scheme: Scheme, authority: &str, path: &str) -> Result<IncomingResponse, ErrorCode> {
-    let request = OutgoingRequest::new(Fields::new());
+fn get(
+    scheme: Scheme,
+    authority: &str,
+    path: &str,
+    traceparent: Option<String>,
+) -> Result<IncomingResponse, ErrorCode> {
+    let headers = Fields::new();
+    if let Some(value) = traceparent {
+        headers
+            .append(&"traceparent".to_string(), &value.into_bytes())
+            .expect("a valid header");
+    }
+    let request = OutgoingRequest::new(headers);
     request.set_method(&Method::Get).expect("valid method");
     request.set_scheme(Some(&scheme)).expect("valid scheme");
     request

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# What tracing costs: the same hello handler on three wasmlets side by side, loaded in turn,
+# interleaved, ROUNDS × DURATION at CONNECTIONS keep-alive connections (wrk), medians:
+#   off     no OTEL_EXPORTER_OTLP_ENDPOINT
+#   1%      parentbased_traceidratio 0.01, exporting to a receiver on loopback
+#   100%    always_on, exporting to the same receiver
+# The receiver is host/tests/it/otlp_receiver.py --sink: it answers every export at once without
+# decoding it (a collector runs elsewhere; here it would take the 2 cores the host is measured on).
+# Each sampled request is 4 spans: the server span, instantiate, handler and response body (no
+# admission span: nothing waits at 64 connections). Spans the exporter dropped are reported from /metrics: a request is never
+# slowed by a collector that cannot keep up, so a high drop count means the receiver, not the
+# host, was the limit.
+#   bench/tracing.sh     (ROUNDS=3 DURATION=10 CONNECTIONS=64 PROFILE=release)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+rounds=${ROUNDS:-3} duration=${DURATION:-10} connections=${CONNECTIONS:-64}
+profile=${PROFILE:-release}
+scripts/need-command.sh wrk wrk
+scripts/setup-tools.sh --no-wasmtime >/dev/null
+cargo build --locked --profile "$profile" -p wasmlet --quiet
+cargo build --locked --release -p hello --target wasm32-wasip2 --quiet
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+bin=target/$profile/wasmlet
+hello=target/wasm32-wasip2/release/hello.wasm
+
+python3 host/tests/it/otlp_receiver.py --sink >"$tmp/receiver.out" &
+pids+=($!)
+until port=$(awk '/^listening/ {print $2}' "$tmp/receiver.out") && [[ -n $port ]]; do sleep 0.1; done
+endpoint=http://127.0.0.1:$port
+
+serve() { # PORT [ENV...]
+  local port=$1; shift
+  env RUST_LOG=warn "$@" "$bin" serve "$hello" --no-watch --listen 127.0.0.1:"$port" \
+    --admin-listen 127.0.0.1:$((port + 1000)) &
+  pids+=($!)
+}
+serve 18190
+serve 18191 OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
+  OTEL_TRACES_SAMPLER_ARG=0.01
+serve 18192 OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" OTEL_TRACES_SAMPLER=always_on
+for port in 18190 18191 18192; do until curl -sf http://127.0.0.1:$port/ >/dev/null; do sleep 0.1; done; done
+
+wrk_rps() { wrk -t2 -c"$connections" -d"${duration}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
+cases=(off 1% 100%)
+for r in $(seq "$rounds"); do
+  for case in "${cases[@]}"; do
+    case $case in
+      off) port=18190 ;;
+      1%) port=18191 ;;
+      100%) port=18192 ;;
+    esac
+    rps=$(wrk_rps http://127.0.0.1:$port/)
+    echo "round $r: $case $rps req/s" >&2
+    echo "$case $rps" >>"$tmp/results"
+  done
+done
+sleep 6 # the last batches
+median() { awk -v c="$1" '$1 == c {print $2}' "$tmp/results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "medians of $rounds interleaved rounds of ${duration}s, $connections connections ($profile build):"
+for case in "${cases[@]}"; do printf '%-5s %8.0f req/s\n' "$case" "$(median "$case")"; done
+awk -v off="$(median off)" -v one="$(median 1%)" -v all="$(median 100%)" 'BEGIN {
+  printf "cost: %.1f%% at 1%% sampling (target <= 3%%), %.1f%% at 100%% (target <= 15%%)\n",
+    100 * (1 - one / off), 100 * (1 - all / off)
+}'
+for port in 18191 18192; do
+  curl -s http://127.0.0.1:$((port + 1000))/metrics | awk -v p="$port" '
+    /^wasmlet_trace_spans_exported_total/ {e = $2}
+    /^wasmlet_trace_spans_dropped_total/ {d += $2}
+    END {printf "port %s: %d spans exported, %d dropped\n", p, e, d}'
+done
