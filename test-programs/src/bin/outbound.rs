@@ -63,7 +63,7 @@ fn get(
     let headers = Fields::new();
     if let Some(value) = traceparent {
         headers
-            .append(&"traceparent".to_string(), &value.into_bytes())
+            .append("traceparent", &value.into_bytes())
             .expect("a valid header");
     }
     let request = OutgoingRequest::new(headers);
