@@ -502,6 +502,11 @@ pub fn memory_cgroup_readable() -> bool {
 
 /// A loopback upstream answering `upstream says hi` to everything.
 pub async fn upstream() -> SocketAddr {
+    upstream_answering(|_| Bytes::from_static(b"upstream says hi")).await
+}
+
+/// A loopback upstream answering each request with `answer(its headers)`.
+pub async fn upstream_answering(answer: fn(&http::HeaderMap) -> Bytes) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -511,10 +516,11 @@ pub async fn upstream() -> SocketAddr {
             };
             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
                 hyper_util::rt::TokioIo::new(stream),
-                hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from_static(b"upstream says hi"),
-                    )))
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let body = answer(request.headers());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                    }
                 }),
             ));
         }

@@ -269,43 +269,34 @@ async fn without_an_endpoint_nothing_is_traced_and_logs_carry_no_ids() {
 
 /// An upstream answering the `traceparent` it was sent (or `none`).
 async fn traceparent_echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| {
-                    let seen = request
-                        .headers()
-                        .get("traceparent")
-                        .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(seen),
-                        )))
-                    }
-                }),
-            ));
-        }
-    });
-    addr
+    upstream_answering(|headers| {
+        headers
+            .get("traceparent")
+            .map_or(Bytes::from_static(b"none"), |v| {
+                Bytes::copy_from_slice(v.as_bytes())
+            })
+    })
+    .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_guests_outbound_call_is_a_client_span_whose_traceparent_reaches_the_upstream() {
+/// A receiver, a `traceparent` echo upstream, and a host exporting to the
+/// receiver whose route `/call` (the `outbound` guest) may reach it.
+async fn outbound_setup() -> (Receiver, SocketAddr, Wasmlet, tempfile::TempDir) {
     let receiver = Receiver::start(&[]);
     let endpoint = receiver.endpoint();
     let upstream = traceparent_echo().await;
-    let (_dir, manifest) = routes(&[(
+    let (dir, manifest) = routes(&[(
         "/call",
         wasm::OUTBOUND,
         &format!("allowed_outbound_hosts = [\"http://{upstream}\"]"),
     )]);
     let host = Wasmlet::serve_with_env(&["--config", &manifest], &otel(&endpoint, &[]));
+    (receiver, upstream, host, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guests_outbound_call_is_a_client_span_whose_traceparent_reaches_the_upstream() {
+    let (receiver, upstream, host, _dir) = outbound_setup().await;
     let r = get(host.public, &format!("/call?url=http://{upstream}/x")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = r.text();
@@ -344,15 +335,7 @@ async fn a_guests_outbound_call_is_a_client_span_whose_traceparent_reaches_the_u
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_that_sets_its_own_traceparent_keeps_it() {
     // The `outbound` guest sends `?traceparent=` as its own header.
-    let receiver = Receiver::start(&[]);
-    let endpoint = receiver.endpoint();
-    let upstream = traceparent_echo().await;
-    let (_dir, manifest) = routes(&[(
-        "/call",
-        wasm::OUTBOUND,
-        &format!("allowed_outbound_hosts = [\"http://{upstream}\"]"),
-    )]);
-    let host = Wasmlet::serve_with_env(&["--config", &manifest], &otel(&endpoint, &[]));
+    let (_receiver, upstream, host, _dir) = outbound_setup().await;
     let own = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
     let r = get(
         host.public,
