@@ -272,7 +272,7 @@ async fn handle(
                         &path,
                         &conn,
                         route,
-                        serving.map(|h| h.component.digest.to_string()),
+                        serving.map(|h| &h.digest_text),
                         version.map(|v| v.as_str()),
                         &request_id,
                     )
@@ -376,7 +376,7 @@ async fn handle(
                 .insert(VERSION_HEADER, HeaderValue::from_static(version.as_str()));
         }
     }
-    let log_ids = trace.log_ids();
+    let (trace_id, span_id) = trace.log_fields();
     tracing::info!(
         method = %method,
         path = %path,
@@ -386,8 +386,8 @@ async fn handle(
         digest = serving.map(|h| tracing::field::display(h.component.digest)),
         version = version.map_or("", |v| v.as_str()),
         request_id = %request_id,
-        trace_id = log_ids.as_ref().map(|ids| ids.trace_id.as_str()),
-        span_id = log_ids.as_ref().map(|ids| ids.span_id.as_str()),
+        trace_id,
+        span_id,
         "request"
     );
     // A gRPC client reads the host's own answers (413, 503, 504, …) as the
@@ -426,7 +426,7 @@ fn span_attributes<B>(
     path: &str,
     conn: &Conn,
     route: Option<&Arc<str>>,
-    digest: Option<String>,
+    digest: Option<&Arc<str>>,
     version: Option<&'static str>,
     request_id: &Arc<str>,
 ) -> Vec<KeyValue> {
@@ -439,7 +439,9 @@ fn span_attributes<B>(
         http::Method::HEAD => "HEAD".into(),
         ref other => other.as_str().to_string().into(),
     };
-    let mut attributes = Vec::with_capacity(11);
+    // Room for those set later too (instance, fault, status code): growing
+    // the list would move it.
+    let mut attributes = Vec::with_capacity(16);
     attributes.extend([
         KeyValue::new("http.request.method", method),
         KeyValue::new("url.path", path.to_string()),
@@ -473,7 +475,7 @@ fn span_attributes<B>(
         ));
     }
     if let Some(digest) = digest {
-        attributes.push(KeyValue::new("wasmlet.component.digest", digest));
+        attributes.push(KeyValue::new("wasmlet.component.digest", shared(digest)));
     }
     attributes
 }

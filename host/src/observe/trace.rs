@@ -14,16 +14,16 @@
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanExporter, SpanLinks,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +31,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+use tracing::field::{DisplayValue, display};
 
 use crate::observe::metrics::{ReasonLabel, SPAN_DROP_REASONS};
 
@@ -240,23 +241,59 @@ pub struct SpanCounters {
 }
 
 impl SpanCounters {
-    fn drop_spans(&self, reason: &str, n: usize) {
+    /// The dropped counter for `reason`, looked up once: a span dropped
+    /// on a full queue costs an increment, not a label lookup.
+    fn dropped(&self, reason: &str) -> Counter {
         self.dropped
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
-            .inc_by(n as u64);
+            .clone()
     }
 }
 
-/// Tracing, when on: the tracer every request's spans come from, and the
+/// Tracing, when on: what every request's spans are made with, and the
 /// export task.
 pub struct Tracing {
     pub counters: SpanCounters,
-    tracer: SdkTracer,
-    provider: SdkTracerProvider,
+    spans: Arc<Spans>,
     stop: watch::Sender<bool>,
     exporting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How spans are made and where ended ones wait: the SDK's sampler, id
+/// generator and `SpanData`, without its tracer. A span here is the few
+/// fields a request knows, turned into `SpanData` once, when it ends; the
+/// SDK's `Span` (a `Context`, a locked `SpanData` moved through a chain of
+/// processors) cost about as much again as the export, measured at 100%
+/// sampling (bench/tracing.sh).
+struct Spans {
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+    scope: InstrumentationScope,
+    queue: SpanQueue,
+    /// `dropped{reason="queue_full"}`.
+    queue_full: Counter,
+}
+
+impl Spans {
+    /// Queues an ended span for export, without waiting; a span finding
+    /// the queue full is dropped and counted.
+    fn end(&self, span: SpanData) {
+        let queue = &self.queue;
+        let mut spans = queue.spans.lock().unwrap();
+        if spans.len() >= queue.capacity {
+            drop(spans);
+            self.queue_full.inc();
+            return;
+        }
+        spans.push(span);
+        let full = spans.len() == queue.batch;
+        drop(spans);
+        if full {
+            queue.full_batch.notify_one();
+        }
+    }
 }
 
 impl Tracing {
@@ -265,7 +302,7 @@ impl Tracing {
         let counters = SpanCounters::default();
         // reqwest's rustls needs a process-wide provider; ring, as elsewhere.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(config.endpoint.clone())
@@ -278,43 +315,42 @@ impl Tracing {
         let resource = resource
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let queue = Arc::new(SpanQueue {
-            spans: std::sync::Mutex::new(Vec::new()),
-            capacity: config.max_queue,
-            batch: config.max_batch,
-            full_batch: tokio::sync::Notify::new(),
+        exporter.set_resource(&resource);
+        let spans = Arc::new(Spans {
+            sampler: config.sampler.sampler(),
+            ids: RandomIdGenerator::default(),
+            scope: InstrumentationScope::builder("wasmlet")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            queue: SpanQueue {
+                spans: std::sync::Mutex::new(Vec::with_capacity(config.max_batch)),
+                capacity: config.max_queue,
+                batch: config.max_batch,
+                full_batch: tokio::sync::Notify::new(),
+            },
+            queue_full: counters.dropped(SPAN_DROP_REASONS[0]),
         });
         let (stop, stopped) = watch::channel(false);
-        let mut exporter = exporter;
-        exporter.set_resource(&resource);
         let exporting = tokio::spawn(export_loop(
-            queue.clone(),
+            spans.clone(),
             exporter,
             config.clone(),
             counters.clone(),
             stopped,
         ));
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(BoundedBatch {
-                queue,
-                counters: counters.clone(),
-            })
-            .with_sampler(config.sampler.sampler())
-            .with_resource(resource)
-            .build();
         Ok(Tracing {
             counters,
-            tracer: provider.tracer("wasmlet"),
-            provider,
+            spans,
             stop,
             exporting: std::sync::Mutex::new(Some(exporting)),
         })
     }
 
     /// A request's span, begun at `start`, the child of the `traceparent`
-    /// in `headers` when there is a valid one. Its `name` and `attributes`
-    /// are made only when the span is sampled: the samplers here read
-    /// neither, and an unsampled request should cost next to nothing.
+    /// in `headers` when there is a valid one, sampled as the sampler
+    /// says. Its `name` and `attributes` are made only when it is sampled:
+    /// the samplers here read neither, and an unsampled request should
+    /// cost next to nothing.
     pub fn request(
         &self,
         headers: &HeaderMap,
@@ -322,28 +358,57 @@ impl Tracing {
         name: impl FnOnce() -> String,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> RequestTrace {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-        let mut span = self
-            .tracer
-            .span_builder("request")
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .start_with_context(&self.tracer, &parent);
-        let recording = span.is_recording();
-        if recording {
-            span.update_name(name());
-            span.set_attributes(attributes());
-        }
+        let spans = &self.spans;
+        let parent_cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        let parent = parent_cx.span().span_context().clone();
+        let trace_id = if parent.is_valid() {
+            parent.trace_id()
+        } else {
+            spans.ids.new_trace_id()
+        };
+        let sampled = spans.sampler.should_sample(
+            Some(&parent_cx),
+            trace_id,
+            "request",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        let recording = sampled.decision == SamplingDecision::RecordAndSample;
+        let context = SpanContext::new(
+            trace_id,
+            spans.ids.new_span_id(),
+            if recording {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            false,
+            sampled.trace_state,
+        );
+        let open = recording.then(|| {
+            let mut attributes = attributes();
+            attributes.extend(sampled.attributes);
+            OpenSpan {
+                name: name().into(),
+                kind: SpanKind::Server,
+                start,
+                attributes,
+                status: Status::Unset,
+            }
+        });
         RequestTrace(Some(Arc::new(Traced {
-            cx: parent.with_span(span),
-            tracer: self.tracer.clone(),
-            recording,
+            spans: spans.clone(),
+            parent: parent
+                .is_valid()
+                .then(|| (parent.span_id(), parent.is_remote())),
+            context,
+            open: std::sync::Mutex::new(open),
         })))
     }
 
     /// Exports what is queued (for at most [`SHUTDOWN_FLUSH`]) and stops.
     pub async fn shutdown(&self) {
-        let _ = self.provider.shutdown();
         self.stop.send_replace(true);
         let exporting = self.exporting.lock().unwrap().take();
         if let Some(exporting) = exporting
@@ -372,64 +437,27 @@ impl SpanQueue {
     fn take(&self, limit: usize) -> Vec<SpanData> {
         let mut spans = self.spans.lock().unwrap();
         if spans.len() <= limit {
-            std::mem::take(&mut *spans)
+            // Room for a whole batch: growing the list span by span would
+            // move every span waiting in it, again and again.
+            std::mem::replace(&mut *spans, Vec::with_capacity(self.batch))
         } else {
             spans.drain(..limit).collect()
         }
     }
 }
 
-/// The span processor: ended, sampled spans into the bounded queue,
-/// without waiting; a span finding it full is dropped and counted.
-struct BoundedBatch {
-    queue: Arc<SpanQueue>,
-    counters: SpanCounters,
-}
-
-impl std::fmt::Debug for BoundedBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BoundedBatch")
-    }
-}
-
-impl SpanProcessor for BoundedBatch {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        let queue = &self.queue;
-        let mut spans = queue.spans.lock().unwrap();
-        if spans.len() >= queue.capacity {
-            drop(spans);
-            self.counters.drop_spans(SPAN_DROP_REASONS[0], 1);
-            return;
-        }
-        spans.push(span);
-        let full = spans.len() == queue.batch;
-        drop(spans);
-        if full {
-            queue.full_batch.notify_one();
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
-/// Exports what waits in `queue`, a batch (at most `max_batch` spans) at
-/// a time: when a batch is full, else every `schedule_delay`; on `stop`,
-/// what is left, and ends.
+/// Exports what waits in `spans`' queue, a batch (at most `max_batch`
+/// spans) at a time: when a batch is full, else every `schedule_delay`; on
+/// `stop`, what is left, and ends.
 async fn export_loop(
-    queue: Arc<SpanQueue>,
+    spans: Arc<Spans>,
     exporter: opentelemetry_otlp::SpanExporter,
     config: TraceConfig,
     counters: SpanCounters,
     mut stop: watch::Receiver<bool>,
 ) {
+    let queue = &spans.queue;
+    let export_failed = counters.dropped(SPAN_DROP_REASONS[1]);
     let mut failures = 0u64;
     loop {
         let stopping = tokio::select! {
@@ -442,14 +470,14 @@ async fn export_loop(
             if batch.is_empty() {
                 break;
             }
-            let n = batch.len();
+            let n = batch.len() as u64;
             match tokio::time::timeout(config.export_timeout, exporter.export(batch)).await {
                 Ok(Ok(())) => {
-                    counters.exported.inc_by(n as u64);
+                    counters.exported.inc_by(n);
                     failures = 0;
                 }
                 failed => {
-                    counters.drop_spans(SPAN_DROP_REASONS[1], n);
+                    export_failed.inc_by(n);
                     // One line per outage, not one per batch.
                     if failures == 0 {
                         let error = match failed {
@@ -472,93 +500,209 @@ async fn export_loop(
     }
 }
 
-/// One request's trace: its span, and the tracer its children come from;
-/// empty when tracing is off (every call is then a no-op).
+/// A span while it is open: what becomes its `SpanData` when it ends.
+struct OpenSpan {
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
+impl OpenSpan {
+    /// Sets `status` unless an error was set already: the first reason a
+    /// span failed is the one it keeps.
+    fn fail(&mut self, status: Status) {
+        if self.status == Status::Unset {
+            self.status = status;
+        }
+    }
+
+    /// The span as the exporter takes it: `context`'s, ended at `end`.
+    fn ended(
+        self,
+        spans: &Spans,
+        context: SpanContext,
+        parent: Option<(SpanId, bool)>,
+        end: SystemTime,
+    ) -> SpanData {
+        let (parent_span_id, parent_span_is_remote) = parent.unwrap_or((SpanId::INVALID, false));
+        SpanData {
+            span_context: context,
+            parent_span_id,
+            parent_span_is_remote,
+            span_kind: self.kind,
+            name: self.name,
+            start_time: self.start,
+            end_time: end,
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: self.status,
+            instrumentation_scope: spans.scope.clone(),
+        }
+    }
+}
+
+/// One request's trace: its span, and where its children go; empty when
+/// tracing is off (every call is then a no-op).
 #[derive(Clone, Default)]
 pub struct RequestTrace(Option<Arc<Traced>>);
 
 struct Traced {
-    /// The request's span, and its parent's context.
-    cx: Context,
-    tracer: SdkTracer,
-    /// Whether the span is sampled: an unsampled one has no children.
-    recording: bool,
+    spans: Arc<Spans>,
+    /// The request span's ids (sampled or not: an unsampled request still
+    /// passes its ids on).
+    context: SpanContext,
+    /// Its parent's span id, and whether that came from the client.
+    parent: Option<(SpanId, bool)>,
+    /// The span until it ends; `None` from the start when unsampled (such
+    /// a span takes no attributes and has no children).
+    open: std::sync::Mutex<Option<OpenSpan>>,
 }
 
-/// A trace's and a span's ids, as a log record carries them.
-pub struct LogIds {
-    pub trace_id: String,
-    pub span_id: String,
+impl Traced {
+    /// Ends the request span at `end` (once; later calls do nothing).
+    fn end(&self, end: SystemTime, last: impl FnOnce(&mut OpenSpan)) {
+        let open = self.open.lock().unwrap().take();
+        if let Some(mut open) = open {
+            last(&mut open);
+            let parent = self.parent;
+            self.spans
+                .end(open.ended(&self.spans, self.context.clone(), parent, end));
+        }
+    }
+
+    /// A new span's context, a child of this one.
+    fn child_context(&self) -> SpanContext {
+        SpanContext::new(
+            self.context.trace_id(),
+            self.spans.ids.new_span_id(),
+            self.context.trace_flags(),
+            false,
+            self.context.trace_state().clone(),
+        )
+    }
 }
+
+impl Drop for Traced {
+    /// A request span still open when its request is forgotten ends then,
+    /// as the SDK's spans do.
+    fn drop(&mut self) {
+        self.end(SystemTime::now(), |_| {});
+    }
+}
+
+/// A trace's and a span's ids, as a log record carries them: kept as ids
+/// and written as hex only when a line is logged (most requests log
+/// nothing at the default level, and formatting them cost every request).
+#[derive(Clone, Copy)]
+pub struct LogIds {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+}
+
+/// `trace_id` and `span_id` log fields, when there are ids.
+pub type LogFields = (Option<DisplayValue<TraceId>>, Option<DisplayValue<SpanId>>);
 
 impl LogIds {
-    /// The two ids, as log fields take them.
-    pub fn pair(&self) -> (&str, &str) {
-        (&self.trace_id, &self.span_id)
+    /// `ids` as the two log fields (absent when `None`).
+    pub fn fields(ids: Option<LogIds>) -> LogFields {
+        ids.map(|ids| (display(ids.trace_id), display(ids.span_id)))
+            .unzip()
     }
 }
 
 impl RequestTrace {
-    /// The trace, when its span is sampled: an unsampled span takes no
-    /// attributes and has no children (it still has ids to propagate).
+    /// The trace, when its span is sampled: children follow their request
+    /// span's decision (every sampler here would make the same one).
     fn recording(&self) -> Option<&Traced> {
-        self.0.as_deref().filter(|traced| traced.recording)
+        self.0
+            .as_deref()
+            .filter(|traced| traced.context.is_sampled())
+    }
+
+    /// Runs `change` on the request's span while it is open.
+    fn with_open(&self, change: impl FnOnce(&mut OpenSpan)) {
+        if let Some(traced) = self.recording()
+            && let Some(open) = traced.open.lock().unwrap().as_mut()
+        {
+            change(open);
+        }
     }
 
     /// Sets `attribute` on the request's span.
     pub fn set(&self, attribute: KeyValue) {
-        if let Some(traced) = self.recording() {
-            traced.cx.span().set_attribute(attribute);
-        }
+        self.with_open(|open| open.attributes.push(attribute));
     }
 
     /// Ends the request's span at `end`, with `status` (an error when 5xx,
     /// as the HTTP conventions say of a server's spans).
     pub fn end(&self, status: u16, end: SystemTime) {
         if let Some(traced) = self.recording() {
-            let span = traced.cx.span();
-            span.set_attribute(KeyValue::new("http.response.status_code", status as i64));
-            if status >= 500 {
-                span.set_status(Status::error(status.to_string()));
-            }
-            span.end_with_timestamp(end);
+            traced.end(end, |open| {
+                open.attributes
+                    .push(KeyValue::new("http.response.status_code", status as i64));
+                if status >= 500 {
+                    open.fail(Status::error(status.to_string()));
+                }
+            });
         }
     }
 
     /// Marks the request failed, saying why (a response body cut short).
     pub fn fail(&self, why: &'static str) {
-        if let Some(traced) = self.recording() {
-            traced.cx.span().set_status(Status::error(why));
-        }
+        self.with_open(|open| open.fail(Status::error(why)));
     }
 
     /// A finished child span, from `start` to `end`.
     pub fn record(&self, name: &'static str, start: SystemTime, end: SystemTime) {
         if let Some(traced) = self.recording() {
-            let mut span = traced
-                .tracer
-                .span_builder(name)
-                .with_kind(SpanKind::Internal)
-                .with_start_time(start)
-                .start_with_context(&traced.tracer, &traced.cx);
-            span.end_with_timestamp(end);
+            let span = OpenSpan {
+                name: name.into(),
+                kind: SpanKind::Internal,
+                start,
+                attributes: Vec::new(),
+                status: Status::Unset,
+            };
+            let parent = Some((traced.context.span_id(), false));
+            traced
+                .spans
+                .end(span.ended(&traced.spans, traced.child_context(), parent, end));
         }
     }
 
     /// A child span begun now; it ends when [`ChildSpan`] is dropped.
     pub fn child(&self, name: &'static str) -> ChildSpan {
-        ChildSpan(self.recording().map(|traced| {
-            traced
-                .tracer
-                .span_builder(name)
-                .with_kind(SpanKind::Internal)
-                .start_with_context(&traced.tracer, &traced.cx)
+        self.open_child(name.into(), SpanKind::Internal, Vec::new)
+    }
+
+    fn open_child(
+        &self,
+        name: Cow<'static, str>,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> ChildSpan {
+        ChildSpan(self.recording().map(|traced| OpenChild {
+            context: traced.child_context(),
+            parent: traced.context.span_id(),
+            spans: traced.spans.clone(),
+            span: OpenSpan {
+                name,
+                kind,
+                start: SystemTime::now(),
+                attributes: attributes(),
+                status: Status::Unset,
+            },
         }))
     }
 
     /// A client span for an outbound request, whose headers get its
     /// `traceparent` (and `tracestate`) unless they carry a `traceparent`
-    /// already: a guest that propagates its own keeps it.
+    /// already: a guest that propagates its own keeps it. An unsampled
+    /// request passes its ids on unsampled, so the next hop drops its
+    /// spans too (parent-based sampling keeps or drops a trace whole).
     pub fn outbound(
         &self,
         method: &http::Method,
@@ -568,56 +712,81 @@ impl RequestTrace {
         let Some(traced) = &self.0 else {
             return ChildSpan(None);
         };
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_string()),
-            KeyValue::new("url.full", uri.to_string()),
-        ];
-        if let Some(host) = uri.host() {
-            attributes.push(KeyValue::new("server.address", host.to_string()));
-        }
-        if let Some(port) = uri.port_u16() {
-            attributes.push(KeyValue::new("server.port", port as i64));
-        }
-        let span = traced
-            .tracer
-            .span_builder(method.as_str().to_string())
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(&traced.tracer, &traced.cx);
+        let span = self.open_child(method.as_str().to_string().into(), SpanKind::Client, || {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", method.as_str().to_string()),
+                KeyValue::new("url.full", uri.to_string()),
+            ];
+            if let Some(host) = uri.host() {
+                attributes.push(KeyValue::new("server.address", host.to_string()));
+            }
+            if let Some(port) = uri.port_u16() {
+                attributes.push(KeyValue::new("server.port", port as i64));
+            }
+            attributes
+        });
         if !headers.contains_key(TRACEPARENT) {
-            let cx = Context::new().with_remote_span_context(span.span_context().clone());
+            let context = match &span.0 {
+                Some(open) => open.context.clone(),
+                None => traced.child_context(),
+            };
+            let cx = Context::new().with_remote_span_context(context);
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
         }
-        ChildSpan(Some(span))
+        span
     }
 
     /// The ids a log record of this request carries: only when its span is
     /// sampled (an unsampled trace is exported nowhere to join).
     pub fn log_ids(&self) -> Option<LogIds> {
         let traced = self.recording()?;
-        let span = traced.cx.span();
-        let context: &SpanContext = span.span_context();
-        context.is_sampled().then(|| LogIds {
-            trace_id: context.trace_id().to_string(),
-            span_id: context.span_id().to_string(),
+        Some(LogIds {
+            trace_id: traced.context.trace_id(),
+            span_id: traced.context.span_id(),
         })
+    }
+
+    /// The `trace_id` and `span_id` fields of this request's log records.
+    pub fn log_fields(&self) -> LogFields {
+        LogIds::fields(self.log_ids())
     }
 }
 
 /// A child span while it lasts: ended when dropped.
-pub struct ChildSpan(Option<Span>);
+pub struct ChildSpan(Option<OpenChild>);
+
+struct OpenChild {
+    context: SpanContext,
+    parent: SpanId,
+    spans: Arc<Spans>,
+    span: OpenSpan,
+}
 
 impl ChildSpan {
     pub fn set(&mut self, attribute: KeyValue) {
-        if let Some(span) = &mut self.0 {
-            span.set_attribute(attribute);
+        if let Some(open) = &mut self.0 {
+            open.span.attributes.push(attribute);
         }
     }
 
     /// Marks the span failed, saying why.
     pub fn fail(&mut self, why: impl Into<Cow<'static, str>>) {
-        if let Some(span) = &mut self.0 {
-            span.set_status(Status::error(why));
+        if let Some(open) = &mut self.0 {
+            open.span.fail(Status::error(why));
+        }
+    }
+}
+
+impl Drop for ChildSpan {
+    fn drop(&mut self) {
+        if let Some(open) = self.0.take() {
+            let span = open.span.ended(
+                &open.spans,
+                open.context,
+                Some((open.parent, false)),
+                SystemTime::now(),
+            );
+            open.spans.end(span);
         }
     }
 }
@@ -734,6 +903,134 @@ mod tests {
         assert!(!named(&[("OTEL_RESOURCE_ATTRIBUTES", "my.service.name=x")]));
     }
 
+    /// Tracing to nowhere (a refused port on loopback), with `vars` too;
+    /// its export task exports nothing before `schedule_delay`, so what a
+    /// test ends stays in the queue to be read.
+    fn started(vars: &[(&str, &str)]) -> Tracing {
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")];
+        all.extend_from_slice(vars);
+        Tracing::start(&config(&all).unwrap().unwrap()).unwrap()
+    }
+
+    fn queued(tracing: &Tracing) -> Vec<SpanData> {
+        std::mem::take(&mut *tracing.spans.queue.spans.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_span_ends_once_with_its_children_under_it() {
+        let tracing = started(&[("OTEL_TRACES_SAMPLER", "always_on")]);
+        let trace = tracing.request(
+            &HeaderMap::new(),
+            SystemTime::now(),
+            || "GET /".into(),
+            || vec![KeyValue::new("url.path", "/")],
+        );
+        trace.record("admission", SystemTime::now(), SystemTime::now());
+        drop(trace.child("handler"));
+        trace.fail("response body cut short");
+        trace.end(503, SystemTime::now());
+        trace.end(200, SystemTime::now());
+        trace.set(KeyValue::new("late", true));
+        drop(trace);
+        let spans = queued(&tracing);
+        let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["admission", "handler", "GET /"]);
+        let request = &spans[2];
+        for child in &spans[..2] {
+            assert_eq!(child.parent_span_id, request.span_context.span_id());
+            assert_eq!(
+                child.span_context.trace_id(),
+                request.span_context.trace_id()
+            );
+            assert_ne!(child.span_context.span_id(), request.span_context.span_id());
+        }
+        assert_eq!(request.parent_span_id, SpanId::INVALID);
+        assert_eq!(request.span_kind, SpanKind::Server);
+        // The first reason it failed is kept; the second end, and what
+        // came after it, did nothing.
+        assert_eq!(request.status, Status::error("response body cut short"));
+        let keys: Vec<&str> = request
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(keys, ["url.path", "http.response.status_code"]);
+        tracing.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unsampled_request_records_nothing_and_passes_its_decision_on() {
+        let tracing = started(&[("OTEL_TRACES_SAMPLER", "always_off")]);
+        let trace = tracing.request(
+            &HeaderMap::new(),
+            SystemTime::now(),
+            || unreachable!("an unsampled span is not named"),
+            || unreachable!("nor given attributes"),
+        );
+        drop(trace.child("handler"));
+        let mut headers = HeaderMap::new();
+        drop(trace.outbound(
+            &http::Method::GET,
+            &"http://127.0.0.1:1/".parse().unwrap(),
+            &mut headers,
+        ));
+        trace.end(200, SystemTime::now());
+        assert!(trace.log_ids().is_none());
+        drop(trace);
+        assert!(queued(&tracing).is_empty());
+        let traceparent = headers[TRACEPARENT].to_str().unwrap();
+        assert!(traceparent.ends_with("-00"), "{traceparent}");
+        tracing.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_forgotten_unended_ends_when_dropped() {
+        let tracing = started(&[("OTEL_TRACES_SAMPLER", "always_on")]);
+        let trace = tracing.request(
+            &HeaderMap::new(),
+            SystemTime::now(),
+            || "GET".into(),
+            Vec::new,
+        );
+        let outbound = trace.outbound(
+            &http::Method::POST,
+            &"http://127.0.0.1:1/x".parse().unwrap(),
+            &mut HeaderMap::new(),
+        );
+        let names = |tracing: &Tracing| -> Vec<String> {
+            queued(tracing).iter().map(|s| s.name.to_string()).collect()
+        };
+        // The last clone of a request's trace gone, its span ends.
+        drop(trace);
+        assert_eq!(names(&tracing), ["GET"]);
+        drop(outbound);
+        assert_eq!(names(&tracing), ["POST"]);
+        tracing.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn spans_past_the_queues_bound_are_dropped_and_counted() {
+        let tracing = started(&[
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "3"),
+            // Never a full batch, so the export task takes nothing.
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+        ]);
+        let trace = tracing.request(
+            &HeaderMap::new(),
+            SystemTime::now(),
+            || "GET".into(),
+            Vec::new,
+        );
+        for _ in 0..10 {
+            trace.record("admission", SystemTime::now(), SystemTime::now());
+        }
+        trace.end(200, SystemTime::now());
+        assert_eq!(queued(&tracing).len(), 3);
+        assert_eq!(tracing.counters.dropped(SPAN_DROP_REASONS[0]).get(), 8);
+        tracing.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_hostile_traceparent_starts_a_new_trace_and_a_valid_one_is_continued() {
         let config = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")])
@@ -754,11 +1051,10 @@ mod tests {
                 .request(&headers, SystemTime::now(), || "GET /".into(), Vec::new)
                 .log_ids()
                 .unwrap()
+                .trace_id
+                .to_string()
         };
-        assert_eq!(
-            trace_of(parent).trace_id,
-            "0af7651916cd43dd8448eb211c80319c"
-        );
+        assert_eq!(trace_of(parent), "0af7651916cd43dd8448eb211c80319c");
         for hostile in [
             "",
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
@@ -768,12 +1064,12 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
             &"0".repeat(10_000),
         ] {
-            let ids = trace_of(hostile);
+            let trace_id = trace_of(hostile);
             assert_ne!(
-                ids.trace_id, "0af7651916cd43dd8448eb211c80319c",
+                trace_id, "0af7651916cd43dd8448eb211c80319c",
                 "{hostile:.60}"
             );
-            assert_ne!(ids.trace_id, "00000000000000000000000000000000");
+            assert_ne!(trace_id, "00000000000000000000000000000000");
         }
         tracing.shutdown().await;
     }

@@ -39,6 +39,9 @@ pub struct Handler {
     /// For an `oci://` component: the manifest digest it resolved to.
     pub resolved: Option<Digest>,
     pub loaded_at: SystemTime,
+    /// The component's digest as text (`sha256:HEX`), written once: every
+    /// sampled request's span carries it.
+    pub digest_text: Arc<str>,
 }
 
 /// What runs a handler's requests: one per wasi:http version.
@@ -62,6 +65,7 @@ impl Handler {
         generation: u64,
     ) -> Handler {
         Handler {
+            digest_text: component.digest.to_string().into(),
             spec,
             label,
             component,

@@ -23,7 +23,6 @@
 
 use crate::base::digest::Digest;
 use crate::observe::metrics::RouteMetrics;
-use crate::observe::trace::LogIds;
 use crate::run::body::{Flags, ResponseBody, host_response};
 use crate::wasm::sandbox::MemoryLimit;
 use http::{Response, StatusCode};
@@ -125,8 +124,7 @@ impl Reporter {
         flags
             .trace
             .set(opentelemetry::KeyValue::new("wasmlet.fault", fault.kind()));
-        let ids = flags.trace.log_ids();
-        let (trace_id, span_id) = ids.as_ref().map(LogIds::pair).unzip();
+        let (trace_id, span_id) = flags.trace.log_fields();
         if let Some(refused) = flags.refused() {
             tracing::info!(
                 route = %self.label,
@@ -172,8 +170,7 @@ impl Reporter {
         flags
             .trace
             .set(opentelemetry::KeyValue::new("wasmlet.fault", "error_code"));
-        let ids = flags.trace.log_ids();
-        let (trace_id, span_id) = ids.as_ref().map(LogIds::pair).unzip();
+        let (trace_id, span_id) = flags.trace.log_fields();
         tracing::warn!(route = %self.label, digest = %self.digest, request_id = %request_id, trace_id, span_id, error_code = ?code, "handler answered with an error code");
     }
 }

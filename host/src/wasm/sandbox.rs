@@ -98,7 +98,7 @@ impl HostState {
     /// output lines carry the trace's ids.
     pub fn trace(&mut self, trace: RequestTrace) {
         if let Some(log) = &self.log {
-            log.scope.lock().unwrap().trace = trace.log_ids().map(Arc::new);
+            log.scope.lock().unwrap().trace = trace.log_ids();
         }
         self.outbound.trace = trace;
     }
@@ -497,7 +497,7 @@ impl Pending {
 struct LogScope {
     request_id: Arc<str>,
     /// The request's trace's ids, when it is sampled.
-    trace: Option<Arc<LogIds>>,
+    trace: Option<LogIds>,
     budget: Arc<OutputBudget>,
 }
 
@@ -524,7 +524,7 @@ impl LogScope {
     fn new(request_id: Arc<str>, trace: Option<LogIds>) -> LogScope {
         LogScope {
             request_id,
-            trace: trace.map(Arc::new),
+            trace,
             budget: Arc::new(OutputBudget {
                 bytes: GUEST_OUTPUT_LIMIT.into(),
                 lines: GUEST_OUTPUT_LINES.into(),
@@ -574,12 +574,13 @@ impl GuestLog {
             return;
         }
         let line = String::from_utf8_lossy(line);
+        let (trace_id, span_id) = LogIds::fields(scope.trace);
         tracing::info!(
             target: crate::observe::logging::GUEST_TARGET,
             route = %self.route,
             request_id = %scope.request_id,
-            trace_id = scope.trace.as_ref().map(|ids| ids.trace_id.as_str()),
-            span_id = scope.trace.as_ref().map(|ids| ids.span_id.as_str()),
+            trace_id,
+            span_id,
             stream = %stream,
             "{}",
             line.trim_end_matches('\r')

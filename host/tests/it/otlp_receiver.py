@@ -37,6 +37,11 @@ def main():
     args = parser.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as a collector does: the exporter then sends every
+        # batch on one connection (HTTP/1.0 would mean a connection, and a
+        # thread here, per batch).
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if args.sink:
