@@ -8,8 +8,10 @@
 //! default. Spans go through a bounded queue to one export task: a request
 //! never waits for the collector, and a span that finds the queue full, or
 //! whose export fails, is dropped and counted
-//! (`wasmlet_trace_spans_dropped_total{reason}`). The SDK's own batch
-//! processor keeps that count private, hence [`BoundedBatch`].
+//! (`wasmlet_trace_spans_dropped_total{reason}`); the SDK's own batch
+//! processor keeps that count private. Spans are made with the SDK's
+//! sampler, id generator and propagator and leave as its `SpanData`
+//! through its OTLP exporter, but without its tracer (see [`Spans`]).
 
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
@@ -263,13 +265,13 @@ pub struct Tracing {
 
 /// How spans are made and where ended ones wait: the SDK's sampler, id
 /// generator and `SpanData`, without its tracer. A span here is the few
-/// fields a request knows, turned into `SpanData` once, when it ends; the
-/// SDK's `Span` (a `Context`, a locked `SpanData` moved through a chain of
-/// processors) cost about as much again as the export, measured at 100%
-/// sampling (bench/tracing.sh).
+/// fields a request knows, turned into `SpanData` once, when it ends. With
+/// the SDK's `Span` (a `Context`, a locked `SpanData` moved through a chain
+/// of processors) the request side took 5.7% of the host's CPU samples at
+/// 100% sampling, nearly the export's 6.6%; made here, 3.1% (perf, hello,
+/// bench/tracing.sh's load).
 struct Spans {
     sampler: Sampler,
-    ids: RandomIdGenerator,
     scope: InstrumentationScope,
     queue: SpanQueue,
     /// `dropped{reason="queue_full"}`.
@@ -318,7 +320,6 @@ impl Tracing {
         exporter.set_resource(&resource);
         let spans = Arc::new(Spans {
             sampler: config.sampler.sampler(),
-            ids: RandomIdGenerator::default(),
             scope: InstrumentationScope::builder("wasmlet")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -359,12 +360,17 @@ impl Tracing {
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> RequestTrace {
         let spans = &self.spans;
-        let parent_cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        // Most requests carry no traceparent: they skip the propagator.
+        let parent_cx = if headers.contains_key(TRACEPARENT) {
+            TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+        } else {
+            Context::new()
+        };
         let parent = parent_cx.span().span_context().clone();
         let trace_id = if parent.is_valid() {
             parent.trace_id()
         } else {
-            spans.ids.new_trace_id()
+            RandomIdGenerator::default().new_trace_id()
         };
         let sampled = spans.sampler.should_sample(
             Some(&parent_cx),
@@ -377,7 +383,7 @@ impl Tracing {
         let recording = sampled.decision == SamplingDecision::RecordAndSample;
         let context = SpanContext::new(
             trace_id,
-            spans.ids.new_span_id(),
+            RandomIdGenerator::default().new_span_id(),
             if recording {
                 TraceFlags::SAMPLED
             } else {
@@ -386,24 +392,26 @@ impl Tracing {
             false,
             sampled.trace_state,
         );
-        let open = recording.then(|| {
-            let mut attributes = attributes();
-            attributes.extend(sampled.attributes);
-            OpenSpan {
-                name: name().into(),
-                kind: SpanKind::Server,
-                start,
-                attributes,
-                status: Status::Unset,
-            }
-        });
-        RequestTrace(Some(Arc::new(Traced {
+        if !recording {
+            // Its ids only, to pass on: no allocation, no shared counts.
+            return RequestTrace(Trace::Unsampled(context));
+        }
+        let mut attributes = attributes();
+        attributes.extend(sampled.attributes);
+        let open = OpenSpan {
+            name: name().into(),
+            kind: SpanKind::Server,
+            start,
+            attributes,
+            status: Status::Unset,
+        };
+        RequestTrace(Trace::Sampled(Arc::new(Traced {
             spans: spans.clone(),
             parent: parent
                 .is_valid()
                 .then(|| (parent.span_id(), parent.is_remote())),
             context,
-            open: std::sync::Mutex::new(open),
+            open: std::sync::Mutex::new(Some(open)),
         })))
     }
 
@@ -548,17 +556,26 @@ impl OpenSpan {
 /// One request's trace: its span, and where its children go; empty when
 /// tracing is off (every call is then a no-op).
 #[derive(Clone, Default)]
-pub struct RequestTrace(Option<Arc<Traced>>);
+pub struct RequestTrace(Trace);
+
+#[derive(Clone, Default)]
+enum Trace {
+    #[default]
+    Off,
+    /// Not sampled: the request span's ids, passed on to outbound calls
+    /// (unsampled, so the next hop drops its spans too); no attributes,
+    /// no children, nothing exported.
+    Unsampled(SpanContext),
+    Sampled(Arc<Traced>),
+}
 
 struct Traced {
     spans: Arc<Spans>,
-    /// The request span's ids (sampled or not: an unsampled request still
-    /// passes its ids on).
+    /// The request span's ids.
     context: SpanContext,
     /// Its parent's span id, and whether that came from the client.
     parent: Option<(SpanId, bool)>,
-    /// The span until it ends; `None` from the start when unsampled (such
-    /// a span takes no attributes and has no children).
+    /// The span until it ends.
     open: std::sync::Mutex<Option<OpenSpan>>,
 }
 
@@ -573,17 +590,17 @@ impl Traced {
                 .end(open.ended(&self.spans, self.context.clone(), parent, end));
         }
     }
+}
 
-    /// A new span's context, a child of this one.
-    fn child_context(&self) -> SpanContext {
-        SpanContext::new(
-            self.context.trace_id(),
-            self.spans.ids.new_span_id(),
-            self.context.trace_flags(),
-            false,
-            self.context.trace_state().clone(),
-        )
-    }
+/// A new span's context, a child of `parent`'s (sampled as it is).
+fn child_context(parent: &SpanContext) -> SpanContext {
+    SpanContext::new(
+        parent.trace_id(),
+        RandomIdGenerator::default().new_span_id(),
+        parent.trace_flags(),
+        false,
+        parent.trace_state().clone(),
+    )
 }
 
 impl Drop for Traced {
@@ -618,9 +635,10 @@ impl RequestTrace {
     /// The trace, when its span is sampled: children follow their request
     /// span's decision (every sampler here would make the same one).
     fn recording(&self) -> Option<&Traced> {
-        self.0
-            .as_deref()
-            .filter(|traced| traced.context.is_sampled())
+        match &self.0 {
+            Trace::Sampled(traced) => Some(traced),
+            Trace::Off | Trace::Unsampled(_) => None,
+        }
     }
 
     /// Runs `change` on the request's span while it is open.
@@ -667,9 +685,12 @@ impl RequestTrace {
                 status: Status::Unset,
             };
             let parent = Some((traced.context.span_id(), false));
-            traced
-                .spans
-                .end(span.ended(&traced.spans, traced.child_context(), parent, end));
+            traced.spans.end(span.ended(
+                &traced.spans,
+                child_context(&traced.context),
+                parent,
+                end,
+            ));
         }
     }
 
@@ -685,7 +706,7 @@ impl RequestTrace {
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> ChildSpan {
         ChildSpan(self.recording().map(|traced| OpenChild {
-            context: traced.child_context(),
+            context: child_context(&traced.context),
             parent: traced.context.span_id(),
             spans: traced.spans.clone(),
             span: OpenSpan {
@@ -709,8 +730,10 @@ impl RequestTrace {
         uri: &http::Uri,
         headers: &mut HeaderMap,
     ) -> ChildSpan {
-        let Some(traced) = &self.0 else {
-            return ChildSpan(None);
+        let parent = match &self.0 {
+            Trace::Off => return ChildSpan(None),
+            Trace::Unsampled(context) => context,
+            Trace::Sampled(traced) => &traced.context,
         };
         let span = self.open_child(method.as_str().to_string().into(), SpanKind::Client, || {
             let mut attributes = vec![
@@ -728,7 +751,7 @@ impl RequestTrace {
         if !headers.contains_key(TRACEPARENT) {
             let context = match &span.0 {
                 Some(open) => open.context.clone(),
-                None => traced.child_context(),
+                None => child_context(parent),
             };
             let cx = Context::new().with_remote_span_context(context);
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
