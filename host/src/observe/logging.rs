@@ -1,5 +1,6 @@
 //! Tracing set-up: text for people, JSON for `kubectl logs` pipelines.
-//! The level comes from `RUST_LOG` (default `info`). Lines are written by
+//! The level comes from `RUST_LOG` (default `info`; rustls only at `error`
+//! unless `RUST_LOG` names it, see [`QUIET_RUSTLS`]). Lines are written by
 //! background threads so a slow stderr never stalls a request.
 //!
 //! Guests' output (target [`GUEST_TARGET`]) and the host's own lines take
@@ -34,6 +35,14 @@ const BUFFERED_LINES: usize = 16 * 1024;
 /// `wasm::sandbox::GUEST_OUTPUT_LINES`.
 const BUFFERED_GUEST_LINES: usize = 8 * 1024;
 
+/// rustls warns about what a peer does wrong (an IP address sent as SNI, as
+/// some ordinary clients do; an alert it sent), once per handshake: noise
+/// that buries the host's own lines, and that any client can make at will
+/// on the path that never drops. The host counts failed handshakes itself
+/// (`wasmlet_tls_handshake_failures_total`, and a debug line); rustls's own
+/// lines come when `RUST_LOG` names rustls.
+const QUIET_RUSTLS: &str = "rustls=error";
+
 /// Flushes the last lines when dropped; keep it alive until exit.
 pub struct LogGuards {
     _host: WorkerGuard,
@@ -43,7 +52,11 @@ pub struct LogGuards {
 /// Installs the global subscriber; keep the guard alive until exit so the
 /// last lines are flushed.
 pub fn init(format: LogFormat) -> LogGuards {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !rust_log.is_some_and(|directives| directives.contains("rustls")) {
+        filter = filter.add_directive(QUIET_RUSTLS.parse().expect("a valid directive"));
+    }
     let (host, host_guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(BUFFERED_LINES)

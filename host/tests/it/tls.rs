@@ -324,3 +324,52 @@ fn a_bad_pair_or_half_a_pair_exits_1_naming_the_file() {
         assert!(!stderr.contains("listening"), "{stderr}");
     }
 }
+
+/// Completes a TLS handshake with `openssl s_client`, naming `sni` as the
+/// server (openssl sends it even when it is an IP address, as some clients
+/// do); panics unless the handshake completed.
+fn handshake_with_sni(host: &Wasmlet, sni: &str) {
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect", &host.public.to_string()])
+        .args(["-servername", sni])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("TLSv1.3"), "no handshake: {text}");
+}
+
+/// rustls logs a WARN for what a client does wrong, once per handshake
+/// (here an IP address sent as SNI, as some ordinary clients do): noise any
+/// client can make the host write at will, on the log path that never
+/// drops. rustls's own lines come only when RUST_LOG names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_sending_an_ip_as_sni_writes_no_log_line() {
+    need("openssl", "openssl");
+    let dir = tempdir();
+    let (cert, key) = make_pair(dir.path(), "a", 30);
+    let args = [
+        wasm::HELLO,
+        "--tls-cert",
+        path_str(&cert),
+        "--tls-key",
+        path_str(&key),
+    ];
+    let quiet = Wasmlet::serve(&args);
+    let asked = Wasmlet::serve_with_env(&args, &[("RUST_LOG", "info,rustls=warn")]);
+    for _ in 0..5 {
+        handshake_with_sni(&quiet, "127.0.0.1");
+    }
+    handshake_with_sni(&asked, "127.0.0.1");
+    // The operator who asked for rustls's lines gets them: the handshakes
+    // above were the kind that makes one.
+    asked
+        .wait_for_log(Duration::from_secs(5), |l| l.contains("SNI"))
+        .expect("RUST_LOG=rustls=warn shows rustls's warning");
+    let rustls: Vec<String> = quiet
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("rustls"))
+        .collect();
+    assert!(rustls.is_empty(), "{rustls:#?}");
+}
