@@ -935,6 +935,16 @@ mod tests {
         Tracing::start(&config(&all).unwrap().unwrap()).unwrap()
     }
 
+    /// A `GET` that came with no `traceparent`, its span named `GET`.
+    fn untraced_get(tracing: &Tracing) -> RequestTrace {
+        tracing.request(
+            &HeaderMap::new(),
+            SystemTime::now(),
+            || "GET".into(),
+            Vec::new,
+        )
+    }
+
     fn queued(tracing: &Tracing) -> Vec<SpanData> {
         std::mem::take(&mut *tracing.spans.queue.spans.lock().unwrap())
     }
@@ -1009,12 +1019,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_forgotten_unended_ends_when_dropped() {
         let tracing = started(&[("OTEL_TRACES_SAMPLER", "always_on")]);
-        let trace = tracing.request(
-            &HeaderMap::new(),
-            SystemTime::now(),
-            || "GET".into(),
-            Vec::new,
-        );
+        let trace = untraced_get(&tracing);
         let outbound = trace.outbound(
             &http::Method::POST,
             &"http://127.0.0.1:1/x".parse().unwrap(),
@@ -1039,12 +1044,7 @@ mod tests {
             // Never a full batch, so the export task takes nothing.
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
         ]);
-        let trace = tracing.request(
-            &HeaderMap::new(),
-            SystemTime::now(),
-            || "GET".into(),
-            Vec::new,
-        );
+        let trace = untraced_get(&tracing);
         for _ in 0..10 {
             trace.record("admission", SystemTime::now(), SystemTime::now());
         }

@@ -91,6 +91,17 @@ impl Wasmlet {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The log lines so far that contain `text`.
+    pub fn logs_containing(&self, text: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect()
+    }
+
     /// Waits until a log line satisfies `pred`.
     pub fn wait_for_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;

@@ -212,11 +212,7 @@ async fn grpcio_calls_a_wasi_http_0_3_service() {
 /// fault rate at will.
 async fn the_expired_call_ended_quietly(host: &Wasmlet, within: Duration) {
     crate::h2_attacks::in_flight_drops_to_zero(host, within).await;
-    let faults: Vec<String> = host
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("handler fault"))
-        .collect();
+    let faults: Vec<String> = host.logs_containing("handler fault");
     assert!(faults.is_empty(), "{faults:#?}");
     let metrics = get(host.admin, "/metrics").await.text();
     let timeouts =

@@ -182,11 +182,7 @@ async fn rapid_reset_closes_the_attacker_and_frees_the_slots() {
     assert_eq!(closed_by(&host, "h2_reset_flood").await, 3.0);
     // Cancelled requests are nobody's fault: no ERROR line, no fault count.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let errors: Vec<_> = host
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("ERROR"))
-        .collect();
+    let errors: Vec<_> = host.logs_containing("ERROR");
     assert!(
         errors.is_empty(),
         "{} ERROR lines: {:?}",
@@ -219,11 +215,7 @@ async fn hanging_up_on_requests_in_flight_is_no_handler_fault() {
     attack(&host, "hang-up", &["/", "20", "100"]).await;
     let freed = in_flight_drops_to_zero(&host, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let errors: Vec<_> = host
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("ERROR"))
-        .collect();
+    let errors: Vec<_> = host.logs_containing("ERROR");
     assert!(
         errors.is_empty(),
         "{} ERROR lines: {:?}",

@@ -206,11 +206,7 @@ async fn a_line_written_in_pieces_is_logged_once() {
     let line = host.wait_for_log(Duration::from_secs(5), |l| l.contains("stream=stderr"));
     assert!(line.is_some(), "no guest line: {:?}", host.logs());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let guest: Vec<String> = host
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("stream=stderr"))
-        .collect();
+    let guest: Vec<String> = host.logs_containing("stream=stderr");
     assert_eq!(guest.len(), 1, "{guest:#?}");
     assert!(guest[0].contains("start a print 1234"), "{guest:#?}");
 }

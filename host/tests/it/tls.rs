@@ -366,10 +366,6 @@ async fn a_client_sending_an_ip_as_sni_writes_no_log_line() {
     asked
         .wait_for_log(Duration::from_secs(5), |l| l.contains("SNI"))
         .expect("RUST_LOG=rustls=warn shows rustls's warning");
-    let rustls: Vec<String> = quiet
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("rustls"))
-        .collect();
+    let rustls: Vec<String> = quiet.logs_containing("rustls");
     assert!(rustls.is_empty(), "{rustls:#?}");
 }
